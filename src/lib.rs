@@ -1,0 +1,19 @@
+//! vxtap: a userspace VXLAN (RFC 7348) and Geneve (RFC 8926) dataplane over a Linux TAP device.
+//!
+//! The crate is layered so that everything about the protocols can be tested without devices:
+//! - [`wire`]: zero-copy parse/emit of the VXLAN and Geneve headers and their receive policies;
+//! - [`flow`]: the outer UDP source port derived from the inner flow;
+//! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
+//! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
+//! - [`dataplane`]: the part that owns devices, sockets and threads;
+//! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
+
+pub mod fdb;
+pub mod flow;
+pub mod mac;
+pub mod pipeline;
+pub mod stats;
+pub mod testbed;
+pub mod wire;
+
+pub use mac::MacAddr;

@@ -1,0 +1,249 @@
+//! The per-packet work of the dataplane, without I/O: what the workers run between a read and a
+//! write, and what `vxtap bench` and the criterion benches measure.
+//!
+//! Buffers have [`HEADROOM`] bytes in front of the frame, so encapsulation writes the tunnel
+//! header there and the datagram is one contiguous slice: the frame is never copied.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::fdb::{Fdb, LearnOutcome};
+use crate::flow;
+use crate::mac::MacAddr;
+use crate::stats::{Counters, DropReason};
+use crate::wire::{self, EncapHeader, RxPolicy};
+
+/// Room reserved before each frame for the largest tunnel header.
+pub const HEADROOM: usize = wire::MAX_HEADER_LEN;
+
+/// One overlay network (one VNI, one TAP) as the packet path sees it.
+pub struct Network {
+    pub vni: u32,
+    /// UDP port of remote VTEPs: learned entries point at the source address with this port,
+    /// because peers (the kernel among them) send from per-flow source ports.
+    pub peer_port: u16,
+    pub fdb: Fdb,
+    pub counters: Counters,
+    header: EncapHeader,
+}
+
+/// Where an encapsulated datagram goes.
+pub enum Destinations {
+    One(SocketAddr),
+    /// Head-end replication to every flood-list remote.
+    Flood(arc_swap::Guard<Arc<Vec<SocketAddr>>>),
+}
+
+impl Destinations {
+    pub fn as_slice(&self) -> &[SocketAddr] {
+        match self {
+            Destinations::One(a) => std::slice::from_ref(a),
+            Destinations::Flood(list) => list.as_slice(),
+        }
+    }
+}
+
+/// A frame ready to send.
+pub struct Encapsulated {
+    /// The datagram's range in the buffer: header followed by the frame.
+    pub datagram: Range<usize>,
+    /// Hash of the inner flow, which picks the outer source port.
+    pub flow_hash: u32,
+    pub to: Destinations,
+}
+
+impl Network {
+    pub fn new(vni: u32, peer_port: u16, header: EncapHeader, fdb: Fdb) -> Network {
+        Network { vni, peer_port, fdb, counters: Counters::default(), header }
+    }
+
+    /// Length of the tunnel header this network prepends.
+    pub fn header_len(&self) -> usize {
+        self.header.len()
+    }
+
+    /// Encapsulates the frame at `buf[HEADROOM..HEADROOM + frame_len]` in place and decides where
+    /// it goes: a known unicast MAC to its VTEP only, everything else to the flood list.
+    /// Drops (counted here) a runt frame or one with nowhere to go.
+    #[inline]
+    pub fn encapsulate(&self, buf: &mut [u8], frame_len: usize) -> Option<Encapsulated> {
+        let end = HEADROOM + frame_len;
+        let frame = &buf[HEADROOM..end];
+        let Some(dst) = MacAddr::from_slice(frame).filter(|_| frame_len >= wire::ETHERNET_HEADER_LEN) else {
+            self.counters.drop(DropReason::ShortFrame);
+            return None;
+        };
+        let known = if dst.is_multicast() { None } else { self.fdb.lookup(&dst) };
+        let to = match known {
+            Some(vtep) => Destinations::One(vtep),
+            None => {
+                let list = self.fdb.flood_list();
+                if list.is_empty() {
+                    self.counters.drop(DropReason::NoDestination);
+                    return None;
+                }
+                Destinations::Flood(list)
+            }
+        };
+        let flow_hash = flow::flow_hash(frame);
+        let start = self.header.prepend(buf, HEADROOM).ok()?;
+        Some(Encapsulated { datagram: start..end, flow_hash, to })
+    }
+
+    /// Learns the inner source MAC of a decapsulated frame against the VTEP it came from.
+    /// `false` (counted) when the frame is a loop: it carries this TAP's own MAC.
+    #[inline]
+    pub fn learn(&self, frame: &[u8], from: IpAddr) -> bool {
+        let Some(src) = MacAddr::from_slice(&frame[6..]) else {
+            return true;
+        };
+        match self.fdb.learn(src, SocketAddr::new(from, self.peer_port)) {
+            LearnOutcome::LocalMacLoop => {
+                self.counters.drop(DropReason::LocalMacLoop);
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The networks that share one UDP socket, told apart by VNI.
+pub struct Demux {
+    policy: RxPolicy,
+    /// Few networks per socket: a linear scan beats hashing.
+    networks: Vec<Arc<Network>>,
+    /// Drops that happen before a datagram belongs to a network.
+    pub counters: Counters,
+}
+
+impl Demux {
+    pub fn new(policy: RxPolicy, networks: Vec<Arc<Network>>) -> Demux {
+        Demux { policy, networks, counters: Counters::default() }
+    }
+
+    pub fn networks(&self) -> &[Arc<Network>] {
+        &self.networks
+    }
+
+    /// Checks a received datagram, finds its network by VNI and learns its source. Returns the
+    /// network's index and the inner frame (a sub-slice of `datagram`); drops are counted here.
+    #[inline]
+    pub fn decapsulate<'a>(&self, datagram: &'a [u8], from: IpAddr) -> Option<(usize, &'a [u8])> {
+        let d = match wire::decapsulate(datagram, &self.policy) {
+            Ok(d) => d,
+            Err(e) => {
+                self.counters.drop(DropReason::from_wire(&e));
+                return None;
+            }
+        };
+        let Some(index) = self.networks.iter().position(|n| n.vni == d.vni) else {
+            self.counters.drop(DropReason::UnknownVni);
+            return None;
+        };
+        if !self.networks[index].learn(d.frame, from.to_canonical()) {
+            return None;
+        }
+        Some((index, d.frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::{FdbConfig, ManualClock};
+    use crate::wire::Proto;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    const LOCAL: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
+    fn network(vni: u32, proto: Proto) -> Arc<Network> {
+        let fdb = Fdb::new(vni, Some(LOCAL), FdbConfig::default(), Arc::new(ManualClock::new(0)));
+        Arc::new(Network::new(vni, proto.default_port(), EncapHeader::for_proto(proto, vni).unwrap(), fdb))
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&src.0);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f
+    }
+
+    fn in_buffer(f: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADROOM + f.len()];
+        buf[HEADROOM..].copy_from_slice(f);
+        buf
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, last], 4789))
+    }
+
+    #[test]
+    fn unicast_to_known_vtep_broadcast_and_unknown_flood() {
+        let n = network(42, Proto::Vxlan);
+        n.fdb.set_flood_list(vec![addr(2), addr(3)]);
+        n.fdb.add_static(B, addr(2)).unwrap();
+        let f = frame(B, LOCAL);
+        let mut buf = in_buffer(&f);
+        let e = n.encapsulate(&mut buf, f.len()).unwrap();
+        assert_eq!(e.to.as_slice(), &[addr(2)]);
+        assert_eq!(e.datagram, HEADROOM - 8..HEADROOM + f.len());
+        assert_eq!(&buf[e.datagram.start..HEADROOM], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
+        assert_eq!(&buf[HEADROOM..], &f[..], "frame untouched");
+        for dst in [MacAddr::BROADCAST, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), A] {
+            let f = frame(dst, LOCAL);
+            let e = n.encapsulate(&mut in_buffer(&f), f.len()).unwrap();
+            assert_eq!(e.to.as_slice(), &[addr(2), addr(3)], "{dst} floods");
+        }
+    }
+
+    #[test]
+    fn empty_flood_list_and_runt_frames_are_counted_drops() {
+        let n = network(42, Proto::Vxlan);
+        let f = frame(MacAddr::BROADCAST, LOCAL);
+        assert!(n.encapsulate(&mut in_buffer(&f), f.len()).is_none());
+        assert!(n.encapsulate(&mut in_buffer(&f[..13]), 13).is_none());
+        let s = n.counters.snapshot();
+        assert_eq!((s.dropped(DropReason::NoDestination), s.dropped(DropReason::ShortFrame)), (1, 1));
+    }
+
+    fn datagram(n: &Network, f: &[u8]) -> Vec<u8> {
+        let mut buf = in_buffer(f);
+        let start = n.header.prepend(&mut buf, HEADROOM).unwrap();
+        buf[start..].to_vec()
+    }
+
+    #[test]
+    fn demux_by_vni_learns_and_counts_unknown_vni() {
+        let (n42, n43) = (network(42, Proto::Geneve), network(43, Proto::Geneve));
+        let d = Demux::new(RxPolicy::for_proto(Proto::Geneve), vec![n42.clone(), n43.clone()]);
+        let f = frame(LOCAL, A);
+        let from: IpAddr = "::ffff:198.18.0.2".parse().unwrap();
+        let dg = datagram(&n43, &f);
+        let (i, inner) = d.decapsulate(&dg, from).unwrap();
+        assert_eq!((i, inner), (1, &f[..]));
+        assert_eq!(
+            n43.fdb.lookup(&A),
+            Some(SocketAddr::from(([198, 18, 0, 2], 6081))),
+            "v4-mapped canonical"
+        );
+        assert_eq!(n42.fdb.lookup(&A), None, "learning stays in its VNI");
+        let stray = network(99, Proto::Geneve);
+        assert!(d.decapsulate(&datagram(&stray, &f), from).is_none());
+        assert!(d.decapsulate(&[0u8; 3], from).is_none());
+        let s = d.counters.snapshot();
+        assert_eq!((s.dropped(DropReason::UnknownVni), s.dropped(DropReason::Truncated)), (1, 1));
+    }
+
+    #[test]
+    fn frame_with_local_source_mac_is_a_dropped_loop() {
+        let n = network(42, Proto::Vxlan);
+        let d = Demux::new(RxPolicy::for_proto(Proto::Vxlan), vec![n.clone()]);
+        let f = frame(MacAddr::BROADCAST, LOCAL);
+        assert!(d.decapsulate(&datagram(&n, &f), "198.18.0.2".parse().unwrap()).is_none());
+        assert_eq!(n.counters.snapshot().dropped(DropReason::LocalMacLoop), 1);
+    }
+}

@@ -1,0 +1,223 @@
+//! Packet and drop counters. Every drop has a reason, and every reason has a counter.
+//!
+//! Counters are relaxed atomics: each is written by the thread that owns that direction, and the
+//! receive side, the transmit side and the drops sit on separate cache lines so the two
+//! directions do not slow each other down through false sharing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::wire;
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a frame or datagram was not delivered.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in the order `vxtap stats` prints them.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// The counter's name without the `drop_` prefix.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Truncated => "truncated", "Datagram shorter than the tunnel header.";
+    ShortFrame => "short_frame", "Inner frame (or a frame read from the TAP) shorter than an Ethernet header.";
+    BadHeader => "bad_header", "VXLAN header without the I flag.";
+    ReservedBits => "reserved_bits", "VXLAN reserved bits set while strict mode is on.";
+    GeneveVersion => "geneve_version", "Geneve version other than 0.";
+    GeneveOptLen => "geneve_opt_len", "Geneve Opt Len or an option length runs past the packet.";
+    GeneveOam => "geneve_oam", "Geneve control (O bit) packet: never delivered as a frame.";
+    GeneveCriticalOption => "geneve_critical_option", "Geneve critical option this endpoint does not understand.";
+    GeneveProtocol => "geneve_protocol", "Geneve Protocol Type other than Ethernet (0x6558).";
+    UnknownVni => "unknown_vni", "VNI of no network on this socket.";
+    LocalMacLoop => "local_mac_loop", "Frame from the underlay carrying this TAP's own MAC as source: a loop.";
+    NoDestination => "no_destination", "Unknown unicast, broadcast or multicast with an empty flood list.";
+    TooBig => "too_big", "Encapsulated datagram larger than the path MTU (vxtap never fragments).";
+    Send => "send", "Underlay send failed (other than too big).";
+    TapRead => "tap_read", "Reading the TAP failed.";
+    TapWrite => "tap_write", "Writing the decapsulated frame to the TAP failed.";
+    Recv => "recv", "Receiving from the underlay socket failed.";
+}
+
+impl DropReason {
+    /// The counter for a datagram the receive policy rejected.
+    pub fn from_wire(e: &wire::Error) -> DropReason {
+        match e {
+            wire::Error::Truncated => DropReason::Truncated,
+            wire::Error::ShortFrame => DropReason::ShortFrame,
+            wire::Error::VxlanNoIFlag => DropReason::BadHeader,
+            wire::Error::VxlanReservedBits => DropReason::ReservedBits,
+            wire::Error::GeneveVersion(_) => DropReason::GeneveVersion,
+            wire::Error::GeneveOptionsOverrun => DropReason::GeneveOptLen,
+            wire::Error::GeneveOam => DropReason::GeneveOam,
+            wire::Error::GeneveCriticalOption { .. } => DropReason::GeneveCriticalOption,
+            wire::Error::GeneveProtocol(_) => DropReason::GeneveProtocol,
+            // Emit-side errors never come out of decapsulation; count them as a bad header.
+            wire::Error::GeneveBadOption | wire::Error::VniOutOfRange(_) | wire::Error::NoRoom => {
+                DropReason::BadHeader
+            }
+        }
+    }
+}
+
+const N_REASONS: usize = DropReason::ALL.len();
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Direction {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[repr(align(64))]
+struct Drops([AtomicU64; N_REASONS]);
+
+/// Counters of one network or one socket.
+pub struct Counters {
+    rx: Direction,
+    tx: Direction,
+    drops: Drops,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx: Direction::default(),
+            tx: Direction::default(),
+            drops: Drops(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Counters {
+    /// A frame decapsulated and written to the TAP.
+    #[inline]
+    pub fn rx(&self, bytes: usize) {
+        self.rx.packets.fetch_add(1, Relaxed);
+        self.rx.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A datagram sent to the underlay (each flood copy counts).
+    #[inline]
+    pub fn tx(&self, bytes: usize) {
+        self.tx.packets.fetch_add(1, Relaxed);
+        self.tx.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        self.drops.0[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rx_packets: self.rx.packets.load(Relaxed),
+            rx_bytes: self.rx.bytes.load(Relaxed),
+            tx_packets: self.tx.packets.load(Relaxed),
+            tx_bytes: self.tx.bytes.load(Relaxed),
+            drops: std::array::from_fn(|i| self.drops.0[i].load(Relaxed)),
+        }
+    }
+}
+
+/// Plain copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; N_REASONS],
+}
+
+impl Snapshot {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Field-wise sum: a network's view adds the counters of the socket it shares.
+    pub fn merged(mut self, other: &Snapshot) -> Snapshot {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            *a += b;
+        }
+        self
+    }
+
+    /// `(name, value)` pairs as `vxtap stats` shows them: traffic first, then `drop_<reason>`.
+    pub fn fields(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("rx_packets".to_string(), self.rx_packets),
+            ("rx_bytes".to_string(), self.rx_bytes),
+            ("tx_packets".to_string(), self.tx_packets),
+            ("tx_bytes".to_string(), self.tx_bytes),
+        ];
+        out.extend(DropReason::ALL.iter().map(|r| (format!("drop_{}", r.name()), self.dropped(*r))));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_reason_and_merges() {
+        let c = Counters::default();
+        c.rx(100);
+        c.tx(50);
+        c.tx(50);
+        c.drop(DropReason::UnknownVni);
+        c.drop(DropReason::UnknownVni);
+        let s = c.snapshot();
+        assert_eq!((s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes), (1, 100, 2, 100));
+        assert_eq!(s.dropped(DropReason::UnknownVni), 2);
+        assert_eq!(s.dropped(DropReason::Truncated), 0);
+        let m = s.merged(&s);
+        assert_eq!((m.rx_packets, m.dropped(DropReason::UnknownVni)), (2, 4));
+    }
+
+    #[test]
+    fn names_are_unique_and_every_wire_error_maps_to_its_own_reason() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        let errs = [
+            wire::Error::Truncated,
+            wire::Error::ShortFrame,
+            wire::Error::VxlanNoIFlag,
+            wire::Error::VxlanReservedBits,
+            wire::Error::GeneveVersion(1),
+            wire::Error::GeneveOptionsOverrun,
+            wire::Error::GeneveOam,
+            wire::Error::GeneveCriticalOption { class: 1, kind: 0x80 },
+            wire::Error::GeneveProtocol(0x800),
+        ];
+        let mut reasons: Vec<_> = errs.iter().map(|e| DropReason::from_wire(e).name()).collect();
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), errs.len());
+    }
+
+    #[test]
+    fn fields_name_every_counter() {
+        let f = Counters::default().snapshot().fields();
+        assert_eq!(f.len(), 4 + DropReason::ALL.len());
+        assert!(f.iter().any(|(k, _)| k == "drop_geneve_critical_option"));
+    }
+}
