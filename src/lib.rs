@@ -8,6 +8,10 @@
 //! - [`dataplane`]: the part that owns devices, sockets and threads;
 //! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
 
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod demo;
 pub mod fdb;
 pub mod flow;
 pub mod mac;

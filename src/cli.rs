@@ -1,0 +1,223 @@
+//! Command-line interface (the contract in shared/cli-contract.md).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use vxtap::config::{self, Cidr, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
+use vxtap::mac::MacAddr;
+use vxtap::wire::{Proto, MAX_VNI};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vxtap",
+    version,
+    about = "Userspace VXLAN (RFC 7348) and Geneve (RFC 8926) VTEP over a Linux TAP device",
+    long_about = "vxtap bridges a TAP device onto a VXLAN or Geneve overlay: frames read from the TAP are \
+encapsulated and sent over UDP to the VTEP that owns the destination MAC (broadcast, multicast and \
+unknown unicast go to every --remote); datagrams received are checked, decapsulated and written to the TAP.\n\n\
+Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a VTEP in the foreground (needs root or CAP_NET_ADMIN)
+    Run(Box<RunArgs>),
+    /// Show or change the forwarding table of a running VTEP
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Show packet and drop counters of a running VTEP
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON object instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Demo: two network namespaces, a VTEP in each, traffic across, then everything removed (root)
+    Demo {
+        /// Tunnel protocol of the demo
+        #[arg(long, default_value = "vxlan", value_parser = parse_proto)]
+        proto: Proto,
+        /// Megabytes to send through the overlay for the throughput figure
+        #[arg(long, default_value_t = 100)]
+        megabytes: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TAP device name; created if absent, reused if it exists
+    #[arg(long, default_value = DEFAULT_DEV)]
+    pub dev: String,
+    /// VXLAN/Geneve Network Identifier, 0..=16777215 (required unless --config)
+    #[arg(long, value_parser = parse_vni, required_unless_present = "config")]
+    pub vni: Option<u32>,
+    /// Tunnel protocol: vxlan or geneve
+    #[arg(long, default_value = "vxlan", value_parser = parse_proto)]
+    pub proto: Proto,
+    /// Underlay address to bind and send from (IPv4 or IPv6) [default: wildcard]
+    #[arg(long)]
+    pub local: Option<IpAddr>,
+    /// UDP port listened on and sent to [default: 4789 for vxlan, 6081 for geneve]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Flood-list VTEP, IP or IP:PORT: receives broadcast, multicast and unknown unicast (repeatable)
+    #[arg(long = "remote", value_name = "IP[:PORT]")]
+    pub remotes: Vec<Endpoint>,
+    /// Static FDB entry MAC=IP[:PORT]; never aged, never overwritten by learning (repeatable)
+    #[arg(long = "static", value_name = "MAC=IP")]
+    pub statics: Vec<StaticEntry>,
+    /// Assign this address to the TAP, e.g. 198.19.0.1/24
+    #[arg(long, value_name = "CIDR")]
+    pub address: Option<Cidr>,
+    /// TAP MTU [default: 1500 minus the encapsulation overhead: 1450 over IPv4, 1430 over IPv6]
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Set the TAP's MAC address [default: the kernel's random one]
+    #[arg(long)]
+    pub mac: Option<MacAddr>,
+    /// Do not learn MAC addresses from received frames (use --static and --remote only)
+    #[arg(long)]
+    pub no_learning: bool,
+    /// Seconds before an idle learned entry expires; 0 never expires
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub ageing: u64,
+    /// Most learned entries kept; further learns are refused and counted (drop_fdb_full)
+    #[arg(long, value_name = "N", default_value_t = vxtap::fdb::DEFAULT_MAX_LEARNED)]
+    pub max_fdb: usize,
+    /// Control socket path [default: /run/vxtap/<TAP>.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Reject VXLAN packets with reserved bits set, as Linux and Open vSwitch do (RFC 7348 says ignore them)
+    #[arg(long)]
+    pub strict_reserved: bool,
+    /// Outer UDP source ports, chosen per inner flow for ECMP
+    #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
+    pub src_ports: PortRangeArg,
+    /// TOML file with one or more [[network]] tables (see README); replaces the flags above
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vni", "local", "port", "remotes", "statics", "address", "mtu", "mac", "control"])]
+    pub config: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The networks to run: the config file's, or the one the flags describe.
+    pub fn networks(&self) -> Result<Vec<NetworkConfig>, String> {
+        let nets = match &self.config {
+            Some(path) => config::load(path)?,
+            None => {
+                let mut n = NetworkConfig::new(&self.dev, self.vni.unwrap_or_default());
+                n.proto = self.proto;
+                n.local = self.local;
+                n.port = self.port;
+                n.remotes = self.remotes.clone();
+                n.statics = self.statics.clone();
+                n.address = self.address;
+                n.mtu = self.mtu;
+                n.mac = self.mac;
+                n.learning = !self.no_learning;
+                n.ageing = self.ageing;
+                n.max_fdb = self.max_fdb;
+                n.control = self.control.clone();
+                n.strict_reserved = self.strict_reserved;
+                n.src_ports = Some(self.src_ports);
+                vec![n]
+            }
+        };
+        config::validate(&nets)?;
+        Ok(nets)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FdbCommand {
+    /// List learned and static entries and the flood list
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON array of {"mac","dst","port","vni","kind","age_secs"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a static entry MAC -> IP[:PORT]; MAC 00:00:00:00:00:00 adds a flood-list remote
+    Add {
+        mac: MacAddr,
+        #[arg(value_name = "IP[:PORT]")]
+        dst: Endpoint,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete an entry; for a flood-list remote give MAC 00:00:00:00:00:00 and its IP
+    Del {
+        mac: MacAddr,
+        #[arg(value_name = "IP[:PORT]")]
+        dst: Option<Endpoint>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which running VTEP a client command talks to.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// TAP of the VTEP; its control socket is /run/vxtap/<TAP>.sock
+    #[arg(long, default_value = DEFAULT_DEV)]
+    pub dev: String,
+    /// Control socket path (overrides --dev)
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| config::default_control_path(&self.dev))
+    }
+}
+
+fn parse_vni(s: &str) -> Result<u32, String> {
+    let v: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    u32::try_from(v)
+        .ok()
+        .filter(|v| *v <= MAX_VNI)
+        .ok_or_else(|| format!("VNI {v} is over {MAX_VNI} (24 bits)"))
+}
+
+fn parse_proto(s: &str) -> Result<Proto, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            &["vxtap", "run", "--vni", "16777216"][..],
+            &["vxtap", "run", "--vni", "1", "--proto", "gre"],
+            &["vxtap", "run", "--vni", "1", "--static", "zz=198.18.0.2"],
+            &["vxtap", "run", "--vni", "1", "--remote", "nowhere"],
+            &["vxtap", "run", "--vni", "1", "--address", "198.19.0.1"],
+            &["vxtap", "run"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        let ok = Cli::try_parse_from(["vxtap", "run", "--vni", "16777215", "--remote", "198.18.0.2:8472"])
+            .unwrap();
+        let Command::Run(r) = ok.command else { panic!() };
+        let n = r.networks().unwrap();
+        assert_eq!((n[0].vni, n[0].remotes[0].port), (16777215, Some(8472)));
+    }
+}

@@ -1,0 +1,410 @@
+//! What a VTEP runs: one [`NetworkConfig`] per overlay network, from command-line flags or from a
+//! TOML file of `[[network]]` tables. Both paths produce the same struct and pass the same checks.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
+use crate::flow::PortRange;
+use crate::mac::MacAddr;
+use crate::wire::{self, Proto, MAX_VNI};
+
+/// Default TAP name.
+pub const DEFAULT_DEV: &str = "vxtap0";
+/// Where control sockets live unless `--control` says otherwise.
+pub const CONTROL_DIR: &str = "/run/vxtap";
+
+/// An interface address with its prefix length, like `198.19.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err =
+            || format!("invalid address {s:?}: expected IP/PREFIX, like 198.19.0.1/24 or 2001:db8::1/64");
+        let (a, p) = s.split_once('/').ok_or_else(err)?;
+        let addr: IpAddr = a.parse().map_err(|_| err())?;
+        let prefix: u8 = p.parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("invalid address {s:?}: prefix over {max}"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A remote VTEP: `IP`, `IP:PORT` or `[IPv6]:PORT`. Without a port, the network's port is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    pub fn with_default_port(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(port))
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Endpoint { ip, port: None });
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(sa) if sa.port() != 0 => Ok(Endpoint { ip: sa.ip(), port: Some(sa.port()) }),
+            _ => Err(format!("invalid remote {s:?}: expected IP, IP:PORT or [IPv6]:PORT")),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}", SocketAddr::new(self.ip, p)),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+/// A static FDB entry `MAC=IP[:PORT]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticEntry {
+    pub mac: MacAddr,
+    pub dst: Endpoint,
+}
+
+impl FromStr for StaticEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (m, d) = s.split_once('=').ok_or_else(|| {
+            format!("invalid static entry {s:?}: expected MAC=IP, like 02:00:00:00:00:02=198.18.0.2")
+        })?;
+        let mac: MacAddr = m.parse().map_err(|e| format!("{e}"))?;
+        if !mac.is_learnable() {
+            return Err(format!("invalid static entry {s:?}: {mac} is not a unicast MAC"));
+        }
+        Ok(StaticEntry { mac, dst: d.parse()? })
+    }
+}
+
+/// A source-port range `MIN-MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRangeArg(pub PortRange);
+
+impl FromStr for PortRangeArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("invalid port range {s:?}: expected MIN-MAX with 1 <= MIN <= MAX <= 65535");
+        let (a, b) = s.split_once('-').ok_or_else(err)?;
+        let (a, b) = (a.trim().parse().map_err(|_| err())?, b.trim().parse().map_err(|_| err())?);
+        PortRange::new(a, b).map(PortRangeArg).ok_or_else(err)
+    }
+}
+
+/// Lets the TOML loader reuse each type's `FromStr`, so file and flags accept the same syntax.
+macro_rules! deserialize_from_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr);
+
+/// One overlay network: a TAP, a VNI and its remotes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    #[serde(default = "default_dev")]
+    pub dev: String,
+    pub vni: u32,
+    #[serde(default)]
+    pub proto: Proto,
+    pub local: Option<IpAddr>,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub remotes: Vec<Endpoint>,
+    #[serde(default)]
+    pub statics: Vec<StaticEntry>,
+    pub address: Option<Cidr>,
+    pub mtu: Option<u32>,
+    pub mac: Option<MacAddr>,
+    #[serde(default = "yes")]
+    pub learning: bool,
+    #[serde(default = "default_ageing")]
+    pub ageing: u64,
+    #[serde(default = "default_max_fdb")]
+    pub max_fdb: usize,
+    pub control: Option<PathBuf>,
+    #[serde(default)]
+    pub strict_reserved: bool,
+    pub src_ports: Option<PortRangeArg>,
+}
+
+fn default_dev() -> String {
+    DEFAULT_DEV.to_string()
+}
+fn yes() -> bool {
+    true
+}
+fn default_ageing() -> u64 {
+    DEFAULT_AGEING.as_secs()
+}
+fn default_max_fdb() -> usize {
+    DEFAULT_MAX_LEARNED
+}
+
+impl NetworkConfig {
+    /// A network with every default, as `vxtap run --vni N` gives.
+    pub fn new(dev: &str, vni: u32) -> NetworkConfig {
+        NetworkConfig {
+            dev: dev.to_string(),
+            vni,
+            proto: Proto::Vxlan,
+            local: None,
+            port: None,
+            remotes: Vec::new(),
+            statics: Vec::new(),
+            address: None,
+            mtu: None,
+            mac: None,
+            learning: true,
+            ageing: default_ageing(),
+            max_fdb: default_max_fdb(),
+            control: None,
+            strict_reserved: false,
+            src_ports: None,
+        }
+    }
+
+    /// The UDP port listened on and sent to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(self.proto.default_port())
+    }
+
+    /// Whether the underlay is IPv6: the local address decides, else the first remote or static.
+    pub fn underlay_v6(&self) -> bool {
+        self.local
+            .map(|ip| ip.is_ipv6())
+            .or_else(|| self.remotes.first().map(|r| r.ip.is_ipv6()))
+            .or_else(|| self.statics.first().map(|s| s.dst.ip.is_ipv6()))
+            .unwrap_or(false)
+    }
+
+    /// Bytes the tunnel adds in front of a frame on the underlay: outer IP, UDP, tunnel header
+    /// (vxtap emits Geneve without options).
+    pub fn overhead(&self) -> u32 {
+        let ip = if self.underlay_v6() { 40 } else { 20 };
+        let tunnel = match self.proto {
+            Proto::Vxlan => wire::vxlan::HEADER_LEN,
+            Proto::Geneve => wire::geneve::BASE_LEN,
+        } as u32;
+        ip + 8 + tunnel + wire::ETHERNET_HEADER_LEN as u32
+    }
+
+    /// TAP MTU: as given, else a 1500-byte underlay less the overhead (1450 for VXLAN over IPv4).
+    pub fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(1500 - self.overhead())
+    }
+
+    pub fn control_path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| default_control_path(&self.dev))
+    }
+
+    /// The address the network's socket binds: `local` or the wildcard of its family.
+    pub fn bind_addr(&self) -> SocketAddr {
+        let ip = self.local.unwrap_or(if self.underlay_v6() {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
+        SocketAddr::new(ip, self.port())
+    }
+
+    pub fn src_ports(&self) -> PortRange {
+        self.src_ports.map(|p| p.0).unwrap_or_default()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let net = format!("network {} (vni {})", self.dev, self.vni);
+        if self.vni > MAX_VNI {
+            return Err(format!("{net}: VNI {} is over {MAX_VNI} (24 bits)", self.vni));
+        }
+        if self.dev.is_empty() || self.dev.len() > crate::dataplane::tap::MAX_NAME_LEN {
+            return Err(format!("{net}: TAP name {:?} must be 1 to 15 bytes long", self.dev));
+        }
+        if self.port == Some(0) {
+            return Err(format!("{net}: port 0 is not a port"));
+        }
+        let v6 = self.underlay_v6();
+        let family = |ip: &IpAddr| ip.is_ipv6() == v6;
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        if let Some(r) = self.remotes.iter().find(|r| !family(&r.ip)) {
+            return Err(format!("{net}: remote {r} is not {fam} like the rest of the underlay"));
+        }
+        if let Some(s) = self.statics.iter().find(|s| !family(&s.dst.ip)) {
+            return Err(format!("{net}: static entry {} is not {fam} like the rest of the underlay", s.dst));
+        }
+        if let Some(r) = self.remotes.iter().find(|r| r.ip.is_unspecified() || r.ip.is_multicast()) {
+            return Err(format!("{net}: remote {r} must be a unicast address"));
+        }
+        let max_mtu = 65535 - self.overhead();
+        if !(68..=max_mtu).contains(&self.mtu()) {
+            return Err(format!("{net}: MTU {} is outside 68..={max_mtu}", self.mtu()));
+        }
+        Ok(())
+    }
+}
+
+pub fn default_control_path(dev: &str) -> PathBuf {
+    Path::new(CONTROL_DIR).join(format!("{dev}.sock"))
+}
+
+/// The TOML file: `[[network]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    network: Vec<NetworkConfig>,
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Vec<NetworkConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks the text of a config file.
+pub fn parse(text: &str) -> Result<Vec<NetworkConfig>, String> {
+    let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    validate(&file.network)?;
+    Ok(file.network)
+}
+
+/// Checks each network and the whole set: unique TAP names and control sockets, and networks
+/// that share a socket (local address and port) agree on the protocol and differ in VNI.
+pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
+    if networks.is_empty() {
+        return Err("no network configured".into());
+    }
+    let mut devs = HashSet::new();
+    let mut controls = HashSet::new();
+    let mut sockets: HashMap<SocketAddr, (Proto, HashSet<u32>)> = HashMap::new();
+    for n in networks {
+        n.check()?;
+        if !devs.insert(&n.dev) {
+            return Err(format!("TAP {} is configured twice", n.dev));
+        }
+        if !controls.insert(n.control_path()) {
+            return Err(format!("control socket {} is configured twice", n.control_path().display()));
+        }
+        let (proto, vnis) = sockets.entry(n.bind_addr()).or_insert_with(|| (n.proto, HashSet::new()));
+        if *proto != n.proto {
+            return Err(format!(
+                "{} carries both {proto} and {}: use different ports",
+                n.bind_addr(),
+                n.proto
+            ));
+        }
+        if !vnis.insert(n.vni) {
+            return Err(format!("VNI {} is configured twice on {}", n.vni, n.bind_addr()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values() {
+        assert_eq!("198.19.0.1/24".parse::<Cidr>().unwrap().prefix, 24);
+        assert!("198.19.0.1/33".parse::<Cidr>().is_err());
+        assert!("198.19.0.1".parse::<Cidr>().is_err());
+        assert_eq!("2001:db8::1/64".parse::<Cidr>().unwrap().to_string(), "2001:db8::1/64");
+        assert_eq!("198.18.0.2".parse::<Endpoint>().unwrap().port, None);
+        assert_eq!("198.18.0.2:8472".parse::<Endpoint>().unwrap().port, Some(8472));
+        assert_eq!("[2001:db8::2]:6081".parse::<Endpoint>().unwrap().with_default_port(1).port(), 6081);
+        assert!("198.18.0.2:0".parse::<Endpoint>().is_err());
+        assert!("host.example".parse::<Endpoint>().is_err());
+        let s: StaticEntry = "02:00:00:00:00:02=198.18.0.2".parse().unwrap();
+        assert_eq!(s.mac.to_string(), "02:00:00:00:00:02");
+        assert!("ff:ff:ff:ff:ff:ff=198.18.0.2".parse::<StaticEntry>().is_err());
+        assert!("02:00:00:00:00:02".parse::<StaticEntry>().is_err());
+        assert_eq!("1000-1010".parse::<PortRangeArg>().unwrap().0.max(), 1010);
+        assert!("10-1".parse::<PortRangeArg>().is_err());
+    }
+
+    #[test]
+    fn defaults_follow_protocol_and_family() {
+        let mut n = NetworkConfig::new("vxt0", 42);
+        assert_eq!((n.port(), n.mtu()), (4789, 1450));
+        n.remotes.push("2001:db8::2".parse().unwrap());
+        assert_eq!(n.mtu(), 1430);
+        n.proto = Proto::Geneve;
+        assert_eq!((n.port(), n.mtu()), (6081, 1430));
+        assert_eq!(n.control_path(), PathBuf::from("/run/vxtap/vxt0.sock"));
+        assert!(n.bind_addr().ip().is_ipv6());
+    }
+
+    const TWO_VNIS: &str = r#"
+        [[network]]
+        dev = "vxt42"
+        vni = 42
+        local = "198.18.0.1"
+        remotes = ["198.18.0.2"]
+        address = "198.19.0.1/25"
+
+        [[network]]
+        dev = "vxt43"
+        vni = 43
+        local = "198.18.0.1"
+        remotes = ["198.18.0.2:4789"]
+        statics = ["02:00:00:00:00:09=198.18.0.2"]
+        learning = false
+    "#;
+
+    #[test]
+    fn loads_several_networks() {
+        let nets = parse(TWO_VNIS).unwrap();
+        assert_eq!(nets.len(), 2);
+        assert_eq!((nets[0].vni, nets[1].vni, nets[1].learning, nets[0].learning), (42, 43, false, true));
+        assert_eq!(nets[0].bind_addr(), nets[1].bind_addr(), "same socket");
+        assert_eq!(nets[1].statics[0].dst.ip, "198.18.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn rejects_conflicts_and_bad_values() {
+        let dup_vni = TWO_VNIS.replace("vni = 43", "vni = 42");
+        assert!(parse(&dup_vni).unwrap_err().contains("VNI 42 is configured twice"));
+        let dup_dev = TWO_VNIS.replace("vxt43", "vxt42");
+        assert!(parse(&dup_dev).unwrap_err().contains("configured twice"));
+        let mixed = TWO_VNIS.replace("vni = 43", "vni = 43\nproto = \"geneve\"\nport = 4789");
+        assert!(parse(&mixed).unwrap_err().contains("both"));
+        assert!(parse(&TWO_VNIS.replace("vni = 43", "vni = 16777216")).unwrap_err().contains("24 bits"));
+        assert!(parse(&TWO_VNIS.replace("learning", "lerning")).is_err(), "unknown keys are errors");
+        assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));
+        assert!(parse(&TWO_VNIS.replace("02:00:00:00:00:09", "zz")).is_err());
+        assert!(parse("").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The part of vxtap that owns devices, sockets and threads.
+//!
+//! Hot path: dedicated threads with blocking I/O — one TAP reader per network, one receiver per
+//! underlay socket — each owning its buffer. The control side (signals, control sockets, ageing)
+//! runs on a tokio runtime in the main thread and only touches shared state (FDB, counters).
+
+pub mod tap;
+pub mod udp;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::config::NetworkConfig;
+use crate::control::Request;
+use crate::fdb::{Clock, Fdb, FdbConfig};
+use crate::mac::MacAddr;
+use crate::pipeline::{Demux, Network};
+use crate::wire::{vxlan, EncapHeader, Proto, RxPolicy};
+use tap::Tap;
+use udp::Underlay;
+
+/// A running network: its configuration, packet-path state, TAP and the socket it shares.
+pub struct NetworkHandle {
+    pub config: NetworkConfig,
+    pub net: Arc<Network>,
+    pub tap: Arc<Tap>,
+    demux: Arc<Demux>,
+}
+
+/// Everything `vxtap run` started.
+pub struct Dataplane {
+    pub networks: Vec<NetworkHandle>,
+}
+
+impl Dataplane {
+    /// Opens the TAPs, binds the sockets and starts the packet threads.
+    pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
+        let mut opened = Vec::new();
+        for c in configs {
+            let (tap, net) = open_network(c, clock.clone()).with_context(|| format!("network {}", c.dev))?;
+            opened.push((c.clone(), Arc::new(tap), Arc::new(net)));
+        }
+        // Networks on the same (address, port) share a socket and are told apart by VNI.
+        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+        for (i, (c, _, _)) in opened.iter().enumerate() {
+            groups.entry(c.bind_addr()).or_default().push(i);
+        }
+        let mut demuxes = vec![None; opened.len()];
+        for (bind, members) in groups {
+            let first = &opened[members[0]].0;
+            let underlay = Arc::new(Underlay::bind(bind, first.src_ports())?);
+            let policy = match first.proto {
+                Proto::Vxlan => RxPolicy::Vxlan(vxlan::RxPolicy {
+                    strict_reserved: members.iter().any(|&i| opened[i].0.strict_reserved),
+                }),
+                Proto::Geneve => RxPolicy::for_proto(Proto::Geneve),
+            };
+            let nets = members.iter().map(|&i| opened[i].2.clone()).collect();
+            let demux = Arc::new(Demux::new(policy, nets));
+            let taps = members.iter().map(|&i| opened[i].1.clone()).collect();
+            info!(%bind, source_ports = ?underlay.send.ports(), "underlay socket bound");
+            for &i in &members {
+                let (c, tap, net) = (&opened[i].0, opened[i].1.clone(), opened[i].2.clone());
+                let u = underlay.clone();
+                spawn(format!("tx-{}", c.dev), move || worker::tap_to_underlay(net, tap, u))?;
+                demuxes[i] = Some(demux.clone());
+            }
+            let (d, u) = (demux.clone(), underlay.clone());
+            spawn(format!("rx-{}", bind.port()), move || worker::underlay_to_tap(d, taps, u))?;
+        }
+        let networks = opened
+            .into_iter()
+            .zip(demuxes)
+            .filter_map(|((config, tap, net), demux)| Some(NetworkHandle { config, net, tap, demux: demux? }))
+            .collect();
+        Ok(Dataplane { networks })
+    }
+
+    /// Ages out idle learned entries of every network; runs off the hot path.
+    pub fn expire(&self) -> usize {
+        self.networks.iter().map(|n| n.net.fdb.expire()).sum()
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .with_context(|| format!("starting thread {name}"))?;
+    Ok(())
+}
+
+/// Opens and configures one network's TAP and builds its FDB.
+fn open_network(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Network)> {
+    let tap = Tap::open(&c.dev)?;
+    if let Some(mac) = c.mac {
+        tap.set_mac(mac)?;
+    }
+    tap.set_mtu(c.mtu())?;
+    tap.set_up()?;
+    if let Some(addr) = &c.address {
+        tap.add_address(addr)?;
+    }
+    let fdb_config = FdbConfig {
+        learning: c.learning,
+        ageing: std::time::Duration::from_secs(c.ageing),
+        max_learned: c.max_fdb,
+    };
+    let fdb = Fdb::new(c.vni, Some(tap.mac()?), fdb_config, clock);
+    let port = c.port();
+    fdb.set_flood_list(c.remotes.iter().map(|r| r.with_default_port(port)).collect());
+    for s in &c.statics {
+        fdb.add_static(s.mac, s.dst.with_default_port(port))
+            .with_context(|| format!("static entry {}", s.mac))?;
+    }
+    let header = EncapHeader::for_proto(c.proto, c.vni)?;
+    info!(dev = c.dev, vni = c.vni, proto = %c.proto, mtu = c.mtu(), mac = %tap.mac()?, created = tap.created(), "TAP up");
+    Ok((tap, Network::new(c.vni, port, header, fdb)))
+}
+
+impl NetworkHandle {
+    /// Answers one control request for this network.
+    pub fn handle(&self, req: &Request) -> Result<Value, String> {
+        let fdb = &self.net.fdb;
+        match req {
+            Request::FdbShow => Ok(self.fdb_json()),
+            Request::Stats => Ok(self.stats_json()),
+            Request::FdbAdd { mac, dst } => {
+                let dst = dst.with_default_port(self.net.peer_port);
+                if mac.is_zero() {
+                    fdb.add_flood(dst);
+                } else {
+                    fdb.add_static(*mac, dst).map_err(|e| e.to_string())?;
+                }
+                info!(dev = self.config.dev, %mac, %dst, "fdb entry added");
+                Ok(Value::Null)
+            }
+            Request::FdbDel { mac, dst } => {
+                let removed = match (mac.is_zero(), dst) {
+                    (true, Some(d)) => fdb.remove_flood(&d.with_default_port(self.net.peer_port)),
+                    (true, None) => {
+                        return Err("deleting a flood entry (00:00:00:00:00:00) needs its IP".into())
+                    }
+                    (false, _) => fdb.remove(mac),
+                };
+                if removed {
+                    info!(dev = self.config.dev, %mac, "fdb entry deleted");
+                    Ok(Value::Null)
+                } else {
+                    Err(format!("no entry for {mac} on {}", self.config.dev))
+                }
+            }
+        }
+    }
+
+    /// `fdb show --json`: learned and static entries, then the flood list under the all-zero MAC
+    /// (as `bridge fdb show` prints a kernel vxlan device's default destinations).
+    fn fdb_json(&self) -> Value {
+        let vni = self.net.vni;
+        let mut out: Vec<Value> = self
+            .net
+            .fdb
+            .snapshot()
+            .into_iter()
+            .map(|e| {
+                json!({"mac": e.mac.to_string(), "dst": e.dst.ip().to_string(), "port": e.dst.port(),
+                       "vni": vni, "kind": e.kind, "age_secs": e.age_secs})
+            })
+            .collect();
+        out.extend(self.net.fdb.flood_list().iter().map(|d| {
+            json!({"mac": MacAddr::ZERO.to_string(), "dst": d.ip().to_string(), "port": d.port(),
+                   "vni": vni, "kind": "flood", "age_secs": 0})
+        }));
+        Value::Array(out)
+    }
+
+    /// `stats --json`: the network's counters plus those of the socket it shares, and the FDB's.
+    fn stats_json(&self) -> Value {
+        let s = self.net.counters.snapshot().merged(&self.demux.counters.snapshot());
+        let mut map = serde_json::Map::new();
+        for (k, v) in s.fields() {
+            map.insert(k, v.into());
+        }
+        let f = self.net.fdb.counters();
+        map.insert("drop_fdb_full".into(), f.refused_full.into());
+        map.insert("fdb_entries".into(), (self.net.fdb.len() as u64).into());
+        map.insert("fdb_learned".into(), f.learned.into());
+        map.insert("fdb_moved".into(), f.moved.into());
+        map.insert("fdb_expired".into(), f.expired.into());
+        Value::Object(map)
+    }
+}

@@ -1,0 +1,246 @@
+//! The TAP device, through the kernel's tun driver ioctls.
+//!
+//! A small module of our own rather than a crate: vxtap needs IFF_NO_PI now and IFF_VNET_HDR,
+//! TUNSETOFFLOAD and IFF_MULTI_QUEUE for the offload work, plus MTU, MAC and addresses; the
+//! ioctls are few and documented (Documentation/networking/tuntap.rst).
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::mem;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::config::Cidr;
+use crate::mac::MacAddr;
+
+/// Longest interface name the kernel takes (IFNAMSIZ less the NUL).
+pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// An open TAP device: frames in and out, one per read or write, without packet-info header.
+pub struct Tap {
+    file: File,
+    name: String,
+    created: bool,
+}
+
+impl Tap {
+    /// Attaches to the TAP `name`, creating it if absent. Offloads left on a reused persistent
+    /// device by an earlier process are reset: they are device-wide, and a stale TSO setting
+    /// would hand us super-frames we do not expect (bulk TCP breaks while ping still works).
+    pub fn open(name: &str) -> Result<Tap> {
+        check_name(name)?;
+        let existed = if_index(name).is_some();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENODEV) => {
+                    anyhow!("/dev/net/tun is missing: load the tun module (modprobe tun)")
+                }
+                Some(libc::EACCES) | Some(libc::EPERM) => {
+                    anyhow!("opening /dev/net/tun for TAP {name} needs root or CAP_NET_ADMIN")
+                }
+                _ => anyhow!("opening /dev/net/tun: {e}"),
+            })?;
+        let mut req = ifreq(name);
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads an ifreq, which lives for the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    anyhow!("creating TAP {name} needs root or CAP_NET_ADMIN")
+                }
+                Some(libc::EBUSY) => anyhow!("TAP {name} is already in use by another process"),
+                Some(libc::EINVAL) if existed => {
+                    anyhow!("{name} exists and is not a TAP device (or has other flags, e.g. multi-queue)")
+                }
+                _ => anyhow!("creating TAP {name}: {e}"),
+            });
+        }
+        // SAFETY: TUNSETOFFLOAD takes an unsigned int by value; 0 turns every offload off.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, 0 as libc::c_uint) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(anyhow!("resetting offloads on TAP {name}: {e}"));
+        }
+        Ok(Tap { file, name: name.to_string(), created: !existed })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when this process created the device; it disappears when the process exits.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Reads one frame; blocks until there is one.
+    #[inline]
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for buf.len() bytes of writes.
+        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Writes one frame.
+    #[inline]
+    pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: frame is valid for frame.len() bytes of reads.
+        let n = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn mac(&self) -> Result<MacAddr> {
+        let mut req = ifreq(&self.name);
+        ctl_ioctl(libc::AF_INET, libc::SIOCGIFHWADDR, &mut req).context("reading the TAP's MAC")?;
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        Ok(MacAddr(std::array::from_fn(|i| data[i] as u8)))
+    }
+
+    pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
+        let mut req = ifreq(&self.name);
+        // SAFETY: writing plain data into the union member SIOCSIFHWADDR reads.
+        unsafe {
+            req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (d, s) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac.0) {
+                *d = s as libc::c_char;
+            }
+        }
+        ctl_ioctl(libc::AF_INET, libc::SIOCSIFHWADDR, &mut req).with_context(|| format!("setting MAC {mac}"))
+    }
+
+    pub fn set_mtu(&self, mtu: u32) -> Result<()> {
+        let mut req = ifreq(&self.name);
+        req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
+        ctl_ioctl(libc::AF_INET, libc::SIOCSIFMTU, &mut req).with_context(|| format!("setting MTU {mtu}"))
+    }
+
+    /// Sets the device administratively up.
+    pub fn set_up(&self) -> Result<()> {
+        let mut req = ifreq(&self.name);
+        ctl_ioctl(libc::AF_INET, libc::SIOCGIFFLAGS, &mut req).context("reading interface flags")?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        ctl_ioctl(libc::AF_INET, libc::SIOCSIFFLAGS, &mut req).context("setting the TAP up")
+    }
+
+    /// Assigns an address: IPv4 through SIOCSIFADDR and SIOCSIFNETMASK, IPv6 through in6_ifreq.
+    pub fn add_address(&self, cidr: &Cidr) -> Result<()> {
+        match cidr.addr {
+            IpAddr::V4(ip) => {
+                let mut req = ifreq(&self.name);
+                req.ifr_ifru.ifru_addr = sockaddr_v4(u32::from(ip));
+                ctl_ioctl(libc::AF_INET, libc::SIOCSIFADDR, &mut req)
+                    .with_context(|| format!("assigning {cidr}"))?;
+                let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
+                let mut req = ifreq(&self.name);
+                req.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
+                ctl_ioctl(libc::AF_INET, libc::SIOCSIFNETMASK, &mut req)
+                    .with_context(|| format!("setting the netmask of {cidr}"))
+            }
+            IpAddr::V6(ip) => {
+                let index = if_index(&self.name).ok_or_else(|| anyhow!("TAP {} vanished", self.name))?;
+                let mut req = libc::in6_ifreq {
+                    ifr6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                    ifr6_prefixlen: u32::from(cidr.prefix),
+                    ifr6_ifindex: index as libc::c_int,
+                };
+                ctl_ioctl(libc::AF_INET6, libc::SIOCSIFADDR, &mut req)
+                    .with_context(|| format!("assigning {cidr} (is IPv6 disabled on {}?)", self.name))
+            }
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        bail!("TAP name {name:?} must be 1 to {MAX_NAME_LEN} bytes long");
+    }
+    if name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':')
+        || name == "."
+        || name == ".."
+    {
+        bail!("TAP name {name:?} is not a valid interface name");
+    }
+    Ok(())
+}
+
+/// The interface index of `name` in this network namespace, if it exists.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(MAX_NAME_LEN)) {
+        *d = s as libc::c_char;
+    }
+    req
+}
+
+fn sockaddr_v4(addr: u32) -> libc::sockaddr {
+    // SAFETY: sockaddr_in and sockaddr have the same size; all-zero is valid for both.
+    let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = addr.to_be();
+    // SAFETY: same size, plain data.
+    unsafe { mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Runs an interface ioctl on a throw-away datagram socket of `family`.
+fn ctl_ioctl<T>(family: libc::c_int, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: arg points at the structure this request expects, valid for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, arg as *mut T) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_any_syscall() {
+        assert!(check_name("vxt0").is_ok());
+        assert!(check_name("a23456789012345").is_ok());
+        let long = check_name("a234567890123456").unwrap_err().to_string();
+        assert!(long.contains("1 to 15 bytes"), "{long}");
+        for bad in ["", "a/b", "a b", ".", "..", "a:b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ifreq_holds_the_name_nul_terminated() {
+        let r = ifreq("vxt0");
+        assert_eq!(r.ifr_name[..5].iter().map(|&c| c as u8).collect::<Vec<_>>(), b"vxt0\0");
+    }
+}

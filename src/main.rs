@@ -1,0 +1,151 @@
+//! The `vxtap` binary: argument parsing and dispatch.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use cli::{Cli, Command, FdbCommand, RunArgs, Target};
+use vxtap::control::{self, Request};
+use vxtap::dataplane::Dataplane;
+use vxtap::fdb::MonotonicClock;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => return run(&args),
+        Command::Fdb(FdbCommand::Show { target, json }) => show(&target, &Request::FdbShow, json, print_fdb),
+        Command::Fdb(FdbCommand::Add { mac, dst, target }) => {
+            control::request(&target.path(), &Request::FdbAdd { mac, dst }).map(drop)
+        }
+        Command::Fdb(FdbCommand::Del { mac, dst, target }) => {
+            control::request(&target.path(), &Request::FdbDel { mac, dst }).map(drop)
+        }
+        Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
+        Command::Demo { proto, megabytes } => vxtap::demo::run(proto, megabytes),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+/// `vxtap run`: start the dataplane, serve the control sockets, age the FDB, exit on a signal.
+fn run(args: &RunArgs) -> ExitCode {
+    init_logging();
+    let networks = match args.networks() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&networks) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
+    let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for i in 0..dataplane.networks.len() {
+            let path = dataplane.networks[i].config.control_path();
+            let listener = control::bind(&path)?;
+            sockets.push(path);
+            let dp = dataplane.clone();
+            tokio::spawn(control::serve(listener, move |req| dp.networks[i].handle(req)));
+        }
+        let dp = dataplane.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let n = dp.expire();
+                if n > 0 {
+                    tracing::debug!(expired = n, "fdb entries aged out");
+                }
+            }
+        });
+        let devs: Vec<_> = dataplane.networks.iter().map(|n| n.config.dev.as_str()).collect();
+        info!(networks = ?devs, "ready");
+        wait_for_signal().await?;
+        info!("shutting down");
+        for path in &sockets {
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!("removing {}: {e}", path.display());
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    // The packet threads block in read/recv; exiting closes the TAPs, which removes the ones we
+    // created (they are not persistent).
+    std::process::exit(0)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn show(target: &Target, req: &Request, json: bool, human: fn(&Value)) -> Result<()> {
+    let v = control::request(&target.path(), req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        human(&v);
+    }
+    Ok(())
+}
+
+/// One line per entry, in the spirit of `bridge fdb show`.
+fn print_fdb(v: &Value) {
+    for e in v.as_array().into_iter().flatten() {
+        let kind = e["kind"].as_str().unwrap_or("?");
+        let age = if kind == "learned" { format!(" age {}s", e["age_secs"]) } else { String::new() };
+        println!(
+            "{} dst {} port {} vni {} {kind}{age}",
+            str_of(&e["mac"]),
+            str_of(&e["dst"]),
+            e["port"],
+            e["vni"]
+        );
+    }
+}
+
+fn print_stats(v: &Value) {
+    for (k, val) in v.as_object().into_iter().flatten() {
+        println!("{k:<28} {val}");
+    }
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
