@@ -1,0 +1,112 @@
+//! Per-operation cost of the packet path without devices: header emit/prepend, parse + receive
+//! policy, source-port hash, and the whole pipeline step the workers run.
+
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use etherparse::PacketBuilder;
+use vxtap::fdb::{Fdb, FdbConfig, MonotonicClock};
+use vxtap::flow::{self, PortRange};
+use vxtap::pipeline::{Demux, Network, HEADROOM};
+use vxtap::wire::{self, geneve, EncapHeader, Proto, RxPolicy};
+use vxtap::MacAddr;
+
+const OPT_A: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
+const OPT_B: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+/// A 1450-byte TCP/IPv4 frame between two overlay hosts.
+fn tcp_frame(len: usize) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+        .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
+        .tcp(40000, 5201, 1, 65535);
+    let payload = vec![0xabu8; len - 54];
+    let mut out = Vec::with_capacity(len);
+    b.write(&mut out, &payload).unwrap();
+    out
+}
+
+fn headers() -> Vec<(&'static str, EncapHeader)> {
+    let opts = [
+        geneve::GeneveOption { class: 0x0102, kind: 0x01, data: &OPT_A },
+        geneve::GeneveOption { class: 0xffff, kind: 0x02, data: &OPT_B },
+    ];
+    vec![
+        ("vxlan", EncapHeader::vxlan(42).unwrap()),
+        ("geneve", EncapHeader::for_proto(Proto::Geneve, 42).unwrap()),
+        ("geneve_2opts", EncapHeader::geneve(&geneve::Repr::ethernet(42, &opts)).unwrap()),
+    ]
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let frame = tcp_frame(1450);
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Elements(1));
+    for (name, header) in headers() {
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(&frame);
+        g.bench_function(format!("{name}/encap"), |b| {
+            b.iter(|| black_box(header.prepend(black_box(&mut buf), HEADROOM).unwrap()))
+        });
+        let start = header.prepend(&mut buf, HEADROOM).unwrap();
+        let datagram = buf[start..].to_vec();
+        let mut policy = match name {
+            "vxlan" => RxPolicy::for_proto(Proto::Vxlan),
+            _ => RxPolicy::for_proto(Proto::Geneve),
+        };
+        if let RxPolicy::Geneve(p) = &mut policy {
+            p.known_options.insert(0x0102, 0x01);
+        }
+        g.bench_function(format!("{name}/decap"), |b| {
+            b.iter(|| black_box(wire::decapsulate(black_box(&datagram), &policy).unwrap().vni))
+        });
+    }
+    g.bench_function("source_port_hash", |b| {
+        b.iter(|| black_box(flow::source_port(black_box(&frame), PortRange::default())))
+    });
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let frame = tcp_frame(1450);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    for proto in [Proto::Vxlan, Proto::Geneve] {
+        let fdb = Fdb::new(
+            42,
+            Some(MacAddr([2, 0, 0, 0, 0, 1])),
+            FdbConfig::default(),
+            Arc::new(MonotonicClock::default()),
+        );
+        fdb.add_static(
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            SocketAddr::from(([198, 18, 0, 2], proto.default_port())),
+        )
+        .unwrap();
+        let net =
+            Arc::new(Network::new(42, proto.default_port(), EncapHeader::for_proto(proto, 42).unwrap(), fdb));
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(&frame);
+        g.bench_function(format!("{proto}/encapsulate"), |b| {
+            b.iter(|| black_box(net.encapsulate(black_box(&mut buf), frame.len()).map(|e| e.flow_hash)))
+        });
+        // Receive: a frame from a remote host, whose source is learned (a refresh after the first).
+        let mut reply = tcp_frame(1450);
+        reply[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        reply[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 3]);
+        let mut rbuf = vec![0u8; HEADROOM + reply.len()];
+        rbuf[HEADROOM..].copy_from_slice(&reply);
+        let start = EncapHeader::for_proto(proto, 42).unwrap().prepend(&mut rbuf, HEADROOM).unwrap();
+        let datagram = rbuf[start..].to_vec();
+        let demux = Demux::new(RxPolicy::for_proto(proto), vec![net.clone()]);
+        let from: IpAddr = [198, 18, 0, 2].into();
+        g.bench_function(format!("{proto}/decapsulate_learn"), |b| {
+            b.iter(|| black_box(demux.decapsulate(black_box(&datagram), from).map(|(i, f)| i + f.len())))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_wire, bench_pipeline);
+criterion_main!(benches);
