@@ -39,6 +39,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the encapsulation/decapsulation pipeline in process (no root, no devices)
+    Bench {
+        /// Seconds per case, direction and frame size
+        #[arg(long, default_value_t = 1.0)]
+        duration: f64,
+        /// Frame size in bytes (repeatable) [default: 64, 512 and 1450]
+        #[arg(long = "size", value_name = "BYTES")]
+        sizes: Vec<usize>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Demo: two network namespaces, a VTEP in each, traffic across, then everything removed (root)
     Demo {
         /// Tunnel protocol of the demo

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             control::request(&target.path(), &Request::FdbDel { mac, dst }).map(drop)
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
+        Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
         Command::Demo { proto, megabytes } => vxtap::demo::run(proto, megabytes),
     };
     match result {
@@ -111,6 +112,20 @@ async fn wait_for_signal() -> Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        anyhow::bail!("--duration must be between 0 and 3600 seconds");
+    }
+    let sizes = if sizes.is_empty() { &vxtap::bench::DEFAULT_SIZES[..] } else { sizes };
+    let results = vxtap::bench::run(sizes, Duration::from_secs_f64(seconds), !json)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", vxtap::bench::table(&results));
     }
     Ok(())
 }

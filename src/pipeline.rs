@@ -58,9 +58,9 @@ impl Network {
         Network { vni, peer_port, fdb, counters: Counters::default(), header }
     }
 
-    /// Length of the tunnel header this network prepends.
-    pub fn header_len(&self) -> usize {
-        self.header.len()
+    /// The tunnel header this network prepends.
+    pub fn header(&self) -> &EncapHeader {
+        &self.header
     }
 
     /// Encapsulates the frame at `buf[HEADROOM..HEADROOM + frame_len]` in place and decides where
