@@ -92,7 +92,8 @@ impl Network {
     }
 
     /// Learns the inner source MAC of a decapsulated frame against the VTEP it came from.
-    /// `false` (counted) when the frame is a loop: it carries this TAP's own MAC.
+    /// `false` (counted) when the frame must be dropped: it carries this TAP's own MAC (a loop),
+    /// or a MAC that a static entry places behind another VTEP.
     #[inline]
     pub fn learn(&self, frame: &[u8], from: IpAddr) -> bool {
         let Some(src) = MacAddr::from_slice(&frame[6..]) else {
@@ -101,6 +102,12 @@ impl Network {
         match self.fdb.learn(src, SocketAddr::new(from, self.peer_port)) {
             LearnOutcome::LocalMacLoop => {
                 self.counters.drop(DropReason::LocalMacLoop);
+                false
+            }
+            // A static MAC arriving from another VTEP is spoofed or misconfigured: the kernel
+            // drops it rather than let it through, and so do we.
+            LearnOutcome::StaticKept if self.fdb.lookup(&src).is_some_and(|d| d.ip() != from) => {
+                self.counters.drop(DropReason::StaticMismatch);
                 false
             }
             _ => true,
@@ -236,6 +243,18 @@ mod tests {
         assert!(d.decapsulate(&[0u8; 3], from).is_none());
         let s = d.counters.snapshot();
         assert_eq!((s.dropped(DropReason::UnknownVni), s.dropped(DropReason::Truncated)), (1, 1));
+    }
+
+    #[test]
+    fn static_mac_from_another_vtep_is_dropped_from_its_own_delivered() {
+        let n = network(42, Proto::Vxlan);
+        n.fdb.add_static(A, addr(2)).unwrap();
+        let d = Demux::new(RxPolicy::for_proto(Proto::Vxlan), vec![n.clone()]);
+        let dg = datagram(&n, &frame(LOCAL, A));
+        assert!(d.decapsulate(&dg, "198.18.0.3".parse().unwrap()).is_none());
+        assert_eq!(n.counters.snapshot().dropped(DropReason::StaticMismatch), 1);
+        assert!(d.decapsulate(&dg, "198.18.0.2".parse().unwrap()).is_some());
+        assert_eq!(n.fdb.lookup(&A), Some(addr(2)), "static entry unchanged");
     }
 
     #[test]

@@ -42,6 +42,7 @@ drop_reasons! {
     GeneveProtocol => "geneve_protocol", "Geneve Protocol Type other than Ethernet (0x6558).";
     UnknownVni => "unknown_vni", "VNI of no network on this socket.";
     LocalMacLoop => "local_mac_loop", "Frame from the underlay carrying this TAP's own MAC as source: a loop.";
+    StaticMismatch => "static_mismatch", "Source MAC is a static entry behind another VTEP (spoofed or misconfigured).";
     NoDestination => "no_destination", "Unknown unicast, broadcast or multicast with an empty flood list.";
     TooBig => "too_big", "Encapsulated datagram larger than the path MTU (vxtap never fragments).";
     Send => "send", "Underlay send failed (other than too big).";
