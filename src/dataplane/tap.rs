@@ -44,7 +44,7 @@ impl Tap {
                     anyhow!("/dev/net/tun is missing: load the tun module (modprobe tun)")
                 }
                 Some(libc::EACCES) | Some(libc::EPERM) => {
-                    anyhow!("opening /dev/net/tun for TAP {name} needs root or CAP_NET_ADMIN")
+                    anyhow!("creating TAP {name} needs root or CAP_NET_ADMIN (opening /dev/net/tun: {e})")
                 }
                 _ => anyhow!("opening /dev/net/tun: {e}"),
             })?;
