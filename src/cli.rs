@@ -113,7 +113,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["vni", "local", "port", "remotes", "statics", "address", "mtu", "mac", "control"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
+        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports"])]
     pub config: Option<PathBuf>,
 }
 

@@ -70,6 +70,7 @@ fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        let mut signals = Signals::install()?;
         let mut sockets = Vec::new();
         for i in 0..dataplane.networks.len() {
             let path = dataplane.networks[i].config.control_path();
@@ -91,7 +92,7 @@ fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
         });
         let devs: Vec<_> = dataplane.networks.iter().map(|n| n.config.dev.as_str()).collect();
         info!(networks = ?devs, "ready");
-        wait_for_signal().await?;
+        signals.wait().await;
         info!("shutting down");
         for path in &sockets {
             if let Err(e) = std::fs::remove_file(path) {
@@ -105,15 +106,28 @@ fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
     std::process::exit(0)
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
+/// takes the clean path rather than the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {

@@ -1,0 +1,525 @@
+//! End-to-end tests of the `vxtap` binary: real TAP devices, real UDP sockets, each test in its
+//! own network namespaces (see `vxtap::testbed`). They need root; without it they skip, unless
+//! `VXTAP_REQUIRE_NETNS=1` makes that a failure.
+//!
+//! Conventions: node i has underlay address `Underlay::addr(i)`, overlay 198.19.0.(i+1)/24 on
+//! `vxt0`, TAP MAC 02:00:00:00:00:(i+1) and a control socket in the test's temp dir.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vxtap::testbed::{
+    counter, fdb_json, require_netns, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, udp_send,
+    vtep_cmd, EchoServer, Family, KernelVxlan, TempDir, Underlay, Vtep,
+};
+
+const ECHO_PORT: u16 = 7000;
+const TRIES: u32 = 20;
+const TRY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Time allowed for counters to move after the traffic that moves them was sent.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Quiet period in which a duplicate or leaked packet would have shown up.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A test that skips (or fails, see `require_netns`) when namespaces are unavailable.
+macro_rules! netns_test {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            if require_netns(stringify!($name)) {
+                $body;
+            }
+        }
+    };
+}
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vxtap"))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Vxlan,
+    Geneve,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Vxlan => "vxlan",
+            Proto::Geneve => "geneve",
+        }
+    }
+
+    fn port(self) -> u16 {
+        match self {
+            Proto::Vxlan => 4789,
+            Proto::Geneve => 6081,
+        }
+    }
+}
+
+fn mac(i: usize) -> String {
+    format!("02:00:00:00:00:{:02x}", i + 1)
+}
+
+fn overlay(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(198, 19, 0, i as u8 + 1), port))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An underlay with vxtap processes in some of its nodes. Fields drop in declaration order:
+/// processes first, then namespaces, then the temp dir with sockets and configs.
+struct Bed {
+    vteps: Vec<Option<Vtep>>,
+    ul: Underlay,
+    tmp: TempDir,
+}
+
+impl Bed {
+    fn new(ul: Underlay) -> Bed {
+        Bed { vteps: (0..ul.len()).map(|_| None).collect(), ul, tmp: TempDir::new("e2e").expect("temp dir") }
+    }
+
+    /// vxtap in every node, each flooding to all the others.
+    fn mesh(ul: Underlay, proto: Proto) -> Bed {
+        let mut bed = Bed::new(ul);
+        for i in 0..bed.ul.len() {
+            bed.start(i, proto);
+        }
+        bed
+    }
+
+    fn control(&self, i: usize) -> PathBuf {
+        self.tmp.join(&format!("n{i}.sock"))
+    }
+
+    /// `vxtap run` in node i on VNI 42 with the conventional addresses, flooding to every other node.
+    fn start(&mut self, i: usize, proto: Proto) {
+        let (local, cidr, ctl) =
+            (self.ul.addr(i).to_string(), format!("198.19.0.{}/24", i + 1), self.control(i));
+        let mut args = strings(&["--dev", "vxt0", "--vni", "42", "--proto", proto.name(), "--local", &local]);
+        args.extend(strings(&["--address", &cidr, "--mac", &mac(i), "--control", &ctl.to_string_lossy()]));
+        for j in (0..self.ul.len()).filter(|&j| j != i) {
+            args.extend(["--remote".to_string(), self.ul.addr(j).to_string()]);
+        }
+        self.spawn(i, &args);
+    }
+
+    /// `vxtap run <args>` in node i.
+    fn spawn(&mut self, i: usize, args: &[String]) {
+        let vtep = Vtep::spawn(self.ul.node(i), bin(), args).unwrap_or_else(|e| panic!("node {i}: {e:#}"));
+        self.vteps[i] = Some(vtep);
+    }
+
+    fn vtep(&mut self, i: usize) -> &mut Vtep {
+        self.vteps[i].as_mut().expect("no vxtap in that node")
+    }
+
+    /// All vxtap logs, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, v) in self.vteps.iter().enumerate() {
+            if let Some(v) = v {
+                out.push_str(&format!("--- node {i} log ---\n{}", v.log()));
+            }
+        }
+        out
+    }
+
+    /// Unwraps, or panics with `what`, the error and every vxtap log.
+    fn check<T>(&self, r: anyhow::Result<T>, what: &str) -> T {
+        r.unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", self.logs()))
+    }
+
+    fn stats_at(&self, control: &Path) -> Value {
+        self.check(stats_json(bin(), control), "vxtap stats")
+    }
+
+    fn stats(&self, i: usize) -> Value {
+        self.stats_at(&self.control(i))
+    }
+
+    fn counter_at(&self, control: &Path, key: &str) -> u64 {
+        self.check(counter(&self.stats_at(control), key), "stats counter")
+    }
+
+    fn rx(&self, i: usize) -> u64 {
+        self.counter_at(&self.control(i), "rx_packets")
+    }
+
+    fn fdb(&self, i: usize) -> Value {
+        self.check(fdb_json(bin(), &self.control(i)), "vxtap fdb show")
+    }
+
+    /// A UDP echo server on the wildcard address in every node (receives broadcasts too).
+    fn echo_servers(&self) -> Vec<EchoServer> {
+        let any: SocketAddr = (Ipv4Addr::UNSPECIFIED, ECHO_PORT).into();
+        (0..self.ul.len()).map(|i| self.check(udp_echo_server(self.ul.node(i), any), "echo server")).collect()
+    }
+
+    /// UDP echo from node `from` to `to` (an overlay address with an echo server behind it).
+    fn echo_to(&self, from: usize, to: SocketAddr) {
+        let payload = format!("echo {from} -> {to}");
+        let r = udp_roundtrip(self.ul.node(from), to, payload.as_bytes(), TRIES, TRY_TIMEOUT);
+        self.check(r, &format!("overlay echo {from} -> {to}"));
+    }
+
+    fn echo(&self, from: usize, to: usize) {
+        self.echo_to(from, overlay(to, ECHO_PORT));
+    }
+
+    /// Sends `n` copies of `payload` from node `from` to the overlay address `to`.
+    fn blast(&self, from: usize, to: SocketAddr, payload: &[u8], n: usize) {
+        let copies = vec![payload; n];
+        self.check(udp_send(self.ul.node(from), to, &copies), "udp send");
+    }
+
+    /// Waits until the counter at `control` reaches `at_least`; panics with the stats otherwise.
+    fn wait_counter(&self, control: &Path, key: &str, at_least: u64) {
+        if !wait_until(SETTLE, || self.counter_at(control, key) >= at_least) {
+            panic!("{key} did not reach {at_least}: {}\n{}", self.stats_at(control), self.logs());
+        }
+    }
+}
+
+/// The FDB entry for `mac`, compared case-insensitively.
+fn fdb_entry<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {
+    fdb.as_array()?.iter().find(|e| e["mac"].as_str().is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+}
+
+fn assert_fdb_entry(fdb: &Value, mac: &str, kind: &str, dst: IpAddr, port: u16) {
+    let e = fdb_entry(fdb, mac).unwrap_or_else(|| panic!("{mac} not in fdb: {fdb}"));
+    assert_eq!(e["kind"], kind, "{e}");
+    let got: IpAddr =
+        e["dst"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad dst in {e}"));
+    assert_eq!(got, dst, "{e}");
+    assert_eq!(e["port"], port, "{e}");
+    assert_eq!(e["vni"], 42, "{e}");
+}
+
+/// Two vxtap VTEPs: echo both ways, then each has learned the other's TAP MAC at its underlay
+/// address and the protocol's port.
+fn pair_echo_and_learning(family: Family, proto: Proto) {
+    let bed = Bed::mesh(Underlay::pair(family).expect("underlay"), proto);
+    let _servers = bed.echo_servers();
+    bed.echo(0, 1);
+    bed.echo(1, 0);
+    for (me, peer) in [(0, 1), (1, 0)] {
+        assert_fdb_entry(&bed.fdb(me), &mac(peer), "learned", bed.ul.addr(peer), proto.port());
+    }
+}
+
+netns_test!(vxlan_v4_pair_echo_and_learning, pair_echo_and_learning(Family::V4, Proto::Vxlan));
+
+netns_test!(geneve_v4_pair_echo_and_learning, pair_echo_and_learning(Family::V4, Proto::Geneve));
+
+netns_test!(vxlan_v6_underlay_echo_and_learning, pair_echo_and_learning(Family::V6, Proto::Vxlan));
+
+/// vxtap in node 0, the kernel's VXLAN device in node 1: traffic flows both ways and each side
+/// learns the other.
+#[test]
+fn kernel_vxlan_interop() {
+    if !require_netns("kernel_vxlan_interop") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    let kernel = KernelVxlan {
+        dev: "vx0".into(),
+        vni: 42,
+        port: 4789,
+        local: bed.ul.addr(1),
+        remote: bed.ul.addr(0),
+        address: "198.19.0.2/24".into(),
+    };
+    bed.check(kernel.create(bed.ul.node(1)), "kernel vxlan");
+    let _servers = bed.echo_servers();
+    bed.echo(0, 1);
+    bed.echo(1, 0);
+    let kernel_mac = bed.check(bed.ul.node(1).link_mac("vx0"), "kernel MAC");
+    assert_fdb_entry(&bed.fdb(0), &kernel_mac, "learned", bed.ul.addr(1), 4789);
+    let kfdb = bed.check(bed.ul.node(1).bridge_out(&["fdb", "show", "dev", "vx0"]), "bridge fdb");
+    let learned =
+        kfdb.lines().any(|l| l.to_ascii_lowercase().starts_with(&mac(0)) && l.contains("dst 198.18.0.1"));
+    assert!(learned, "kernel did not learn {} at 198.18.0.1:\n{kfdb}", mac(0));
+    // TCP both ways: checksums and segment sizes survive the mix of implementations.
+    for (server, client) in [(1, 0), (0, 1)] {
+        let r = tcp_transfer(bed.ul.node(server), overlay(server, 5001), bed.ul.node(client), 5 << 20);
+        bed.check(r, &format!("tcp {client} -> {server}"));
+    }
+}
+
+/// Three VTEPs on a bridge: a broadcast reaches each peer exactly once (no re-flooding by the
+/// receivers), and learned unicast goes to its one destination only.
+#[test]
+fn star_flood_once_and_unicast_stays_unicast() {
+    if !require_netns("star_flood_once_and_unicast_stays_unicast") {
+        return;
+    }
+    let bed = Bed::mesh(Underlay::star(3).expect("underlay"), Proto::Vxlan);
+    let servers = bed.echo_servers();
+    let bcast = b"broadcast from A";
+    bed.blast(0, SocketAddr::from(([198, 19, 0, 255], ECHO_PORT)), bcast, 1);
+    for (j, server) in servers.iter().enumerate().skip(1) {
+        assert!(server.wait_for(bcast, 1, SETTLE), "node {j} missed the broadcast\n{}", bed.logs());
+    }
+    std::thread::sleep(QUIET);
+    for (j, server) in servers.iter().enumerate().skip(1) {
+        assert_eq!(server.count_of(bcast), 1, "node {j} got the broadcast more than once (re-flooded?)");
+    }
+
+    // Learn A<->B first (ARP and FDB), let the noise die down, then count.
+    bed.echo(0, 1);
+    std::thread::sleep(QUIET);
+    let (b0, c0) = (bed.rx(1), bed.rx(2));
+    bed.blast(0, overlay(1, ECHO_PORT), b"unicast A->B", 100);
+    bed.wait_counter(&bed.control(1), "rx_packets", b0 + 100);
+    std::thread::sleep(QUIET);
+    assert_eq!(bed.rx(2), c0, "unicast A->B leaked to C: {}", bed.stats(2));
+}
+
+/// One `[[network]]` table of a node's config file.
+fn network_toml(bed: &Bed, node: usize, vni: u32, host: u8) -> String {
+    let peer = bed.ul.addr(1 - node);
+    let control = bed.tmp.join(&format!("n{node}-{vni}.sock"));
+    format!(
+        "[[network]]\ndev = \"vxt{vni}\"\nvni = {vni}\nproto = \"vxlan\"\nlocal = \"{local}\"\nport = 4789\n\
+         remotes = [\"{peer}\"]\naddress = \"198.19.0.{host}/25\"\nmac = \"02:00:00:00:{vni:02x}:{n:02x}\"\n\
+         control = \"{control}\"\n\n",
+        local = bed.ul.addr(node),
+        n = node + 1,
+        control = control.display(),
+    )
+}
+
+/// Two VNIs in one process per node, sharing one socket: both carry traffic, and traffic on one
+/// does not show up on the other.
+#[test]
+fn config_file_two_vnis_are_isolated() {
+    if !require_netns("config_file_two_vnis_are_isolated") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    for node in 0..2 {
+        let text =
+            network_toml(&bed, node, 42, node as u8 + 1) + &network_toml(&bed, node, 43, node as u8 + 129);
+        let path = bed.tmp.join(&format!("n{node}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        bed.spawn(node, &strings(&["--config", &path.to_string_lossy()]));
+    }
+    let _servers = bed.echo_servers();
+    let (vni42_b, vni43_b) =
+        (SocketAddr::from(([198, 19, 0, 2], ECHO_PORT)), SocketAddr::from(([198, 19, 0, 130], ECHO_PORT)));
+    bed.echo_to(0, vni42_b);
+    bed.echo_to(0, vni43_b);
+    std::thread::sleep(QUIET);
+
+    let (ctl42, ctl43) = (bed.tmp.join("n1-42.sock"), bed.tmp.join("n1-43.sock"));
+    let (rx42, rx43) = (bed.counter_at(&ctl42, "rx_packets"), bed.counter_at(&ctl43, "rx_packets"));
+    bed.blast(0, vni42_b, b"only on VNI 42", 100);
+    bed.wait_counter(&ctl42, "rx_packets", rx42 + 100);
+    std::thread::sleep(QUIET);
+    assert_eq!(bed.counter_at(&ctl43, "rx_packets"), rx43, "VNI 42 traffic reached VNI 43");
+}
+
+/// 50 MB over TCP across the overlay, verified by hash at the far end.
+fn tcp_50mb(proto: Proto) {
+    let bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), proto);
+    let r = tcp_transfer(bed.ul.node(1), overlay(1, 5001), bed.ul.node(0), 50 << 20);
+    let report = bed.check(r, "tcp transfer");
+    eprintln!(
+        "{}: {} bytes in {:?}: {:.0} Mbit/s",
+        proto.name(),
+        report.bytes,
+        report.duration,
+        report.mbit_per_s
+    );
+    assert!(bed.rx(1) > 0 && bed.rx(0) > 0);
+}
+
+netns_test!(vxlan_tcp_50mb_hash_verified, tcp_50mb(Proto::Vxlan));
+
+netns_test!(geneve_tcp_50mb_hash_verified, tcp_50mb(Proto::Geneve));
+
+/// A minimal Ethernet frame (broadcast, local experimental EtherType), so that only the outer
+/// header is at fault in the malformed datagrams.
+fn inner_frame() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend([0x02, 0, 0, 0, 0, 0x63, 0x88, 0xb5]);
+    f.resize(60, 0);
+    f
+}
+
+fn vni_bytes(vni: u32) -> [u8; 3] {
+    let b = vni.to_be_bytes();
+    [b[1], b[2], b[3]]
+}
+
+/// VXLAN header (RFC 7348) with the given flags byte, then a frame.
+fn vxlan_packet(flags: u8, vni: u32) -> Vec<u8> {
+    let mut p = vec![flags, 0, 0, 0];
+    p.extend(vni_bytes(vni));
+    p.push(0);
+    p.extend(inner_frame());
+    p
+}
+
+/// Geneve header (RFC 8926) with version, options (a multiple of 4 bytes) and the C flag set when
+/// an option is critical, then an Ethernet frame (protocol 0x6558).
+fn geneve_packet(version: u8, critical: bool, vni: u32, options: &[u8]) -> Vec<u8> {
+    let mut p = vec![version << 6 | (options.len() / 4) as u8, if critical { 0x40 } else { 0 }, 0x65, 0x58];
+    p.extend(vni_bytes(vni));
+    p.push(0);
+    p.extend_from_slice(options);
+    p.extend(inner_frame());
+    p
+}
+
+/// Sends each malformed datagram from a plain socket in node 1 to node 0's vxtap and checks that
+/// the named drop counter rises; afterwards, real traffic still flows.
+fn assert_drops(proto: Proto, cases: &[(&str, Vec<u8>)]) {
+    let bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), proto);
+    let target = SocketAddr::new(bed.ul.addr(0), proto.port());
+    let ctl = bed.control(0);
+    for (key, datagram) in cases {
+        let before = bed.counter_at(&ctl, key);
+        bed.check(udp_send(bed.ul.node(1), target, &[datagram.as_slice()]), "send malformed");
+        bed.wait_counter(&ctl, key, before + 1);
+    }
+    let _servers = bed.echo_servers();
+    bed.echo(1, 0);
+    bed.echo(0, 1);
+}
+
+netns_test!(
+    vxlan_malformed_datagrams_are_counted,
+    assert_drops(
+        Proto::Vxlan,
+        &[
+            ("drop_truncated", vec![0x08, 0, 0, 0]),
+            ("drop_unknown_vni", vxlan_packet(0x08, 99)),
+            ("drop_bad_header", vxlan_packet(0x00, 42)),
+        ],
+    )
+);
+
+netns_test!(
+    geneve_malformed_datagrams_are_counted,
+    assert_drops(
+        Proto::Geneve,
+        &[
+            ("drop_truncated", vec![0, 0, 0x65, 0x58]),
+            ("drop_unknown_vni", geneve_packet(0, false, 99, &[])),
+            // Option class 0x0102, type 0x80 (critical bit set), no data.
+            ("drop_geneve_critical_option", geneve_packet(0, true, 42, &[0x01, 0x02, 0x80, 0x00])),
+            ("drop_geneve_version", geneve_packet(1, false, 42, &[])),
+        ],
+    )
+);
+
+/// Static entries added over the control socket show up as static and go away on delete.
+#[test]
+fn fdb_add_and_del_static_entry() {
+    if !require_netns("fdb_add_and_del_static_entry") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    let (ctl, m) = (bed.control(0), "02:00:00:00:00:99");
+    bed.check(vtep_cmd(bin(), &ctl, &["fdb", "add", m, "198.18.0.2"]), "fdb add");
+    assert_fdb_entry(&bed.fdb(0), m, "static", bed.ul.addr(1), 4789);
+    bed.check(vtep_cmd(bin(), &ctl, &["fdb", "del", m]), "fdb del");
+    assert!(fdb_entry(&bed.fdb(0), m).is_none(), "{m} still in fdb: {}", bed.fdb(0));
+}
+
+/// SIGTERM: exit 0 promptly, with the TAP and the control socket removed.
+#[test]
+fn sigterm_exits_cleanly() {
+    if !require_netns("sigterm_exits_cleanly") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    assert!(bed.control(0).exists(), "control socket missing while running");
+    let t = Instant::now();
+    let status = bed.vtep(0).terminate(Duration::from_secs(2));
+    let status = bed.check(status, "terminate");
+    assert!(status.success(), "exit status {status}\n{}", bed.logs());
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(bed.ul.node(0).ip(&["link", "show", "vxt0"]).is_err(), "vxt0 survived SIGTERM");
+    assert!(!bed.control(0).exists(), "control socket survived SIGTERM");
+}
+
+/// Sets offloads on the TAP `dev` the way an earlier process with a virtio-net header would have
+/// left them on a persistent device (TUNSETOFFLOAD is device-wide and outlives the process).
+fn leave_stale_offloads(dev: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; TUNSETIFF reads it; TUNSETOFFLOAD takes an int by value.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = (libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6) as libc::c_uint;
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETOFFLOAD, flags) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn tso_on(bed: &Bed, node: usize) -> bool {
+    let out = bed.check(bed.ul.node(node).exec(&["ethtool", "-k", "vxt0"]), "ethtool -k");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "tcp-segmentation-offload: on")
+}
+
+/// A persistent TAP that exists already is reused: its stale offloads are reset (or bulk TCP would
+/// break while ping works), traffic flows, and it is left in place on exit since vxtap did not
+/// create it.
+#[test]
+fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
+    if !require_netns("reused_persistent_tap_has_offloads_reset_and_survives_exit") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.check(bed.ul.node(0).ip(&["tuntap", "add", "dev", "vxt0", "mode", "tap"]), "tuntap add");
+    bed.check(
+        bed.ul.node(0).run(|| leave_stale_offloads("vxt0")).map(|r| r.map_err(anyhow::Error::from)),
+        "setns",
+    )
+    .unwrap_or_else(|e| panic!("setting stale offloads: {e}"));
+    assert!(tso_on(&bed, 0), "precondition: TSO left on");
+    bed.start(0, Proto::Vxlan);
+    bed.start(1, Proto::Vxlan);
+    assert!(!tso_on(&bed, 0), "vxtap kept the stale TSO offload");
+    let r = tcp_transfer(bed.ul.node(1), overlay(1, 5001), bed.ul.node(0), 4 << 20);
+    bed.check(r, "tcp over the reused TAP");
+    let status = bed.vtep(0).terminate(Duration::from_secs(2));
+    assert!(bed.check(status, "terminate").success());
+    assert!(bed.ul.node(0).ip(&["link", "show", "vxt0"]).is_ok(), "a TAP vxtap did not create was removed");
+}
