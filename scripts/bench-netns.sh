@@ -1,0 +1,402 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of vxtap against the kernel's VXLAN device and a raw veth, between two
+# network namespaces on one machine. Run as root; `bash scripts/bench-netns.sh --help` explains it.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: bash scripts/bench-netns.sh [--repeat N] [--duration S] [--smoke] [--out DIR] [--bin PATH]
+
+Measures vxtap end to end between two network namespaces and compares it with the Linux kernel's
+VXLAN device and with the bare veth the tunnels run over. Needs root (namespaces, TAP, vxlan).
+
+Topology: namespaces vxt-bench-<PID>-a and vxt-bench-<PID>-b joined by a veth pair "veth0",
+underlay 198.18.0.1/24 (a) and 198.18.0.2/24 (b); the overlay is 198.19.0.1/24 (a) and
+198.19.0.2/24 (b). Traffic flows from a (clients) to b (servers). One configuration after the
+other on the same veth, each torn down before the next:
+  veth           no tunnel (the ceiling): the overlay addresses directly on veth0
+  kernel-vxlan   kernel vxlan device vx0 (VNI 42, port 4789, nolearning, all-zero FDB entry to
+                 the peer; MTU 1450)
+  vxtap-vxlan    vxtap run --proto vxlan in both namespaces (TAP vxt0, MTU 1450)
+  vxtap-geneve   vxtap run --proto geneve in both namespaces (port 6081; needs no geneve module)
+
+Per configuration:
+  tcp1           iperf3 TCP, 1 stream, for S seconds: Gbit/s at the receiver, retransmits
+  tcp4           iperf3 TCP, 4 streams (-P 4): Gbit/s at the receiver, retransmits
+  udp64          iperf3 UDP, 64-byte payload, unlimited rate (-u -b 0 -l 64): packets/s delivered
+                 at the receiver (kpps) and loss %
+  rtt            ping -i 0.01 -c 200: average and p99 (nearest rank) of the per-packet times, us
+  cpu            user+system CPU seconds of both vxtap processes (all threads, /proc/PID/stat)
+                 during tcp1, per 1e9 bytes received; "-" for veth and kernel-vxlan
+The table (stdout) shows the median of each figure over the runs and, in brackets, its ratio to
+kernel-vxlan; RTT cells also show the difference to the kernel in microseconds.
+
+Options:
+  --repeat N     run the whole sequence of configurations N times; report medians (default 1)
+  --duration S   seconds per iperf3 test (default 10)
+  --smoke        fast CI variant: 1-second iperf3 tests, 20 pings; only checks that every
+                 configuration moved traffic in every test (figures are printed but not judged)
+  --out DIR      where to write results (default: results/<date-time>/ in the repository):
+                   results.json  every run's figures, problems and vxtap counters, the medians,
+                                 the ratios to kernel-vxlan, date, uname -r, git HEAD, nproc
+                   chart.svg     grouped bars of tcp1, tcp4 and udp64 normalised to kernel-vxlan
+                   raw/runN/CONFIG/  iperf3 JSON, ping output, CPU samples, vxtap logs and stats,
+                                 device and UDP counters around the UDP test (udp-diag.txt)
+  --bin PATH     vxtap binary (default target/release/vxtap; built with
+                 `cargo build --release` if that default is missing)
+  -h, --help     this text
+
+Exit status: 0 if every test of every configuration delivered traffic (in every run), 1 if one
+delivered nothing (the table and results are still written), 2 on a usage or setup error,
+130/143 when interrupted (everything it started is removed in any case).
+iperf3 is installed with apt-get if missing. Helper: scripts/bench_chart.py (parsing, table, SVG).
+EOF
+}
+
+exec 3>&2  # the script's stderr, for messages from places where fd 2 is redirected (traps)
+die() { echo "bench-netns: $*" >&3; exit 2; }
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&3; }
+
+ORIG_ARGS="$*"
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+HELPER="$SCRIPT_DIR/bench_chart.py"
+
+REPEAT=1 DURATION=10 SMOKE=0 OUT="" BIN=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeat) [ $# -ge 2 ] || die "--repeat needs a value"; REPEAT=$2; shift 2 ;;
+    --repeat=*) REPEAT=${1#*=}; shift ;;
+    --duration) [ $# -ge 2 ] || die "--duration needs a value"; DURATION=$2; shift 2 ;;
+    --duration=*) DURATION=${1#*=}; shift ;;
+    --smoke) SMOKE=1; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a value"; OUT=$2; shift 2 ;;
+    --out=*) OUT=${1#*=}; shift ;;
+    --bin) [ $# -ge 2 ] || die "--bin needs a value"; BIN=$2; shift 2 ;;
+    --bin=*) BIN=${1#*=}; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a positive integer"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
+PINGS=200
+if [ "$SMOKE" = 1 ]; then DURATION=1 PINGS=20; fi
+[ "$(id -u)" = 0 ] || die "must run as root (network namespaces, TAP and vxlan devices)"
+
+# Paths given on the command line are relative to the caller's directory.
+if [ -n "$BIN" ]; then
+  BIN=$(realpath -m -- "$BIN")
+  [ -x "$BIN" ] || die "--bin $BIN: no such executable"
+else
+  BIN="$REPO/target/release/vxtap"
+  if [ ! -x "$BIN" ]; then
+    log "$BIN missing: cargo build --release"
+    (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
+  fi
+fi
+if [ -n "$OUT" ]; then
+  OUT=$(realpath -m -- "$OUT")
+else
+  OUT="$REPO/results/$(date +%Y%m%d-%H%M%S)"
+  [ ! -e "$OUT" ] || OUT="$OUT-$$"
+fi
+
+for cmd in ip bridge ping ss python3 timeout; do
+  command -v "$cmd" >/dev/null || die "$cmd is required"
+done
+if ! command -v iperf3 >/dev/null; then
+  log "installing iperf3"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq iperf3 >/dev/null || die "could not install iperf3"
+fi
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0600 /dev/net/tun; }
+
+mkdir -p "$OUT/raw" || die "cannot create $OUT"
+
+TAG="vxt-bench-$$"
+NS_A="$TAG-a" NS_B="$TAG-b"
+U_A=198.18.0.1 U_B=198.18.0.2   # underlay
+O_A=198.19.0.1 O_B=198.19.0.2   # overlay
+IPERF_PORT=5201
+TMP=$(mktemp -d "/tmp/$TAG.XXXXXX")
+PIDS=()      # every background process started and not yet reaped
+VX_PIDS=()   # the running vxtap processes (a, b)
+VX_SOCKS=()  # their control sockets
+CREATED_NS=()
+
+# ---- process bookkeeping ---------------------------------------------------------------------
+# start_bg CMD...: run CMD in the background (the caller's redirections apply); PID in LAST_PID.
+start_bg() { "$@" & LAST_PID=$!; PIDS+=("$LAST_PID"); }
+forget_pid() {
+  local p=$1 x keep=()
+  for x in "${PIDS[@]}"; do [ "$x" = "$p" ] || keep+=("$x"); done
+  PIDS=("${keep[@]}")
+}
+# run_wait CMD...: run CMD in the background and wait for it, so that Ctrl-C/TERM reach the trap
+# at once instead of after the command; returns CMD's status.
+run_wait() {
+  local p rc=0
+  start_bg "$@"; p=$LAST_PID
+  wait "$p" || rc=$?
+  forget_pid "$p"
+  return "$rc"
+}
+alive() {  # running and not a zombie
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+# stop_pid PID [SECS]: SIGTERM, SIGKILL after SECS (default 5), reap; returns the exit status.
+stop_pid() {
+  local p=$1 secs=${2:-5} i rc=0
+  kill -TERM "$p" 2>/dev/null || true
+  for ((i = 0; i < secs * 20; i++)); do alive "$p" || break; sleep 0.05; done
+  if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+  wait "$p" 2>/dev/null || rc=$?
+  forget_pid "$p"
+  return "$rc"
+}
+# wait_exit PID SECS: wait up to SECS for PID to exit by itself, then stop it; returns its status.
+wait_exit() {
+  local p=$1 secs=$2 i
+  for ((i = 0; i < secs * 20; i++)); do alive "$p" || break; sleep 0.05; done
+  stop_pid "$p" 2
+}
+
+cleanup() {
+  local rc=$? p ns i
+  trap - EXIT INT TERM
+  set +e
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for ((i = 0; i < 100; i++)); do
+    local any=0
+    for p in "${PIDS[@]}"; do alive "$p" && any=1; done
+    [ "$any" = 0 ] && break
+    sleep 0.05
+  done
+  for p in "${PIDS[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for ns in "${CREATED_NS[@]}"; do
+    # Anything still inside a namespace this script created was started by it.
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+  done
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# ---- topology --------------------------------------------------------------------------------
+setup_underlay() {
+  local ns
+  for ns in "$NS_A" "$NS_B"; do
+    [ ! -e "/run/netns/$ns" ] || die "namespace $ns already exists"
+    ip netns add "$ns" || die "ip netns add $ns failed"
+    CREATED_NS+=("$ns")
+    ip -n "$ns" link set lo up
+  done
+  ip -n "$NS_A" link add veth0 type veth peer name veth0 netns "$NS_B"
+  ip -n "$NS_A" addr add "$U_A/24" dev veth0
+  ip -n "$NS_B" addr add "$U_B/24" dev veth0
+  ip -n "$NS_A" link set veth0 up
+  ip -n "$NS_B" link set veth0 up
+  local i
+  for ((i = 0; i < 20; i++)); do
+    ip netns exec "$NS_A" ping -n -q -c 1 -W 1 "$U_B" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "underlay $U_A -> $U_B does not answer"
+}
+
+setup_veth() {
+  ip -n "$NS_A" addr add "$O_A/24" dev veth0 && ip -n "$NS_B" addr add "$O_B/24" dev veth0
+}
+teardown_veth() {
+  ip -n "$NS_A" addr del "$O_A/24" dev veth0 2>/dev/null
+  ip -n "$NS_B" addr del "$O_B/24" dev veth0 2>/dev/null
+  ip -n "$NS_A" neigh flush dev veth0 2>/dev/null
+  ip -n "$NS_B" neigh flush dev veth0 2>/dev/null
+  return 0
+}
+
+kernel_vtep() {  # ns local remote overlay-address
+  ip -n "$1" link add vx0 type vxlan id 42 dstport 4789 local "$2" dev veth0 nolearning &&
+    bridge -n "$1" fdb append 00:00:00:00:00:00 dev vx0 dst "$3" &&
+    ip -n "$1" addr add "$4/24" dev vx0 &&
+    ip -n "$1" link set vx0 up
+}
+setup_kernel-vxlan() { kernel_vtep "$NS_A" "$U_A" "$U_B" "$O_A" && kernel_vtep "$NS_B" "$U_B" "$U_A" "$O_B"; }
+teardown_kernel-vxlan() {
+  ip -n "$NS_A" link del vx0 2>/dev/null
+  ip -n "$NS_B" link del vx0 2>/dev/null
+  return 0
+}
+
+# vxtap_up DIR PROTO: one vxtap per namespace, waits for "ready" in both logs.
+vxtap_up() {
+  local dir=$1 proto=$2 side ns loc rem addr sock logf p i
+  for side in a b; do
+    if [ $side = a ]; then ns=$NS_A loc=$U_A rem=$U_B addr=$O_A; else ns=$NS_B loc=$U_B rem=$U_A addr=$O_B; fi
+    sock="$TMP/vxtap-$proto-$side.sock" logf="$dir/vxtap-$side.log"
+    start_bg ip netns exec "$ns" "$BIN" run --dev vxt0 --vni 42 --proto "$proto" \
+      --local "$loc" --remote "$rem" --address "$addr/24" --control "$sock" >"$logf" 2>&1
+    VX_PIDS+=("$LAST_PID") VX_SOCKS+=("$sock")
+  done
+  for i in 0 1; do
+    p=${VX_PIDS[$i]} logf="$dir/vxtap-$([ $i = 0 ] && echo a || echo b).log"
+    local n
+    for ((n = 0; n < 300; n++)); do
+      grep -qw ready "$logf" && break
+      alive "$p" || { echo "vxtap ($logf) exited before ready: $(tail -n 3 "$logf" | tr '\n' ' ')"; return 1; }
+      sleep 0.05
+    done
+    grep -qw ready "$logf" || { echo "vxtap ($logf) not ready after 15 s"; return 1; }
+  done
+}
+vxtap_down() {  # DIR: SIGTERM both, record a bad exit or a TAP left behind
+  local dir=$1 i p rc ns
+  for i in "${!VX_PIDS[@]}"; do
+    p=${VX_PIDS[$i]} rc=0
+    stop_pid "$p" 5 || rc=$?
+    [ "$rc" = 0 ] || echo "vxtap pid $p exited with status $rc after SIGTERM" >>"$dir/error.txt"
+  done
+  for ns in "$NS_A" "$NS_B"; do
+    if ip -n "$ns" link show vxt0 >/dev/null 2>&1; then
+      echo "TAP vxt0 still present in $ns after vxtap exited; deleted" >>"$dir/error.txt"
+      ip -n "$ns" link del vxt0 2>/dev/null || true
+    fi
+  done
+  VX_PIDS=() VX_SOCKS=()
+}
+setup_vxtap-vxlan() { vxtap_up "$1" vxlan; }
+setup_vxtap-geneve() { vxtap_up "$1" geneve; }
+teardown_vxtap-vxlan() { vxtap_down "$1"; }
+teardown_vxtap-geneve() { vxtap_down "$1"; }
+
+# ---- measurements ----------------------------------------------------------------------------
+cpu_sample() {  # TAG FILE: "TAG PID UTIME STIME" per vxtap process
+  local p rest
+  for p in "${VX_PIDS[@]}"; do
+    rest=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    # fields after "pid (comm) ": state=1 ... utime=12 stime=13 (fields 14 and 15 of stat)
+    awk -v t="$1" -v p="$p" '{print t, p, $12, $13}' <<<"$rest" >>"$2"
+  done
+}
+
+# netdiag TAG FILE: device counters and the UDP MIB of both namespaces, to see where packets of
+# the UDP test were dropped (kept in raw/ for reading, not parsed).
+netdiag() {
+  local ns
+  for ns in "$NS_A" "$NS_B"; do
+    {
+      echo "=== $1 $ns"
+      ip -n "$ns" -s link show 2>&1
+      ip netns exec "$ns" grep '^Udp:' /proc/net/snmp 2>&1
+    } >>"$2"
+  done
+}
+
+# iperf DIR NAME [iperf3 client args...]: server in b (-1), client in a, both JSON.
+iperf() {
+  local dir=$1 name=$2 srv i rc=0
+  shift 2
+  start_bg ip netns exec "$NS_B" iperf3 -s -1 -B "$O_B" -p "$IPERF_PORT" -J \
+    >"$dir/$name-server.json" 2>"$dir/$name-server.err"
+  srv=$LAST_PID
+  for ((i = 0; i < 100; i++)); do
+    ip netns exec "$NS_B" ss -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && break
+    sleep 0.05
+  done
+  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || { echo "clk_tck $(getconf CLK_TCK)" >"$dir/cpu.txt"; cpu_sample before "$dir/cpu.txt"; }
+  run_wait timeout -k 5 $((DURATION + 40)) ip netns exec "$NS_A" iperf3 -c "$O_B" -p "$IPERF_PORT" \
+    -t "$DURATION" --connect-timeout 5000 -J "$@" >"$dir/$name.json" 2>"$dir/$name.err" || rc=$?
+  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || cpu_sample after "$dir/cpu.txt"
+  [ "$rc" = 0 ] || echo "iperf3 client ($name) exited with status $rc" >>"$dir/error.txt"
+  wait_exit "$srv" 10 || true
+  # The client's JSON carries the server's numbers too; keep only the files that say something.
+  [ -s "$dir/$name-server.err" ] || rm -f "$dir/$name-server.err"
+  [ -s "$dir/$name.err" ] || rm -f "$dir/$name.err"
+  if [ "$name" != udp ]; then rm -f "$dir/$name-server.json"; fi
+}
+
+measure() {  # DIR
+  local dir=$1 rc=0
+  log "    tcp1 (${DURATION}s)"; iperf "$dir" tcp1
+  log "    tcp4 (${DURATION}s)"; iperf "$dir" tcp4 -P 4
+  log "    udp64 (${DURATION}s)"
+  netdiag before "$dir/udp-diag.txt"
+  iperf "$dir" udp -u -b 0 -l 64
+  netdiag after "$dir/udp-diag.txt"
+  log "    ping x$PINGS"
+  run_wait timeout -k 5 60 ip netns exec "$NS_A" ping -n -i 0.01 -c "$PINGS" -W 2 "$O_B" \
+    >"$dir/ping.txt" 2>&1 || rc=$?
+  # ping exits 1 when replies are missing: the loss shows in the figures
+  [ "$rc" = 0 ] || [ "$rc" = 1 ] || echo "ping exited with status $rc" >>"$dir/error.txt"
+}
+
+wait_overlay() {  # up to 10 s for the first overlay ping (ARP, FDB learning)
+  local deadline=$((SECONDS + 10))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    ip netns exec "$NS_A" ping -n -q -c 1 -W 1 "$O_B" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+run_config() {  # RUN CONFIG
+  local n=$1 cfg=$2 dir
+  dir="$OUT/raw/run$n/$cfg"
+  mkdir -p "$dir"
+  log "run $n/$REPEAT: $cfg"
+  # (no command substitution here: the setup must run in this shell to keep the vxtap PIDs)
+  if "setup_$cfg" "$dir" >"$TMP/setup.err" 2>&1; then
+    if wait_overlay; then
+      measure "$dir"
+    else
+      echo "no overlay connectivity: ping $O_A -> $O_B unanswered for 10 s" >>"$dir/error.txt"
+    fi
+  else
+    echo "setup failed: $(tr '\n' ' ' <"$TMP/setup.err")" >>"$dir/error.txt"
+  fi
+  local i f
+  for i in "${!VX_SOCKS[@]}"; do
+    f="$dir/stats-$([ "$i" = 0 ] && echo a || echo b).json"
+    if ! timeout 5 "$BIN" stats --control "${VX_SOCKS[$i]}" --json >"$f" 2>"$TMP/stats.err"; then
+      echo "vxtap stats --control ${VX_SOCKS[$i]} failed: $(tr '\n' ' ' <"$TMP/stats.err")" >>"$dir/error.txt"
+      rm -f "$f"
+    fi
+  done
+  "teardown_$cfg" "$dir"
+  log "  $cfg: $(python3 "$HELPER" summary "$dir" | tr '\n' ' ')"
+}
+
+# ---- main ------------------------------------------------------------------------------------
+log "vxtap $BIN; results in $OUT; ${REPEAT} run(s), iperf3 ${DURATION}s, $PINGS pings$([ "$SMOKE" = 1 ] && echo ', smoke')"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+setup_underlay
+for ((run = 1; run <= REPEAT; run++)); do
+  for cfg in veth kernel-vxlan vxtap-vxlan vxtap-geneve; do
+    run_config "$run" "$cfg"
+  done
+done
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+rc=0
+python3 "$HELPER" report --out "$OUT" --repeat "$REPEAT" $([ "$SMOKE" = 1 ] && echo --smoke) \
+  --meta "date=$(date -Iseconds)" \
+  --meta "kernel=$(uname -r)" \
+  --meta "git_head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --meta "nproc=$(nproc)" \
+  --meta "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+  --meta "iperf3=$(iperf3 --version 2>/dev/null | head -n 1)" \
+  --meta "vxtap_bin=$BIN" \
+  --meta "loadavg_start=$LOAD_START" \
+  --meta "loadavg_end=$LOAD_END" \
+  --meta "duration_s=$DURATION" \
+  --meta "pings=$PINGS" \
+  --meta "repeat=$REPEAT" \
+  --meta "smoke=$([ "$SMOKE" = 1 ] && echo true || echo false)" \
+  --meta "command=$0 $ORIG_ARGS" || rc=$?
+exit "$rc"
