@@ -16,9 +16,10 @@ use vxtap::MacAddr;
 const OPT_A: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
 const OPT_B: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
-/// A 1450-byte TCP/IPv4 frame between two overlay hosts.
+/// A TCP/IPv4 frame of `len` bytes from 02:..:01 (local) to 02:..:02 (remote).
 fn tcp_frame(len: usize) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+    // etherparse takes (source, destination).
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
         .tcp(40000, 5201, 1, 65535);
     let payload = vec![0xabu8; len - 54];
@@ -88,6 +89,8 @@ fn bench_pipeline(c: &mut Criterion) {
             Arc::new(Network::new(42, proto.default_port(), EncapHeader::for_proto(proto, 42).unwrap(), fdb));
         let mut buf = vec![0u8; HEADROOM + frame.len()];
         buf[HEADROOM..].copy_from_slice(&frame);
+        let to = net.encapsulate(&mut buf, frame.len()).map(|e| e.to.as_slice().to_vec());
+        assert_eq!(to, Some(vec![SocketAddr::from(([198, 18, 0, 2], proto.default_port()))]), "unicast path");
         g.bench_function(format!("{proto}/encapsulate"), |b| {
             b.iter(|| black_box(net.encapsulate(black_box(&mut buf), frame.len()).map(|e| e.flow_hash)))
         });
@@ -101,6 +104,7 @@ fn bench_pipeline(c: &mut Criterion) {
         let datagram = rbuf[start..].to_vec();
         let demux = Demux::new(RxPolicy::for_proto(proto), vec![net.clone()]);
         let from: IpAddr = [198, 18, 0, 2].into();
+        assert!(demux.decapsulate(&datagram, from).is_some(), "delivery path");
         g.bench_function(format!("{proto}/decapsulate_learn"), |b| {
             b.iter(|| black_box(demux.decapsulate(black_box(&datagram), from).map(|(i, f)| i + f.len())))
         });
