@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use vxtap::config::{self, Cidr, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
+use vxtap::config::{self, AllowFrom, Cidr, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
 use vxtap::mac::MacAddr;
 use vxtap::wire::{Proto, MAX_VNI};
 
@@ -109,12 +109,16 @@ pub struct RunArgs {
     /// Reject VXLAN packets with reserved bits set, as Linux and Open vSwitch do (RFC 7348 says ignore them)
     #[arg(long)]
     pub strict_reserved: bool,
+    /// Also accept datagrams from this network or IP (repeatable); "any" accepts every source, as the
+    /// kernel's vxlan does [default: only the --remote and --static VTEPs]
+    #[arg(long, value_name = "CIDR|any")]
+    pub allow_from: Vec<AllowFrom>,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
-        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports"])]
+        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from"])]
     pub config: Option<PathBuf>,
 }
 
@@ -139,6 +143,7 @@ impl RunArgs {
                 n.control = self.control.clone();
                 n.strict_reserved = self.strict_reserved;
                 n.src_ports = Some(self.src_ports);
+                n.allow_from = self.allow_from.clone();
                 vec![n]
             }
         };

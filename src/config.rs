@@ -26,6 +26,45 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+impl Cidr {
+    /// Whether `ip` lies in this network (address families must match).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A source allowed to send to the tunnel: a network (a bare IP is a host), or anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowFrom {
+    Any,
+    Net(Cidr),
+}
+
+impl FromStr for AllowFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("any") {
+            return Ok(AllowFrom::Any);
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(AllowFrom::Net(Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }));
+        }
+        s.parse()
+            .map(AllowFrom::Net)
+            .map_err(|_| format!("invalid --allow-from {s:?}: expected a CIDR, an IP or \"any\""))
+    }
+}
+
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -129,7 +168,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr);
+deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr, AllowFrom);
 
 /// One overlay network: a TAP, a VNI and its remotes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -159,6 +198,9 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub strict_reserved: bool,
     pub src_ports: Option<PortRangeArg>,
+    /// Sources accepted besides the remotes and static VTEPs; `any` accepts everyone.
+    #[serde(default)]
+    pub allow_from: Vec<AllowFrom>,
 }
 
 fn default_dev() -> String {
@@ -194,6 +236,7 @@ impl NetworkConfig {
             control: None,
             strict_reserved: false,
             src_ports: None,
+            allow_from: Vec::new(),
         }
     }
 
@@ -353,6 +396,26 @@ mod tests {
         assert!("02:00:00:00:00:02".parse::<StaticEntry>().is_err());
         assert_eq!("1000-1010".parse::<PortRangeArg>().unwrap().0.max(), 1010);
         assert!("10-1".parse::<PortRangeArg>().is_err());
+    }
+
+    #[test]
+    fn cidr_membership_and_allow_from() {
+        let c: Cidr = "198.18.0.0/24".parse().unwrap();
+        assert!(c.contains("198.18.0.77".parse().unwrap()));
+        assert!(!c.contains("198.19.0.1".parse().unwrap()));
+        assert!(!c.contains("2001:db8::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("198.19.0.1".parse().unwrap()));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(
+            v6.contains("2001:db8:1::5".parse().unwrap()) && !v6.contains("2001:db9::1".parse().unwrap())
+        );
+        assert_eq!("ANY".parse::<AllowFrom>(), Ok(AllowFrom::Any));
+        let AllowFrom::Net(host) = "198.18.0.9".parse::<AllowFrom>().unwrap() else { panic!() };
+        assert!(
+            host.contains("198.18.0.9".parse().unwrap()) && !host.contains("198.18.0.8".parse().unwrap())
+        );
+        assert!("198.18.0.0/40".parse::<AllowFrom>().is_err());
     }
 
     #[test]

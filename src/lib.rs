@@ -8,6 +8,7 @@
 //! - [`dataplane`]: the part that owns devices, sockets and threads;
 //! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
 
+pub mod allow;
 pub mod bench;
 pub mod config;
 pub mod control;

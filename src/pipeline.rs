@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::fdb::{Fdb, LearnOutcome};
+use crate::allow::Allowlist;
+use crate::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::flow;
 use crate::mac::MacAddr;
 use crate::stats::{Counters, DropReason};
@@ -120,13 +121,38 @@ pub struct Demux {
     policy: RxPolicy,
     /// Few networks per socket: a linear scan beats hashing.
     networks: Vec<Arc<Network>>,
+    allow: Allowlist,
     /// Drops that happen before a datagram belongs to a network.
     pub counters: Counters,
 }
 
 impl Demux {
+    /// A demultiplexer that accepts datagrams from any source (the kernel's behaviour).
     pub fn new(policy: RxPolicy, networks: Vec<Arc<Network>>) -> Demux {
-        Demux { policy, networks, counters: Counters::default() }
+        Demux::with_allowlist(policy, networks, Allowlist::any())
+    }
+
+    /// A demultiplexer that accepts only the sources `allow` lists; its known VTEPs are taken
+    /// from the networks' flood lists and static entries now and on every [`refresh_allowlist`].
+    ///
+    /// [`refresh_allowlist`]: Demux::refresh_allowlist
+    pub fn with_allowlist(policy: RxPolicy, networks: Vec<Arc<Network>>, allow: Allowlist) -> Demux {
+        let demux = Demux { policy, networks, allow, counters: Counters::default() };
+        demux.refresh_allowlist();
+        demux
+    }
+
+    /// Re-reads the known VTEPs (flood-list remotes and static entries) after the FDB changed.
+    pub fn refresh_allowlist(&self) {
+        if self.allow.is_open() {
+            return;
+        }
+        let mut hosts = Vec::new();
+        for n in &self.networks {
+            hosts.extend(n.fdb.flood_list().iter().map(|a| a.ip()));
+            hosts.extend(n.fdb.snapshot().iter().filter(|e| e.kind == EntryKind::Static).map(|e| e.dst.ip()));
+        }
+        self.allow.set_hosts(hosts);
     }
 
     pub fn networks(&self) -> &[Arc<Network>] {
@@ -137,6 +163,11 @@ impl Demux {
     /// network's index and the inner frame (a sub-slice of `datagram`); drops are counted here.
     #[inline]
     pub fn decapsulate<'a>(&self, datagram: &'a [u8], from: IpAddr) -> Option<(usize, &'a [u8])> {
+        let from = from.to_canonical();
+        if !self.allow.allows(from) {
+            self.counters.drop(DropReason::NotAllowed);
+            return None;
+        }
         let d = match wire::decapsulate(datagram, &self.policy) {
             Ok(d) => d,
             Err(e) => {
@@ -148,7 +179,7 @@ impl Demux {
             self.counters.drop(DropReason::UnknownVni);
             return None;
         };
-        if !self.networks[index].learn(d.frame, from.to_canonical()) {
+        if !self.networks[index].learn(d.frame, from) {
             return None;
         }
         Some((index, d.frame))
@@ -255,6 +286,32 @@ mod tests {
         assert_eq!(n.counters.snapshot().dropped(DropReason::StaticMismatch), 1);
         assert!(d.decapsulate(&dg, "198.18.0.2".parse().unwrap()).is_some());
         assert_eq!(n.fdb.lookup(&A), Some(addr(2)), "static entry unchanged");
+    }
+
+    #[test]
+    fn unlisted_sources_are_dropped_before_parsing_known_vteps_pass() {
+        let n = network(42, Proto::Vxlan);
+        n.fdb.set_flood_list(vec![addr(2)]);
+        n.fdb.add_static(B, addr(4)).unwrap();
+        let allow = Allowlist::new(vec!["198.18.0.128/25".parse().unwrap()], Vec::new());
+        let d = Demux::with_allowlist(RxPolicy::for_proto(Proto::Vxlan), vec![n.clone()], allow);
+        let dg = datagram(&n, &frame(LOCAL, A));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(d.decapsulate(&dg, ip("198.18.0.3")).is_none(), "unlisted host");
+        assert!(d.decapsulate(&[0u8; 2], ip("198.18.0.3")).is_none(), "checked before parsing");
+        let s = d.counters.snapshot();
+        assert_eq!((s.dropped(DropReason::NotAllowed), s.dropped(DropReason::Truncated)), (2, 0));
+        assert_eq!(n.fdb.lookup(&A), None, "nothing learned from an unlisted host");
+        for ok in ["198.18.0.2", "::ffff:198.18.0.2", "198.18.0.4", "198.18.0.200"] {
+            assert!(
+                d.decapsulate(&dg, ip(ok)).is_some(),
+                "{ok} is a remote, a static VTEP or in --allow-from"
+            );
+        }
+        n.fdb.add_flood(addr(3));
+        assert!(d.decapsulate(&dg, ip("198.18.0.3")).is_none(), "not until refreshed");
+        d.refresh_allowlist();
+        assert!(d.decapsulate(&dg, ip("198.18.0.3")).is_some(), "a remote added at runtime is allowed");
     }
 
     #[test]

@@ -31,6 +31,7 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
+    NotAllowed => "not_allowed", "Source address is neither a configured VTEP nor in --allow-from.";
     Truncated => "truncated", "Datagram shorter than the tunnel header.";
     ShortFrame => "short_frame", "Inner frame (or a frame read from the TAP) shorter than an Ethernet header.";
     BadHeader => "bad_header", "VXLAN header without the I flag.";

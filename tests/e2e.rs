@@ -115,13 +115,20 @@ impl Bed {
 
     /// `vxtap run` in node i on VNI 42 with the conventional addresses, flooding to every other node.
     fn start(&mut self, i: usize, proto: Proto) {
+        let peers: Vec<usize> = (0..self.ul.len()).filter(|&j| j != i).collect();
+        self.start_with(i, proto, &peers, &[]);
+    }
+
+    /// `vxtap run` in node i on VNI 42 flooding to `peers`, with `extra` flags.
+    fn start_with(&mut self, i: usize, proto: Proto, peers: &[usize], extra: &[&str]) {
         let (local, cidr, ctl) =
             (self.ul.addr(i).to_string(), format!("198.19.0.{}/24", i + 1), self.control(i));
         let mut args = strings(&["--dev", "vxt0", "--vni", "42", "--proto", proto.name(), "--local", &local]);
         args.extend(strings(&["--address", &cidr, "--mac", &mac(i), "--control", &ctl.to_string_lossy()]));
-        for j in (0..self.ul.len()).filter(|&j| j != i) {
+        for &j in peers {
             args.extend(["--remote".to_string(), self.ul.addr(j).to_string()]);
         }
+        args.extend(strings(extra));
         self.spawn(i, &args);
     }
 
@@ -523,3 +530,33 @@ fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
     assert!(bed.check(status, "terminate").success());
     assert!(bed.ul.node(0).ip(&["link", "show", "vxt0"]).is_ok(), "a TAP vxtap did not create was removed");
 }
+
+/// Node 2 is no VTEP of node 0's: its datagrams, with a valid header and node 0's VNI, are dropped
+/// before parsing and nothing is learned from them; `--allow-from any` (the kernel's behaviour)
+/// lets them in.
+fn spoofed_vni(open: bool) {
+    let mut bed = Bed::new(Underlay::star(3).expect("underlay"));
+    bed.start_with(0, Proto::Vxlan, &[1], if open { &["--allow-from", "any"] } else { &[] });
+    bed.start_with(1, Proto::Vxlan, &[0], &[]);
+    let _servers = bed.echo_servers();
+    bed.echo(0, 1);
+    std::thread::sleep(QUIET);
+    let ctl = bed.control(0);
+    let rx = bed.rx(0);
+    let spoof = vxlan_packet(0x08, 42);
+    let spoofed_mac = "02:00:00:00:00:63"; // the inner frame's source
+    bed.blast(2, SocketAddr::new(bed.ul.addr(0), 4789), &spoof, 10);
+    if open {
+        bed.wait_counter(&ctl, "rx_packets", rx + 10);
+        assert_fdb_entry(&bed.fdb(0), spoofed_mac, "learned", bed.ul.addr(2), 4789);
+    } else {
+        bed.wait_counter(&ctl, "drop_not_allowed", 10);
+        assert_eq!(bed.rx(0), rx, "a spoofed frame reached the TAP");
+        assert!(fdb_entry(&bed.fdb(0), spoofed_mac).is_none(), "learned from an unlisted host");
+    }
+    bed.echo(1, 0);
+}
+
+netns_test!(unlisted_source_cannot_inject_frames, spoofed_vni(false));
+
+netns_test!(allow_from_any_accepts_every_source, spoofed_vni(true));

@@ -16,7 +16,8 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::config::NetworkConfig;
+use crate::allow::Allowlist;
+use crate::config::{AllowFrom, NetworkConfig};
 use crate::control::Request;
 use crate::fdb::{Clock, Fdb, FdbConfig};
 use crate::mac::MacAddr;
@@ -62,7 +63,11 @@ impl Dataplane {
                 Proto::Geneve => RxPolicy::for_proto(Proto::Geneve),
             };
             let nets = members.iter().map(|&i| opened[i].2.clone()).collect();
-            let demux = Arc::new(Demux::new(policy, nets));
+            let allow = allowlist(members.iter().map(|&i| &opened[i].0));
+            if allow.is_open() {
+                info!(%bind, "accepting datagrams from any source (--allow-from any)");
+            }
+            let demux = Arc::new(Demux::with_allowlist(policy, nets, allow));
             let taps = members.iter().map(|&i| opened[i].1.clone()).collect();
             info!(%bind, source_ports = ?underlay.send.ports(), "underlay socket bound");
             for &i in &members {
@@ -86,6 +91,21 @@ impl Dataplane {
     pub fn expire(&self) -> usize {
         self.networks.iter().map(|n| n.net.fdb.expire()).sum()
     }
+}
+
+/// The sources a socket accepts: everyone if any of its networks says `any`, else the union of
+/// their `--allow-from` networks (the known VTEPs are added by the demultiplexer).
+fn allowlist<'a>(configs: impl Iterator<Item = &'a NetworkConfig>) -> Allowlist {
+    let mut nets = Vec::new();
+    for c in configs {
+        for a in &c.allow_from {
+            match a {
+                AllowFrom::Any => return Allowlist::any(),
+                AllowFrom::Net(n) => nets.push(*n),
+            }
+        }
+    }
+    Allowlist::new(nets, Vec::new())
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {
@@ -138,6 +158,7 @@ impl NetworkHandle {
                 } else {
                     fdb.add_static(*mac, dst).map_err(|e| e.to_string())?;
                 }
+                self.demux.refresh_allowlist();
                 info!(dev = self.config.dev, %mac, %dst, "fdb entry added");
                 Ok(Value::Null)
             }
@@ -150,6 +171,7 @@ impl NetworkHandle {
                     (false, _) => fdb.remove(mac),
                 };
                 if removed {
+                    self.demux.refresh_allowlist();
                     info!(dev = self.config.dev, %mac, "fdb entry deleted");
                     Ok(Value::Null)
                 } else {
