@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
+    /// After setup, drop root and run as this user (name or uid), keeping no capability; the
+    /// control sockets are given to that user
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from"])]

@@ -18,6 +18,7 @@ pub mod fdb;
 pub mod flow;
 pub mod mac;
 pub mod pipeline;
+pub mod privileges;
 pub mod stats;
 pub mod testbed;
 pub mod wire;

@@ -15,6 +15,10 @@ use cli::{Cli, Command, FdbCommand, RunArgs, Target};
 use vxtap::control::{self, Request};
 use vxtap::dataplane::Dataplane;
 use vxtap::fdb::MonotonicClock;
+use vxtap::privileges::User;
+
+/// How often drops are summarised in the log.
+const DROP_REPORT_PERIOD: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,7 +61,14 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&networks) {
+    let user = match args.user.as_deref().map(User::lookup).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&networks, user.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -66,7 +77,7 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
+fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -74,7 +85,15 @@ fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
         let mut sockets = Vec::new();
         for i in 0..dataplane.networks.len() {
             let path = dataplane.networks[i].config.control_path();
+            let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
             let listener = control::bind(&path)?;
+            if let Some(user) = user {
+                // The user must be able to use the socket, and to remove it on exit.
+                user.chown(&path)?;
+                if let (false, Some(dir)) = (dir_existed, path.parent()) {
+                    user.chown(dir)?;
+                }
+            }
             sockets.push(path);
             let dp = dataplane.clone();
             tokio::spawn(control::serve(listener, move |req| dp.networks[i].handle(req)));
@@ -90,6 +109,20 @@ fn serve(networks: &[vxtap::config::NetworkConfig]) -> Result<()> {
                 }
             }
         });
+        let dp = dataplane.clone();
+        tokio::spawn(async move {
+            let mut reporter = dp.drop_reporter();
+            let mut tick = tokio::time::interval(DROP_REPORT_PERIOD);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                reporter.report(&dp, DROP_REPORT_PERIOD);
+            }
+        });
+        if let Some(user) = user {
+            user.become_user()?;
+            info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");
+        }
         let devs: Vec<_> = dataplane.networks.iter().map(|n| n.config.dev.as_str()).collect();
         info!(networks = ?devs, "ready");
         signals.wait().await;

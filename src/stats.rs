@@ -4,7 +4,7 @@
 //! receive side, the transmit side and the drops sit on separate cache lines so the two
 //! directions do not slow each other down through false sharing.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 
 use crate::wire;
 
@@ -90,6 +90,8 @@ pub struct Counters {
     rx: Direction,
     tx: Direction,
     drops: Drops,
+    /// errno of the latest failed underlay send, 0 if none: reported with the drop summary.
+    last_send_errno: AtomicI32,
 }
 
 impl Default for Counters {
@@ -98,6 +100,7 @@ impl Default for Counters {
             rx: Direction::default(),
             tx: Direction::default(),
             drops: Drops(std::array::from_fn(|_| AtomicU64::new(0))),
+            last_send_errno: AtomicI32::new(0),
         }
     }
 }
@@ -120,6 +123,21 @@ impl Counters {
     #[inline]
     pub fn drop(&self, reason: DropReason) {
         self.drops.0[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A send failed (other than too big): counted, and its error kept for the next summary.
+    #[inline]
+    pub fn send_failed(&self, errno: i32) {
+        self.drop(DropReason::Send);
+        self.last_send_errno.store(errno, Relaxed);
+    }
+
+    /// The latest send error, if any send ever failed.
+    pub fn last_send_error(&self) -> Option<std::io::Error> {
+        match self.last_send_errno.load(Relaxed) {
+            0 => None,
+            e => Some(std::io::Error::from_raw_os_error(e)),
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -158,6 +176,18 @@ impl Snapshot {
             *a += b;
         }
         self
+    }
+
+    /// What was dropped since `earlier`, as `reason=count` pairs, or `None` if nothing was.
+    pub fn drops_since(&self, earlier: &Snapshot) -> Option<String> {
+        let parts: Vec<String> = DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                let n = self.dropped(*r).saturating_sub(earlier.dropped(*r));
+                (n > 0).then(|| format!("{}={n}", r.name()))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
     }
 
     /// `(name, value)` pairs as `vxtap stats` shows them: traffic first, then `drop_<reason>`.
@@ -214,6 +244,18 @@ mod tests {
         reasons.sort();
         reasons.dedup();
         assert_eq!(reasons.len(), errs.len());
+    }
+
+    #[test]
+    fn drop_summary_lists_only_what_rose() {
+        let c = Counters::default();
+        let before = c.snapshot();
+        assert_eq!(c.snapshot().drops_since(&before), None);
+        c.drop(DropReason::NotAllowed);
+        c.drop(DropReason::NotAllowed);
+        c.send_failed(libc::ENETUNREACH);
+        assert_eq!(c.snapshot().drops_since(&before).as_deref(), Some("not_allowed=2 send=1"));
+        assert_eq!(c.last_send_error().map(|e| e.raw_os_error()), Some(Some(libc::ENETUNREACH)));
     }
 
     #[test]

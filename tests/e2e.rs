@@ -315,3 +315,29 @@ fn spoofed_vni(open: bool) {
 netns_test!(unlisted_source_cannot_inject_frames, spoofed_vni(false));
 
 netns_test!(allow_from_any_accepts_every_source, spoofed_vni(true));
+
+/// `--user`: once set up, vxtap runs as that user with no capability left, its control socket
+/// belongs to the user, traffic flows, and SIGTERM still exits cleanly.
+#[test]
+fn runs_unprivileged_after_setup() {
+    if !require_netns("runs_unprivileged_after_setup") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start_with(0, Proto::Vxlan, &[1], &["--user", "nobody"]);
+    bed.start(1, Proto::Vxlan);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bed.vtep(0).pid())).expect("status");
+    let field = |name: &str| {
+        status.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+    };
+    assert_eq!(field("Uid:"), Some(vec!["65534"; 4]), "{status}");
+    assert_eq!(field("CapEff:"), Some(vec!["0000000000000000"]), "{status}");
+    assert_eq!(field("CapPrm:"), Some(vec!["0000000000000000"]), "{status}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(bed.control(0)).expect("socket").uid(), 65534);
+    let _servers = bed.echo_servers();
+    bed.echo(0, 1);
+    bed.echo(1, 0);
+    let status = bed.vtep(0).terminate(Duration::from_secs(2));
+    assert!(bed.check(status, "terminate").success());
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::allow::Allowlist;
 use crate::config::{AllowFrom, NetworkConfig};
@@ -22,6 +22,7 @@ use crate::control::Request;
 use crate::fdb::{Clock, Fdb, FdbConfig};
 use crate::mac::MacAddr;
 use crate::pipeline::{Demux, Network};
+use crate::stats::{DropReason, Snapshot};
 use crate::wire::{vxlan, EncapHeader, Proto, RxPolicy};
 use tap::Tap;
 use udp::Underlay;
@@ -90,6 +91,54 @@ impl Dataplane {
     /// Ages out idle learned entries of every network; runs off the hot path.
     pub fn expire(&self) -> usize {
         self.networks.iter().map(|n| n.net.fdb.expire()).sum()
+    }
+
+    /// A reporter of this dataplane's drops, starting from now.
+    pub fn drop_reporter(&self) -> DropReporter {
+        let mut sockets: Vec<Arc<Demux>> = Vec::new();
+        for n in &self.networks {
+            if !sockets.iter().any(|d| Arc::ptr_eq(d, &n.demux)) {
+                sockets.push(n.demux.clone());
+            }
+        }
+        let networks = self.networks.iter().map(|n| n.net.counters.snapshot()).collect();
+        let sockets = sockets.into_iter().map(|d| (d.counters.snapshot(), d)).collect();
+        DropReporter { networks, sockets }
+    }
+}
+
+/// Logs what was dropped since the last call, one line per network and per socket that dropped
+/// anything: bad input is never logged once per packet, however much of it arrives.
+pub struct DropReporter {
+    networks: Vec<Snapshot>,
+    sockets: Vec<(Snapshot, Arc<Demux>)>,
+}
+
+impl DropReporter {
+    pub fn report(&mut self, dataplane: &Dataplane, period: std::time::Duration) {
+        let secs = period.as_secs();
+        for (n, last) in dataplane.networks.iter().zip(&mut self.networks) {
+            let now = n.net.counters.snapshot();
+            if let Some(d) = now.drops_since(last) {
+                let err = match (
+                    now.dropped(DropReason::Send) > last.dropped(DropReason::Send),
+                    n.net.counters.last_send_error(),
+                ) {
+                    (true, Some(e)) => format!("; last send error: {e}"),
+                    _ => String::new(),
+                };
+                warn!(dev = n.config.dev, vni = n.net.vni, "dropped in the last {secs} s: {d}{err}");
+            }
+            *last = now;
+        }
+        for (last, demux) in &mut self.sockets {
+            let now = demux.counters.snapshot();
+            if let Some(d) = now.drops_since(last) {
+                let vnis: Vec<u32> = demux.networks().iter().map(|n| n.vni).collect();
+                warn!(?vnis, "socket dropped in the last {secs} s: {d}");
+            }
+            *last = now;
+        }
     }
 }
 

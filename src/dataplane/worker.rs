@@ -1,10 +1,10 @@
 //! The two packet loops. Each owns its buffer (allocated once, with headroom for the tunnel
 //! header) and blocks in its system call; the per-packet work is in [`crate::pipeline`].
+//! Nothing here logs: every failure is a counter, reported periodically by the drop summary.
 
 use std::io;
 use std::sync::Arc;
-
-use tracing::{debug, warn};
+use std::time::Duration;
 
 use super::tap::Tap;
 use super::udp::Underlay;
@@ -13,6 +13,8 @@ use crate::stats::DropReason;
 
 /// Largest frame a TAP hands over, and largest UDP payload.
 const MAX_PACKET: usize = 65535;
+/// Back-off after a TAP read error, which may repeat at once (e.g. a device being removed).
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// TAP -> underlay: read a frame, encapsulate it in place, send to its VTEP or the flood list.
 pub fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, underlay: Arc<Underlay>) {
@@ -21,12 +23,11 @@ pub fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, underlay: Arc<Underlay>
         let n = match tap.read(&mut buf[HEADROOM..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
+            Err(_) => {
+                // Counted and reported by the periodic drop summary; pause so a persistent error
+                // cannot spin a core.
                 net.counters.drop(DropReason::TapRead);
-                warn!(dev = tap.name(), "reading the TAP failed: {e}");
-                if e.raw_os_error() == Some(libc::EBADFD) {
-                    return;
-                }
+                std::thread::sleep(ERROR_PAUSE);
                 continue;
             }
         };
@@ -37,10 +38,7 @@ pub fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, underlay: Arc<Underlay>
             match socket.send_to(datagram, underlay.peer(to)) {
                 Ok(_) => net.counters.tx(datagram.len()),
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => net.counters.drop(DropReason::TooBig),
-                Err(e) => {
-                    net.counters.drop(DropReason::Send);
-                    debug!(vni = net.vni, %to, "send failed: {e}");
-                }
+                Err(e) => net.counters.send_failed(e.raw_os_error().unwrap_or(0)),
             }
         }
     }
@@ -54,10 +52,9 @@ pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, underlay: Arc<Und
         let (n, from) = match underlay.recv.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
+            Err(_) => {
                 // ICMP errors queued on the socket surface here; they are not fatal.
                 demux.counters.drop(DropReason::Recv);
-                debug!("receive failed: {e}");
                 continue;
             }
         };
@@ -65,10 +62,7 @@ pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, underlay: Arc<Und
         let net = &demux.networks()[index];
         match taps[index].write(frame) {
             Ok(_) => net.counters.rx(frame.len()),
-            Err(e) => {
-                net.counters.drop(DropReason::TapWrite);
-                debug!(dev = taps[index].name(), "TAP write failed: {e}");
-            }
+            Err(_) => net.counters.drop(DropReason::TapWrite),
         }
     }
 }
