@@ -37,8 +37,10 @@ pub fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, underlay: Arc<Underlay>
         for &to in out.to.as_slice() {
             match socket.send_to(datagram, underlay.peer(to)) {
                 Ok(_) => net.counters.tx(datagram.len()),
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => net.counters.drop(DropReason::TooBig),
-                Err(e) => net.counters.send_failed(e.raw_os_error().unwrap_or(0)),
+                Err(e) => match send_drop_reason(&e) {
+                    DropReason::TooBig => net.counters.drop(DropReason::TooBig),
+                    _ => net.counters.send_failed(e.raw_os_error().unwrap_or(0)),
+                },
             }
         }
     }
@@ -63,6 +65,32 @@ pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, underlay: Arc<Und
         match taps[index].write(frame) {
             Ok(_) => net.counters.rx(frame.len()),
             Err(_) => net.counters.drop(DropReason::TapWrite),
+        }
+    }
+}
+
+/// What a failed underlay send counts as. None of them is fatal: EMSGSIZE is a datagram over the
+/// path MTU (DF is set, vxtap never fragments); anything else (ENOBUFS from a full queue,
+/// ENETUNREACH or EADDRNOTAVAIL while the underlay address is gone, ...) is a send drop whose
+/// errno the periodic summary reports.
+fn send_drop_reason(e: &io::Error) -> DropReason {
+    match e.raw_os_error() {
+        Some(libc::EMSGSIZE) => DropReason::TooBig,
+        _ => DropReason::Send,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_errors_are_classified_never_fatal() {
+        let reason = |errno| send_drop_reason(&io::Error::from_raw_os_error(errno));
+        assert_eq!(reason(libc::EMSGSIZE), DropReason::TooBig);
+        for errno in [libc::ENOBUFS, libc::ENETUNREACH, libc::EADDRNOTAVAIL, libc::EPERM, libc::ECONNREFUSED]
+        {
+            assert_eq!(reason(errno), DropReason::Send, "errno {errno}");
         }
     }
 }
