@@ -308,6 +308,10 @@ fn spoofed_vni(open: bool) {
         bed.wait_counter(&ctl, "drop_not_allowed", 10);
         assert_eq!(bed.rx(0), rx, "a spoofed frame reached the TAP");
         assert!(fdb_entry(&bed.fdb(0), spoofed_mac).is_none(), "learned from an unlisted host");
+        // Making node 2 a VTEP at runtime (a flood-list entry) lets it in.
+        bed.check(vtep_cmd(bin(), &ctl, &["fdb", "add", "00:00:00:00:00:00", "198.18.0.3"]), "fdb add");
+        bed.blast(2, SocketAddr::new(bed.ul.addr(0), 4789), &spoof, 10);
+        bed.wait_counter(&ctl, "rx_packets", rx + 10);
     }
     bed.echo(1, 0);
 }

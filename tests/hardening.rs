@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap::testbed::{udp_send, vtep_cmd, Family, Netns, Underlay};
+use vxtap::testbed::{require_netns, udp_send, vtep_cmd, Family, Netns, Underlay};
 
 const VXLAN_PORT: u16 = 4789;
 /// Queued bytes on vxtap's receive socket above which the flood senders wait for it to drain:
@@ -389,4 +389,30 @@ fn oversized_frame_is_counted_not_fatal() {
     eprintln!("oversized: drop_too_big {} -> {}", too_big0, stat(&bed, 0, "drop_too_big"));
     bed.echo(0, 1);
     bed.echo(1, 0);
+}
+
+/// A stream of bad datagrams is reported by periodic summaries, never a log line per packet.
+#[test]
+fn bad_input_is_logged_as_a_summary_not_per_packet() {
+    if !require_netns("bad_input_is_logged_as_a_summary_not_per_packet") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    let target = SocketAddr::new(bed.ul.addr(0), VXLAN_PORT);
+    let bad = vxlan_packet(0x00, 42); // no I flag
+    bed.blast(1, target, &bad, 2000);
+    bed.wait_counter(&bed.control(0), "drop_bad_header", 2000);
+    // The burst may straddle two summary periods: the counts in the summaries add up to it.
+    let reported = |log: &str| -> u64 {
+        log.split("bad_header=")
+            .skip(1)
+            .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let summary = wait_until(Duration::from_secs(15), || reported(&log_of(&bed, 0)) == 2000);
+    let log = log_of(&bed, 0);
+    assert!(summary, "the summaries do not account for the 2000 bad headers:\n{log}");
+    let lines = log.lines().filter(|l| l.contains("bad_header") || l.contains("VXLAN")).count();
+    assert!(lines <= 2, "{lines} log lines about 2000 bad datagrams:\n{log}");
 }
