@@ -68,7 +68,8 @@ impl FromStr for MacAddr {
         let mut parts = s.split([':', '-']);
         for byte in out.iter_mut() {
             let p = parts.next().ok_or_else(err)?;
-            if p.is_empty() || p.len() > 2 {
+            // from_str_radix alone would accept a sign ("+f"): require hex digits only.
+            if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err());
             }
             *byte = u8::from_str_radix(p, 16).map_err(|_| err())?;
