@@ -61,6 +61,8 @@ ORIG_ARGS="$*"
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 HELPER="$SCRIPT_DIR/bench_chart.py"
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 REPEAT=1 DURATION=10 SMOKE=0 OUT="" BIN=""
 while [ $# -gt 0 ]; do
@@ -105,12 +107,7 @@ fi
 for cmd in ip bridge ping ss python3 timeout; do
   command -v "$cmd" >/dev/null || die "$cmd is required"
 done
-if ! command -v iperf3 >/dev/null; then
-  log "installing iperf3"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq iperf3 >/dev/null || die "could not install iperf3"
-fi
-[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0600 /dev/net/tun; }
+ensure_tools || die "could not install iperf3 or create /dev/net/tun"
 
 mkdir -p "$OUT/raw" || die "cannot create $OUT"
 
@@ -120,40 +117,17 @@ U_A=198.18.0.1 U_B=198.18.0.2   # underlay
 O_A=198.19.0.1 O_B=198.19.0.2   # overlay
 IPERF_PORT=5201
 TMP=$(mktemp -d "/tmp/$TAG.XXXXXX")
-PIDS=()      # every background process started and not yet reaped
 VX_PIDS=()   # the running vxtap processes (a, b)
 VX_SOCKS=()  # their control sockets
-CREATED_NS=()
 
-# ---- process bookkeeping ---------------------------------------------------------------------
-# start_bg CMD...: run CMD in the background (the caller's redirections apply); PID in LAST_PID.
-start_bg() { "$@" & LAST_PID=$!; PIDS+=("$LAST_PID"); }
-forget_pid() {
-  local p=$1 x keep=()
-  for x in "${PIDS[@]}"; do [ "$x" = "$p" ] || keep+=("$x"); done
-  PIDS=("${keep[@]}")
-}
+install_cleanup   # from scripts/lib.sh: removes every process and namespace on exit
+
 # run_wait CMD...: run CMD in the background and wait for it, so that Ctrl-C/TERM reach the trap
 # at once instead of after the command; returns CMD's status.
 run_wait() {
   local p rc=0
   start_bg "$@"; p=$LAST_PID
   wait "$p" || rc=$?
-  forget_pid "$p"
-  return "$rc"
-}
-alive() {  # running and not a zombie
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [ -n "$st" ] && [ "$st" != Z ]
-}
-# stop_pid PID [SECS]: SIGTERM, SIGKILL after SECS (default 5), reap; returns the exit status.
-stop_pid() {
-  local p=$1 secs=${2:-5} i rc=0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < secs * 20; i++)); do alive "$p" || break; sleep 0.05; done
-  if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
-  wait "$p" 2>/dev/null || rc=$?
   forget_pid "$p"
   return "$rc"
 }
@@ -164,38 +138,12 @@ wait_exit() {
   stop_pid "$p" 2
 }
 
-cleanup() {
-  local rc=$? p ns i
-  trap - EXIT INT TERM
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for ((i = 0; i < 100; i++)); do
-    local any=0
-    for p in "${PIDS[@]}"; do alive "$p" && any=1; done
-    [ "$any" = 0 ] && break
-    sleep 0.05
-  done
-  for p in "${PIDS[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  for ns in "${CREATED_NS[@]}"; do
-    # Anything still inside a namespace this script created was started by it.
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
-  done
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
-
 # ---- topology --------------------------------------------------------------------------------
 setup_underlay() {
   local ns
   for ns in "$NS_A" "$NS_B"; do
     [ ! -e "/run/netns/$ns" ] || die "namespace $ns already exists"
-    ip netns add "$ns" || die "ip netns add $ns failed"
-    CREATED_NS+=("$ns")
-    ip -n "$ns" link set lo up
+    netns_add "$ns" || die "ip netns add $ns failed"
   done
   ip -n "$NS_A" link add veth0 type veth peer name veth0 netns "$NS_B"
   ip -n "$NS_A" addr add "$U_A/24" dev veth0

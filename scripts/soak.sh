@@ -46,6 +46,8 @@ die() { echo "soak: $*" >&2; exit 2; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 DURATION=600 OUT="" BIN="" RATE=300 INTERVAL=10 WARMUP=30
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,48 +68,17 @@ fi
 BIN=$(realpath -- "$BIN") && [ -x "$BIN" ] || die "no vxtap binary at $BIN"
 OUT=$(realpath -m -- "${OUT:-$REPO/results/soak-$(date +%Y%m%d-%H%M%S)}")
 PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 is required"
-if ! command -v iperf3 >/dev/null; then
-  log "installing iperf3"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq iperf3 >/dev/null || die "could not install iperf3"
-fi
-[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+ensure_tools || die "could not install iperf3 or create /dev/net/tun"
 mkdir -p "$OUT/iperf" || die "cannot create $OUT"
 
 NS_A="vxt-soak-$$-a" NS_B="vxt-soak-$$-b"
 TMP=$(mktemp -d "/tmp/vxt-soak-$$.XXXXXX")
 SOCK_A="$TMP/a.sock" SOCK_B="$TMP/b.sock"
-PIDS=() CREATED_NS=()
-start_bg() { "$@" & LAST_PID=$!; PIDS+=("$LAST_PID"); }
-alive() { local s; s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) && [ -n "$s" ] && [ "$s" != Z ]; }
-stop_pid() {  # PID [SECS]: TERM, KILL after SECS, reap; returns its exit status
-  local p=$1 i rc=0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < ${2:-5} * 20; i++)); do alive "$p" || break; sleep 0.05; done
-  alive "$p" && kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null || rc=$?
-  PIDS=($(printf '%s\n' "${PIDS[@]}" | grep -vx "$p" || true))
-  return "$rc"
-}
-cleanup() {
-  local rc=$? p ns
-  trap - EXIT INT TERM
-  set +e
-  for p in "${PIDS[@]}"; do stop_pid "$p" 3; done
-  for ns in "${CREATED_NS[@]}"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
-  done
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log interrupted; exit 130' INT
-trap 'log terminated; exit 143' TERM
+install_cleanup   # from scripts/lib.sh: removes every process and namespace on exit
 
 # ---- topology and processes --------------------------------------------------------------------
 for ns in "$NS_A" "$NS_B"; do
-  ip netns add "$ns" || die "ip netns add $ns failed"; CREATED_NS+=("$ns"); ip -n "$ns" link set lo up
+  netns_add "$ns" || die "ip netns add $ns failed"
 done
 ip -n "$NS_A" link add veth0 type veth peer name veth0 netns "$NS_B"
 ip -n "$NS_A" addr add 198.18.0.1/24 dev veth0
