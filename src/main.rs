@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,43 +83,8 @@ fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Resu
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
-        let mut sockets = Vec::new();
-        for i in 0..dataplane.networks.len() {
-            let path = dataplane.networks[i].config.control_path();
-            let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
-            let listener = control::bind(&path)?;
-            if let Some(user) = user {
-                // The user must be able to use the socket, and to remove it on exit.
-                user.chown(&path)?;
-                if let (false, Some(dir)) = (dir_existed, path.parent()) {
-                    user.chown(dir)?;
-                }
-            }
-            sockets.push(path);
-            let dp = dataplane.clone();
-            tokio::spawn(control::serve(listener, move |req| dp.networks[i].handle(req)));
-        }
-        let dp = dataplane.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let n = dp.expire();
-                if n > 0 {
-                    tracing::debug!(expired = n, "fdb entries aged out");
-                }
-            }
-        });
-        let dp = dataplane.clone();
-        tokio::spawn(async move {
-            let mut reporter = dp.drop_reporter();
-            let mut tick = tokio::time::interval(DROP_REPORT_PERIOD);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                reporter.report(&dp, DROP_REPORT_PERIOD);
-            }
-        });
+        let sockets = serve_control(&dataplane, user)?;
+        spawn_housekeeping(&dataplane);
         if let Some(user) = user {
             user.become_user()?;
             info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");
@@ -137,6 +103,52 @@ fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Resu
     // The packet threads block in read/recv; exiting closes the TAPs, which removes the ones we
     // created (they are not persistent).
     std::process::exit(0)
+}
+
+/// Binds each network's control socket and serves it; returns the socket paths. With `--user`,
+/// the sockets (and a directory created for them) are given to that user.
+fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<PathBuf>> {
+    let mut sockets = Vec::new();
+    for i in 0..dataplane.networks.len() {
+        let path = dataplane.networks[i].config.control_path();
+        let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
+        let listener = control::bind(&path)?;
+        if let Some(user) = user {
+            user.chown(&path)?;
+            if let (false, Some(dir)) = (dir_existed, path.parent()) {
+                user.chown(dir)?;
+            }
+        }
+        sockets.push(path);
+        let dp = dataplane.clone();
+        tokio::spawn(control::serve(listener, move |req| dp.networks[i].handle(req)));
+    }
+    Ok(sockets)
+}
+
+/// The timers of the control side: FDB ageing every second, the drop summary every 5 s.
+fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
+    let dp = dataplane.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let n = dp.expire();
+            if n > 0 {
+                tracing::debug!(expired = n, "fdb entries aged out");
+            }
+        }
+    });
+    let dp = dataplane.clone();
+    tokio::spawn(async move {
+        let mut reporter = dp.drop_reporter();
+        let mut tick = tokio::time::interval(DROP_REPORT_PERIOD);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            reporter.report(&dp, DROP_REPORT_PERIOD);
+        }
+    });
 }
 
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
