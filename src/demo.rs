@@ -19,7 +19,9 @@ const TCP_PORT: u16 = 5001;
 const PINGS: u32 = 20;
 
 pub fn run(proto: Proto, megabytes: usize) -> Result<()> {
-    netns_available().map_err(|why| anyhow!("vxtap demo needs root to create network namespaces: {why}"))?;
+    netns_available().map_err(|why| {
+        anyhow!("vxtap demo needs root and iproute2 (`ip`) to create network namespaces: {why}")
+    })?;
     if megabytes == 0 || megabytes > 10_000 {
         return Err(anyhow!("--megabytes must be between 1 and 10000"));
     }
