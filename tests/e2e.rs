@@ -210,6 +210,9 @@ fn fdb_add_and_del_static_entry() {
     let (ctl, m) = (bed.control(0), "02:00:00:00:00:99");
     bed.check(vtep_cmd(bin(), &ctl, &["fdb", "add", m, "198.18.0.2"]), "fdb add");
     assert_fdb_entry(&bed.fdb(0), m, "static", bed.ul.addr(1), 4789);
+    let wrong_family = vtep_cmd(bin(), &ctl, &["fdb", "add", "02:00:00:00:00:98", "2001:db8::2"]);
+    let err = wrong_family.expect_err("an IPv6 VTEP on an IPv4 underlay was accepted");
+    assert!(format!("{err:#}").contains("address families differ"), "{err:#}");
     bed.check(vtep_cmd(bin(), &ctl, &["fdb", "del", m]), "fdb del");
     assert!(fdb_entry(&bed.fdb(0), m).is_none(), "{m} still in fdb: {}", bed.fdb(0));
 }

@@ -67,6 +67,13 @@ impl Dataplane {
             let allow = allowlist(members.iter().map(|&i| &opened[i].0));
             if allow.is_open() {
                 info!(%bind, "accepting datagrams from any source (--allow-from any)");
+            } else if members
+                .iter()
+                .all(|&i| opened[i].2.fdb.flood_list().is_empty() && opened[i].0.statics.is_empty())
+                && members.iter().all(|&i| opened[i].0.allow_from.is_empty())
+            {
+                warn!(%bind, "no --remote, --static or --allow-from: datagrams from every source will be refused \
+                       until a VTEP is added with `vxtap fdb add`; --allow-from any accepts and learns from anyone");
             }
             let demux = Arc::new(Demux::with_allowlist(policy, nets, allow));
             let taps = members.iter().map(|&i| opened[i].1.clone()).collect();
@@ -202,6 +209,9 @@ impl NetworkHandle {
             Request::Stats => Ok(self.stats_json()),
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
+                if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
+                    return Err(format!("{dst} cannot be reached from {local}: address families differ"));
+                }
                 if mac.is_zero() {
                     fdb.add_flood(dst);
                 } else {
