@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// kernel's vxlan does [default: only the --remote and --static VTEPs]
     #[arg(long, value_name = "CIDR|any")]
     pub allow_from: Vec<AllowFrom>,
+    /// Send a zero outer UDP checksum (allowed for VXLAN/Geneve over IPv4, and over IPv6 by
+    /// RFC 6935), like `noudpcsum` on a kernel vxlan device; saves a checksum pass per packet
+    #[arg(long)]
+    pub no_udp_csum: bool,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
@@ -122,7 +126,7 @@ pub struct RunArgs {
     pub user: Option<String>,
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
-        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from"])]
+        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum"])]
     pub config: Option<PathBuf>,
 }
 
@@ -148,6 +152,7 @@ impl RunArgs {
                 n.strict_reserved = self.strict_reserved;
                 n.src_ports = Some(self.src_ports);
                 n.allow_from = self.allow_from.clone();
+                n.udp_csum = !self.no_udp_csum;
                 vec![n]
             }
         };

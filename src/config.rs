@@ -201,6 +201,9 @@ pub struct NetworkConfig {
     /// Sources accepted besides the remotes and static VTEPs; `any` accepts everyone.
     #[serde(default)]
     pub allow_from: Vec<AllowFrom>,
+    /// Compute outer UDP checksums (false: send zero, as `noudpcsum` on a kernel vxlan device).
+    #[serde(default = "yes")]
+    pub udp_csum: bool,
 }
 
 fn default_dev() -> String {
@@ -237,6 +240,7 @@ impl NetworkConfig {
             strict_reserved: false,
             src_ports: None,
             allow_from: Vec::new(),
+            udp_csum: true,
         }
     }
 
@@ -351,7 +355,7 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
     }
     let mut devs = HashSet::new();
     let mut controls = HashSet::new();
-    let mut sockets: HashMap<SocketAddr, (Proto, HashSet<u32>)> = HashMap::new();
+    let mut sockets: HashMap<SocketAddr, (Proto, bool, HashSet<u32>)> = HashMap::new();
     for n in networks {
         n.check()?;
         if !devs.insert(&n.dev) {
@@ -360,7 +364,11 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
         if !controls.insert(n.control_path()) {
             return Err(format!("control socket {} is configured twice", n.control_path().display()));
         }
-        let (proto, vnis) = sockets.entry(n.bind_addr()).or_insert_with(|| (n.proto, HashSet::new()));
+        let (proto, csum, vnis) =
+            sockets.entry(n.bind_addr()).or_insert_with(|| (n.proto, n.udp_csum, HashSet::new()));
+        if *csum != n.udp_csum {
+            return Err(format!("networks sharing {} disagree on udp_csum", n.bind_addr()));
+        }
         if *proto != n.proto {
             return Err(format!(
                 "{} carries both {proto} and {}: use different ports",
@@ -464,6 +472,8 @@ mod tests {
         assert!(parse(&dup_dev).unwrap_err().contains("configured twice"));
         let mixed = TWO_VNIS.replace("vni = 43", "vni = 43\nproto = \"geneve\"\nport = 4789");
         assert!(parse(&mixed).unwrap_err().contains("both"));
+        let csum = TWO_VNIS.replace("learning = false", "learning = false\nudp_csum = false");
+        assert!(parse(&csum).unwrap_err().contains("udp_csum"));
         assert!(parse(&TWO_VNIS.replace("vni = 43", "vni = 16777216")).unwrap_err().contains("24 bits"));
         assert!(parse(&TWO_VNIS.replace("learning", "lerning")).is_err(), "unknown keys are errors");
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));

@@ -56,7 +56,7 @@ impl Dataplane {
         let mut demuxes = vec![None; opened.len()];
         for (bind, members) in groups {
             let first = &opened[members[0]].0;
-            let underlay = Arc::new(Underlay::bind(bind, first.src_ports())?);
+            let underlay = Arc::new(Underlay::bind(bind, first.src_ports(), first.udp_csum)?);
             let policy = match first.proto {
                 Proto::Vxlan => RxPolicy::Vxlan(vxlan::RxPolicy {
                     strict_reserved: members.iter().any(|&i| opened[i].0.strict_reserved),

@@ -12,7 +12,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::flow::PortRange;
@@ -31,11 +31,17 @@ pub struct Underlay {
 }
 
 impl Underlay {
-    /// Binds the receive socket at `bind` and the send pool on the same address.
-    pub fn bind(bind: SocketAddr, src_ports: PortRange) -> Result<Underlay> {
+    /// Binds the receive socket at `bind` and the send pool on the same address. Without
+    /// `udp_csum`, datagrams go out with a zero UDP checksum.
+    pub fn bind(bind: SocketAddr, src_ports: PortRange, udp_csum: bool) -> Result<Underlay> {
         let recv = udp_socket(bind).map_err(|e| bind_error(bind, &e))?;
         let v6 = bind.is_ipv6();
         let send = SendPool::bind(bind.ip(), src_ports, bind.port())?;
+        if !udp_csum {
+            for s in &send.sockets {
+                zero_checksums(s, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
+            }
+        }
         Ok(Underlay { recv, send, v6 })
     }
 
@@ -126,6 +132,23 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// `SO_NO_CHECK` from asm-generic/socket.h (x86_64, arm64 and most others); the libc crate
+/// exports it only for other targets.
+const SO_NO_CHECK: libc::c_int = 11;
+
+/// Makes `socket` send a zero UDP checksum: allowed for VXLAN and Geneve over IPv4 (RFC 7348 §5,
+/// RFC 8926 §3.3) and, for tunnels, over IPv6 (RFC 6935). A dual-stack socket needs both options.
+fn zero_checksums(socket: &UdpSocket, bind: SocketAddr) -> io::Result<()> {
+    let s = socket2::SockRef::from(socket);
+    if bind.is_ipv4() || bind.ip().is_unspecified() {
+        setsockopt(&s, libc::SOL_SOCKET, SO_NO_CHECK, 1)?;
+    }
+    if bind.is_ipv6() {
+        setsockopt(&s, libc::IPPROTO_UDP, libc::UDP_NO_CHECK6_TX, 1)?;
+    }
+    Ok(())
+}
+
 fn setsockopt(s: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: value is a c_int living for the call, and its size is passed.
     let r = unsafe {
@@ -183,7 +206,7 @@ mod tests {
     #[test]
     fn pool_binds_distinct_ports_in_range_and_picks_stably() {
         let range = PortRange::new(40100, 40163).unwrap();
-        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40099)), range).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40099)), range, true).unwrap();
         let ports = u.send.ports();
         assert_eq!(ports.len(), SEND_POOL_SIZE);
         assert!(ports.iter().all(|p| (40100..=40163).contains(p)));
@@ -199,11 +222,11 @@ mod tests {
     #[test]
     fn busy_port_is_one_clear_line() {
         let range = PortRange::new(40200, 40210).unwrap();
-        let first = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range).unwrap();
-        let err = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range).err().unwrap();
+        let first = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range, true).unwrap();
+        let err = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range, true).err().unwrap();
         assert!(err.to_string().contains("already in use"), "{err}");
         drop(first);
-        let err = Underlay::bind(SocketAddr::from(([198, 18, 0, 250], 40199)), range).err().unwrap();
+        let err = Underlay::bind(SocketAddr::from(([198, 18, 0, 250], 40199)), range, true).err().unwrap();
         assert!(err.to_string().contains("not on this host"), "{err}");
     }
 
@@ -212,6 +235,7 @@ mod tests {
         let u = Underlay::bind(
             SocketAddr::from((Ipv6Addr::LOCALHOST, 40299)),
             PortRange::new(40300, 40301).unwrap(),
+            false, // and zero checksums: exercises UDP_NO_CHECK6_TX
         );
         let Ok(u) = u else { return }; // IPv6 may be disabled on the test host
         let p = u.peer(SocketAddr::from(([198, 18, 0, 2], 4789)));
