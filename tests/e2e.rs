@@ -18,8 +18,7 @@ use vxtap::testbed::{require_netns, tcp_transfer, udp_send, vtep_cmd, Family, Ke
 fn pair_echo_and_learning(family: Family, proto: Proto) {
     let bed = Bed::mesh(Underlay::pair(family).expect("underlay"), proto);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     for (me, peer) in [(0, 1), (1, 0)] {
         assert_fdb_entry(&bed.fdb(me), &mac(peer), "learned", bed.ul.addr(peer), proto.port());
     }
@@ -50,8 +49,7 @@ fn kernel_vxlan_interop() {
     };
     bed.check(kernel.create(bed.ul.node(1)), "kernel vxlan");
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let kernel_mac = bed.check(bed.ul.node(1).link_mac("vx0"), "kernel MAC");
     assert_fdb_entry(&bed.fdb(0), &kernel_mac, "learned", bed.ul.addr(1), 4789);
     let kfdb = bed.check(bed.ul.node(1).bridge_out(&["fdb", "show", "dev", "vx0"]), "bridge fdb");
@@ -343,8 +341,7 @@ fn runs_unprivileged_after_setup() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(bed.control(0)).expect("socket").uid(), 65534);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let status = bed.vtep(0).terminate(Duration::from_secs(2));
     assert!(bed.check(status, "terminate").success());
 }

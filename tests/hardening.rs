@@ -126,8 +126,7 @@ fn mac_flood_keeps_table_bounded_and_rss_flat() {
     bed.start_with(0, Proto::Vxlan, &[1], &["--max-fdb", "1000"]);
     bed.start(1, Proto::Vxlan);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let pid = bed.vtep(0).pid();
     let to = SocketAddr::new(bed.ul.addr(0), VXLAN_PORT);
     let sock = socket_in(bed.ul.node(1), bed.ul.addr(1));
@@ -177,9 +176,8 @@ fn mac_flood_keeps_table_bounded_and_rss_flat() {
     assert!(full >= u64::from(TOTAL) / 2, "only {full} learns refused of {TOTAL} new MACs: {stats}");
     assert!(rss_end < rss_warm + 4 * 1024, "VmRSS grew from {rss_warm} KiB to {rss_end} KiB\n{}", bed.logs());
     assert!(echoes_during > 0, "the flood ended before an echo could run alongside it");
-    bed.echo(0, 1);
-    bed.echo(1, 0);
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
+    bed.echo_pair();
+    bed.assert_running(0);
 }
 
 /// One MAC seen alternately behind two VTEPs: every move is counted, the entry follows, and
@@ -226,8 +224,7 @@ fn flapping_mac_is_counted_and_path_keeps_flowing() {
         });
         assert!(follows, "{flapper} not learned behind node {node}: {}", bed.fdb(0));
     }
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     bed.echo(0, 2);
 }
 
@@ -282,8 +279,7 @@ fn peer_restart_traffic_resumes() {
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let pid0 = bed.vtep(0).pid();
     let old = bed.vtep(1).pid();
     let status = bed.vtep(1).terminate(Duration::from_secs(5));
@@ -295,7 +291,7 @@ fn peer_restart_traffic_resumes() {
     bed.echo(1, 0);
     bed.echo(0, 1);
     assert_eq!(bed.vtep(0).pid(), pid0);
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
+    bed.assert_running(0);
 }
 
 /// The overlay addresses of `vxt0` in `ns`.
@@ -312,8 +308,7 @@ fn tap_down_up_traffic_resumes() {
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let ns = bed.ul.node(0);
     bed.check(ns.ip(&["link", "set", "vxt0", "down"]), "link down");
     // While down, a send into the overlay does not reach the peer (the link really is down).
@@ -322,10 +317,9 @@ fn tap_down_up_traffic_resumes() {
     bed.check(bed.ul.node(0).ip(&["link", "set", "vxt0", "up"]), "link up");
     let addrs = tap_addresses(&bed, 0);
     assert!(addrs.contains("198.19.0.1/24"), "vxt0 lost its address over down/up: {addrs:?}");
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
-    bed.echo(0, 1);
-    bed.echo(1, 0);
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
+    bed.assert_running(0);
+    bed.echo_pair();
+    bed.assert_running(0);
 }
 
 /// The local underlay address disappears: sends fail, are counted and reported with the OS
@@ -337,8 +331,7 @@ fn underlay_address_loss_is_reported_and_recovered() {
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
     let _servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let before = bed.stats(0);
     let (send0, tx0) = (stat(&bed, 0, "drop_send"), stat(&bed, 0, "tx_packets"));
     let ns = bed.ul.node(0);
@@ -357,10 +350,9 @@ fn underlay_address_loss_is_reported_and_recovered() {
     assert_eq!(stat(&bed, 0, "tx_packets"), tx0, "a send counted as sent without an address");
 
     bed.check(bed.ul.node(0).ip(&["addr", "add", "198.18.0.1/24", "dev", "ul0"]), "addr add");
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     assert!(stat(&bed, 0, "tx_packets") > tx0);
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
+    bed.assert_running(0);
 }
 
 /// With the TAP MTU at the underlay's (1500), a full-size frame encapsulates to 1550 bytes:
@@ -376,8 +368,7 @@ fn oversized_frame_is_counted_not_fatal() {
     let mtu = bed.check(bed.ul.node(0).ip_out(&["-o", "link", "show", "dev", "vxt0"]), "ip link show");
     assert!(mtu.contains("mtu 1500 "), "vxt0 MTU is not 1500: {mtu}");
     let servers = bed.echo_servers();
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
     let too_big0 = stat(&bed, 0, "drop_too_big");
     // 1472 bytes of UDP payload: a 1500-byte IP packet, a 1514-byte frame on the TAP.
     let big = vec![0xa5u8; 1472];
@@ -385,10 +376,9 @@ fn oversized_frame_is_counted_not_fatal() {
     bed.wait_counter(&bed.control(0), "drop_too_big", too_big0 + 3);
     std::thread::sleep(QUIET);
     assert_eq!(servers[1].count_of(&big), 0, "the oversized datagram arrived (fragmented?)");
-    assert!(bed.vtep(0).try_wait().expect("wait").is_none(), "node 0 exited\n{}", bed.logs());
+    bed.assert_running(0);
     eprintln!("oversized: drop_too_big {} -> {}", too_big0, stat(&bed, 0, "drop_too_big"));
-    bed.echo(0, 1);
-    bed.echo(1, 0);
+    bed.echo_pair();
 }
 
 /// A stream of bad datagrams is reported by periodic summaries, never a log line per packet.

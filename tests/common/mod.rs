@@ -193,6 +193,18 @@ impl Bed {
         self.echo_to(from, overlay(to, ECHO_PORT));
     }
 
+    /// Overlay echo both ways between nodes 0 and 1.
+    pub fn echo_pair(&self) {
+        self.echo(0, 1);
+        self.echo(1, 0);
+    }
+
+    /// Panics, with every log, if node i's vxtap has exited.
+    pub fn assert_running(&mut self, i: usize) {
+        let exited = self.vtep(i).try_wait().expect("wait").is_some();
+        assert!(!exited, "node {i} exited\n{}", self.logs());
+    }
+
     /// Sends `n` copies of `payload` from node `from` to the overlay address `to`.
     pub fn blast(&self, from: usize, to: SocketAddr, payload: &[u8], n: usize) {
         let copies = vec![payload; n];
