@@ -4,6 +4,7 @@
 //! - [`wire`]: zero-copy parse/emit of the VXLAN and Geneve headers and their receive policies;
 //! - [`flow`]: the outer UDP source port derived from the inner flow;
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
+//! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
 //! - [`dataplane`]: the part that owns devices, sockets and threads;
 //! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod fdb;
 pub mod flow;
 pub mod mac;
+pub mod offload;
 pub mod pipeline;
 pub mod privileges;
 pub mod stats;
