@@ -14,7 +14,7 @@ impl Sum {
 
     /// Adds `data`; an odd trailing byte counts as the high byte of a zero-padded word.
     #[inline]
-    pub fn add(self, data: &[u8]) -> Sum {
+    pub fn add_bytes(self, data: &[u8]) -> Sum {
         let mut acc = self.0;
         let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
@@ -35,7 +35,7 @@ impl Sum {
     /// Adds a 16-bit value given in host order (a length, a protocol number).
     #[inline]
     pub fn add_u16(self, v: u16) -> Sum {
-        self.add(&v.to_be_bytes())
+        self.add_bytes(&v.to_be_bytes())
     }
 
     /// Adds another partial sum (of an even-length block).
@@ -77,13 +77,13 @@ impl Sum {
 /// The IPv4 pseudo-header of a transport segment of `len` bytes (RFC 793 §3.1).
 #[inline]
 pub fn pseudo_v4(src: &[u8], dst: &[u8], proto: u8, len: u16) -> Sum {
-    Sum::ZERO.add(src).add(dst).add(&[0, proto]).add_u16(len)
+    Sum::ZERO.add_bytes(src).add_bytes(dst).add_bytes(&[0, proto]).add_u16(len)
 }
 
 /// The IPv6 pseudo-header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_v6(src: &[u8], dst: &[u8], proto: u8, len: u32) -> Sum {
-    Sum::ZERO.add(src).add(dst).add(&len.to_be_bytes()).add(&[0, 0, 0, proto])
+    Sum::ZERO.add_bytes(src).add_bytes(dst).add_bytes(&len.to_be_bytes()).add_bytes(&[0, 0, 0, proto])
 }
 
 /// Completes a partial checksum the way the kernel does for CHECKSUM_PARTIAL: sums everything
@@ -94,7 +94,7 @@ pub fn complete(frame: &mut [u8], start: usize, offset: usize) -> bool {
     if start >= frame.len() || field + 2 > frame.len() {
         return false;
     }
-    let sum = Sum::ZERO.add(&frame[start..]);
+    let sum = Sum::ZERO.add_bytes(&frame[start..]);
     frame[field..field + 2].copy_from_slice(&sum.finish());
     true
 }
@@ -119,20 +119,20 @@ mod tests {
     fn matches_the_reference_for_every_length_and_split() {
         let data: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
         for len in 0..data.len() {
-            assert_eq!(Sum::ZERO.add(&data[..len]).fold(), reference(&data[..len]), "len {len}");
+            assert_eq!(Sum::ZERO.add_bytes(&data[..len]).fold(), reference(&data[..len]), "len {len}");
         }
         for split in (0..200).step_by(2) {
-            let joined = Sum::ZERO.add(&data[..split]).combine(Sum::ZERO.add(&data[split..]));
+            let joined = Sum::ZERO.add_bytes(&data[..split]).combine(Sum::ZERO.add_bytes(&data[split..]));
             assert_eq!(joined.fold(), reference(&data), "split {split}");
         }
         let ones = [0xffu8; 64];
-        assert_eq!(Sum::ZERO.add(&ones).fold(), 0xffff, "carries wrap around");
+        assert_eq!(Sum::ZERO.add_bytes(&ones).fold(), 0xffff, "carries wrap around");
     }
 
     #[test]
     fn rfc1071_example() {
         // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
-        let s = Sum::ZERO.add(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]);
+        let s = Sum::ZERO.add_bytes(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]);
         assert_eq!(s.fold(), 0xddf2);
         assert_eq!(s.finish(), [0x22, 0x0d]);
     }
@@ -145,7 +145,7 @@ mod tests {
         let pseudo = pseudo_v4(&src, &dst, 17, 12);
         udp[6..8].copy_from_slice(&pseudo.fold().to_be_bytes());
         assert!(complete(&mut udp, 0, 6));
-        assert!(pseudo.add(&udp).verifies());
+        assert!(pseudo.add_bytes(&udp).verifies());
         assert!(!complete(&mut udp, 0, 11), "field past the end");
         assert!(!complete(&mut udp, 12, 0), "start past the end");
     }

@@ -1,0 +1,905 @@
+//! Receive coalescing (software GRO): consecutive segments of one TCP flow, as a UDP-GRO train of
+//! VXLAN datagrams delivers them, become one super-frame with a virtio-net header, so the TAP
+//! takes up to 64 KB per write instead of one segment.
+//!
+//! The merge rules follow the kernel's `tcp_gro_receive`, so the stack gets what a GRO-capable NIC
+//! would give it. Every segment's checksums are verified first: the super-frame's TCP checksum is
+//! left partial, so a corrupt segment merged into it would reach the stack unchecked.
+
+use super::checksum::{pseudo_v4, pseudo_v6, Sum};
+use super::vnet::{self, VnetHdr};
+use super::{l3_offset, IpVersion};
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+const URG: u8 = 0x20;
+const CWR: u8 = 0x80;
+
+/// Largest merged IP packet. Both length fields are 16 bits; for IPv6 the fixed header counts too
+/// (as in the kernel's GRO without BIG TCP), which keeps every frame within the buffer.
+const MAX_IP: usize = 65535;
+/// Most segments per super-frame: bounds the work and the delay one write carries.
+const MAX_SEGS: usize = 64;
+/// Ethernet header with one 802.1Q tag.
+const MAX_L2: usize = 18;
+const BUF_LEN: usize = vnet::LEN + MAX_L2 + MAX_IP;
+
+/// What became of an offered frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Appended to the pending super-frame.
+    Merged,
+    /// Nothing was pending; the frame now starts the pending super-frame.
+    Held,
+    /// Something is pending and the frame does not continue it: take() the pending frame, then
+    /// offer again.
+    Flush,
+    /// Not a coalescing candidate: write it as it is (after taking what is pending, to keep
+    /// order). Pending state is unchanged.
+    Pass,
+}
+
+/// Where a candidate segment's parts are in its frame.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    v: IpVersion,
+    l3: usize,
+    l4: usize,
+    /// TCP header length.
+    thl: usize,
+    /// End of the IP packet; Ethernet padding may follow.
+    end: usize,
+    seq: u32,
+    flags: u8,
+}
+
+impl Seg {
+    fn hdr_len(&self) -> usize {
+        self.l4 + self.thl
+    }
+
+    fn payload_len(&self) -> usize {
+        self.end - self.hdr_len()
+    }
+}
+
+/// The super-frame being built. Its headers in the buffer stay the first segment's until take().
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    head: Seg,
+    /// Frame bytes in the buffer after the virtio-net header space.
+    len: usize,
+    segs: usize,
+    next_seq: u32,
+    gso_size: usize,
+    /// No segment may follow: one with PSH or FIN, or one shorter than gso_size, is in.
+    closed: bool,
+    /// PSH and FIN of the merged segments, carried into the super-frame's flags.
+    push_fin: u8,
+    /// The latest segment's window: with equal acks TCP would end up using it after processing
+    /// the segments one by one, so the super-frame should advertise it.
+    window: [u8; 2],
+}
+
+/// Merges consecutive TCP segments of one flow into one super-frame. Owns one buffer,
+/// allocated in new().
+pub struct Coalescer {
+    /// Output layout: virtio-net header space, then the frame, so take() needs no copy.
+    buf: Box<[u8]>,
+    pending: Option<Pending>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Coalescer {
+        Coalescer::new()
+    }
+}
+
+impl std::fmt::Debug for Coalescer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalescer").field("pending", &self.pending).finish()
+    }
+}
+
+impl Coalescer {
+    pub fn new() -> Coalescer {
+        Coalescer { buf: vec![0u8; BUF_LEN].into_boxed_slice(), pending: None }
+    }
+
+    pub fn offer(&mut self, frame: &[u8]) -> Offer {
+        let Some(seg) = parse(frame) else {
+            return Offer::Pass;
+        };
+        let Some(p) = &mut self.pending else {
+            self.buf[vnet::LEN..vnet::LEN + seg.end].copy_from_slice(&frame[..seg.end]);
+            self.pending = Some(Pending {
+                head: seg,
+                len: seg.end,
+                segs: 1,
+                next_seq: seg.seq.wrapping_add(seg.payload_len() as u32),
+                gso_size: seg.payload_len(),
+                closed: seg.flags & (PSH | FIN) != 0,
+                push_fin: 0,
+                window: [frame[seg.l4 + 14], frame[seg.l4 + 15]],
+            });
+            return Offer::Held;
+        };
+        if !continues(p, &self.buf[vnet::LEN..vnet::LEN + p.len], &seg, frame) {
+            return Offer::Flush;
+        }
+        let n = seg.payload_len();
+        let at = vnet::LEN + p.len;
+        self.buf[at..at + n].copy_from_slice(&frame[seg.hdr_len()..seg.end]);
+        p.len += n;
+        p.segs += 1;
+        p.next_seq = p.next_seq.wrapping_add(n as u32);
+        p.push_fin |= seg.flags & (PSH | FIN);
+        p.closed = seg.flags & (PSH | FIN) != 0 || n < p.gso_size;
+        p.window = [frame[seg.l4 + 14], frame[seg.l4 + 15]];
+        Offer::Merged
+    }
+
+    /// The pending super-frame with its 10-byte virtio-net header in front, ready for one TAP
+    /// write; None when nothing is pending. Leaves the coalescer empty.
+    pub fn take(&mut self) -> Option<&[u8]> {
+        let p = self.pending.take()?;
+        let hdr = if p.segs == 1 {
+            // As received, and already verified: spare the kernel checking it again.
+            VnetHdr { flags: vnet::F_DATA_VALID, ..VnetHdr::default() }
+        } else {
+            finish_headers(&mut self.buf[vnet::LEN..vnet::LEN + p.len], &p)
+        };
+        self.buf[..vnet::LEN].copy_from_slice(&hdr.to_bytes());
+        Some(&self.buf[..vnet::LEN + p.len])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Segments merged into the pending super-frame so far (0 when empty).
+    pub fn segments(&self) -> usize {
+        self.pending.map_or(0, |p| p.segs)
+    }
+}
+
+/// The segment's layout if it is a coalescing candidate with valid checksums.
+fn parse(frame: &[u8]) -> Option<Seg> {
+    let (l3, v) = l3_offset(frame)?;
+    let (l4, end, pseudo) = match v {
+        IpVersion::V4 => {
+            let ip = frame.get(l3..l3 + 20)?;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            // No options, TCP, and nothing but DF among the fragment bits (MF, offset and the
+            // reserved bit all stop the kernel's inet_gro_receive too).
+            if ip[0] != 0x45 || ip[9] != 6 || ip[6] & 0xbf != 0 || ip[7] != 0 || total < 40 {
+                return None;
+            }
+            if l3 + total > frame.len() || !Sum::ZERO.add_bytes(ip).verifies() {
+                return None;
+            }
+            (l3 + 20, l3 + total, pseudo_v4(&ip[12..16], &ip[16..20], 6, (total - 20) as u16))
+        }
+        IpVersion::V6 => {
+            let ip = frame.get(l3..l3 + 40)?;
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            // TCP right after the fixed header: extension headers are left to the kernel.
+            if ip[0] >> 4 != 6 || ip[6] != 6 || plen < 20 || 40 + plen > MAX_IP {
+                return None;
+            }
+            if l3 + 40 + plen > frame.len() {
+                return None;
+            }
+            (l3 + 40, l3 + 40 + plen, pseudo_v6(&ip[8..24], &ip[24..40], 6, plen as u32))
+        }
+    };
+    let tcp = &frame[l4..end];
+    let thl = usize::from(tcp[12] >> 4) * 4;
+    let flags = tcp[13];
+    // A header that leaves no payload is a pure ACK (or malformed): nothing to merge.
+    if thl < 20 || thl >= tcp.len() || flags & (SYN | RST | URG | CWR) != 0 || flags & ACK == 0 {
+        return None;
+    }
+    if !pseudo.add_bytes(tcp).verifies() {
+        return None;
+    }
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    Some(Seg { v, l3, l4, thl, end, seq, flags })
+}
+
+/// Whether `seg` (in `frame`) extends the pending super-frame whose bytes are `held`.
+fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
+    let h = &p.head;
+    let n = seg.payload_len();
+    if p.closed || p.segs >= MAX_SEGS || n > p.gso_size || seg.seq != p.next_seq {
+        return false;
+    }
+    if seg.v != h.v || seg.l3 != h.l3 || seg.thl != h.thl || p.len + n - h.l3 > MAX_IP {
+        return false;
+    }
+    let (l3, l4) = (h.l3, h.l4);
+    let same = |from: usize, to: usize| held[from..to] == frame[from..to];
+    let same_ip = match h.v {
+        // Addresses, TOS, TTL and DF; the ID is free (segmentation offloads vary in setting it).
+        IpVersion::V4 => {
+            same(l3 + 12, l3 + 20)
+                && held[l3 + 1] == frame[l3 + 1]
+                && held[l3 + 8] == frame[l3 + 8]
+                && held[l3 + 6] == frame[l3 + 6]
+        }
+        // Version, traffic class and flow label; hop limit; addresses.
+        IpVersion::V6 => same(l3, l3 + 4) && held[l3 + 7] == frame[l3 + 7] && same(l3 + 8, l3 + 40),
+    };
+    same_ip
+        && same(0, l3)
+        // Ports; ack number and data offset; flags but PSH and FIN; options.
+        && same(l4, l4 + 4)
+        && same(l4 + 8, l4 + 13)
+        && (held[l4 + 13] ^ frame[l4 + 13]) & !(PSH | FIN) == 0
+        && same(l4 + 20, l4 + h.thl)
+}
+
+/// Rewrites the first segment's headers in `frame` to describe the whole super-frame, with the
+/// TCP checksum left partial (pseudo-header only) for the kernel to complete or not need.
+fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
+    let Seg { v, l3, l4, thl, .. } = p.head;
+    let tcp_len = frame.len() - l4;
+    let (pseudo, gso_type) = match v {
+        IpVersion::V4 => {
+            let ip_len = (frame.len() - l3) as u16;
+            frame[l3 + 2..l3 + 4].copy_from_slice(&ip_len.to_be_bytes());
+            frame[l3 + 10..l3 + 12].fill(0);
+            // Not Sum::finish: a header checksum of 0 is stored as 0, as everyone computes it.
+            let csum = !Sum::ZERO.add_bytes(&frame[l3..l3 + 20]).fold();
+            frame[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
+            (
+                pseudo_v4(&frame[l3 + 12..l3 + 16], &frame[l3 + 16..l3 + 20], 6, tcp_len as u16),
+                vnet::GSO_TCPV4,
+            )
+        }
+        IpVersion::V6 => {
+            let payload_len = (frame.len() - l3 - 40) as u16;
+            frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+            (pseudo_v6(&frame[l3 + 8..l3 + 24], &frame[l3 + 24..l3 + 40], 6, tcp_len as u32), vnet::GSO_TCPV6)
+        }
+    };
+    frame[l4 + 13] |= p.push_fin;
+    frame[l4 + 14..l4 + 16].copy_from_slice(&p.window);
+    frame[l4 + 16..l4 + 18].copy_from_slice(&pseudo.fold().to_be_bytes());
+    VnetHdr {
+        flags: vnet::F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: (l4 + thl) as u16,
+        gso_size: p.gso_size as u16,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::checksum::complete;
+    use etherparse::{
+        IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header,
+        Ipv6RawExtHeader, NetSlice, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice,
+    };
+    use proptest::prelude::*;
+    use Offer::{Flush, Held, Merged, Pass};
+
+    const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+    const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+    const SRC4: [u8; 4] = [10, 1, 0, 1];
+    const DST4: [u8; 4] = [10, 1, 0, 2];
+    const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const ACK_NO: u32 = 0x1234_5678;
+
+    fn tcp_header(seq: u32) -> TcpHeader {
+        let mut t = TcpHeader::new(40000, 5201, seq, 512);
+        t.ack = true;
+        t.acknowledgment_number = ACK_NO;
+        t
+    }
+
+    /// An IPv4 segment from etherparse (correct lengths and checksums), after `edit`.
+    fn v4(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv4Header, &mut TcpHeader)) -> Vec<u8> {
+        let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, SRC4, DST4).unwrap();
+        ip.dont_fragment = true;
+        ip.identification = seq as u16; // varies per segment, as real senders do
+        let mut tcp = tcp_header(seq);
+        edit(&mut ip, &mut tcp);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .tcp_header(tcp)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn v6(
+        seq: u32,
+        payload: &[u8],
+        edit: impl FnOnce(&mut Ipv6Header, &mut Ipv6Extensions, &mut TcpHeader),
+    ) -> Vec<u8> {
+        let mut ip = Ipv6Header {
+            traffic_class: 0x20,
+            flow_label: Ipv6FlowLabel::try_new(0x5_4321).unwrap(),
+            payload_length: 0,
+            next_header: IpNumber::TCP,
+            hop_limit: 64,
+            source: SRC6,
+            destination: DST6,
+        };
+        let mut exts = Ipv6Extensions::default();
+        let mut tcp = tcp_header(seq);
+        edit(&mut ip, &mut exts, &mut tcp);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ip(IpHeaders::Ipv6(ip, exts))
+            .tcp_header(tcp)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn plain4(seq: u32, payload: &[u8]) -> Vec<u8> {
+        v4(seq, payload, |_, _| {})
+    }
+
+    fn data(len: usize, salt: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
+    }
+
+    /// Consecutive IPv4 segments of the given payload sizes from `seq` on, and their payload.
+    fn train4(seq: u32, sizes: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let all = data(sizes.iter().sum(), 7);
+        let (mut frames, mut off) = (Vec::new(), 0);
+        for &n in sizes {
+            let at = seq.wrapping_add(off as u32);
+            frames.push(plain4(at, &all[off..off + n]));
+            off += n;
+        }
+        (frames, all)
+    }
+
+    /// Checks a taken frame independently (etherparse, after completing a partial checksum as
+    /// the kernel would) and returns its virtio-net header, TCP header and payload.
+    fn check(out: &[u8]) -> (VnetHdr, TcpHeader, Vec<u8>) {
+        let h = VnetHdr::parse(out).expect("vnet header");
+        let mut frame = out[vnet::LEN..].to_vec();
+        let (l3, _) = l3_offset(&frame).expect("IP");
+        let gso = h.gso_type != vnet::GSO_NONE;
+        if gso {
+            assert_eq!(h.flags, vnet::F_NEEDS_CSUM);
+            assert_eq!(h.csum_offset, 16);
+            assert!(complete(&mut frame, usize::from(h.csum_start), 16));
+        } else {
+            assert_eq!(h, VnetHdr { flags: vnet::F_DATA_VALID, ..VnetHdr::default() });
+        }
+        let pkt = SlicedPacket::from_ethernet(&frame).expect("parses");
+        let Some(TransportSlice::Tcp(tcp)) = &pkt.transport else { panic!("no TCP") };
+        let expect = match pkt.net.as_ref().expect("net") {
+            NetSlice::Ipv4(ip) => {
+                let ih = ip.header();
+                assert_eq!(usize::from(ih.total_len()), frame.len() - l3, "IPv4 total length");
+                assert_eq!(ih.header_checksum(), ih.to_header().calc_header_checksum());
+                if gso {
+                    assert_eq!(h.gso_type, vnet::GSO_TCPV4);
+                }
+                tcp.calc_checksum_ipv4(ih.source(), ih.destination()).unwrap()
+            }
+            NetSlice::Ipv6(ip) => {
+                let ih = ip.header();
+                assert_eq!(usize::from(ih.payload_length()), frame.len() - l3 - 40, "IPv6 length");
+                if gso {
+                    assert_eq!(h.gso_type, vnet::GSO_TCPV6);
+                }
+                tcp.calc_checksum_ipv6(ih.source(), ih.destination()).unwrap()
+            }
+            NetSlice::Arp(_) => panic!("ARP"),
+        };
+        assert_eq!(tcp.checksum(), expect, "TCP checksum");
+        let payload = tcp.payload().to_vec();
+        if gso {
+            let l4 = frame.len() - tcp.slice().len();
+            assert_eq!(usize::from(h.csum_start), l4);
+            assert_eq!(usize::from(h.hdr_len), l4 + tcp.header_slice().len());
+            assert!(payload.len() > usize::from(h.gso_size), "a GSO frame has several segments");
+        }
+        (h, tcp.to_header(), payload)
+    }
+
+    /// Offers every frame, expecting the given outcomes.
+    fn offer_all(c: &mut Coalescer, frames: &[Vec<u8>], expect: &[Offer]) {
+        let got: Vec<Offer> = frames.iter().map(|f| c.offer(f)).collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn four_ipv4_segments_become_one_super_frame() {
+        let (frames, payload) = train4(1000, &[1460; 4]);
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged]);
+        assert_eq!(c.segments(), 4);
+        assert!(!c.is_empty());
+        let out = c.take().unwrap().to_vec();
+        let (h, tcp, got) = check(&out);
+        assert_eq!(got, payload);
+        assert_eq!((h.gso_size, h.hdr_len, h.csum_start), (1460, 54, 34));
+        assert_eq!(out.len(), vnet::LEN + 54 + 4 * 1460);
+        assert_eq!(tcp.sequence_number, 1000);
+        assert!(!tcp.psh && !tcp.fin && tcp.ack);
+        assert!(c.is_empty());
+        assert_eq!(c.segments(), 0);
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn take_on_empty_is_none() {
+        let mut c = Coalescer::default();
+        assert!(c.is_empty());
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn a_single_segment_comes_back_as_received() {
+        let f = plain4(5, &data(100, 1));
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&f), Held);
+        assert_eq!(c.segments(), 1);
+        let out = c.take().unwrap();
+        let want = VnetHdr { flags: vnet::F_DATA_VALID, gso_type: vnet::GSO_NONE, ..VnetHdr::default() };
+        assert_eq!(&out[..vnet::LEN], &want.to_bytes());
+        assert_eq!(&out[vnet::LEN..], &f[..]);
+    }
+
+    #[test]
+    fn a_short_segment_closes_the_super_frame() {
+        let (frames, payload) = train4(0, &[1460, 1460, 1000, 1460]);
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
+        let (h, _, got) = check(c.take().unwrap());
+        assert_eq!(h.gso_size, 1460);
+        assert_eq!(got, payload[..3920]);
+        assert_eq!(c.offer(&frames[3]), Held);
+    }
+
+    #[test]
+    fn a_segment_longer_than_the_first_flushes() {
+        let (frames, _) = train4(0, &[1000, 1460]);
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Flush]);
+    }
+
+    #[test]
+    fn psh_is_merged_last_and_kept() {
+        let p = data(1460, 3);
+        let frames = [plain4(0, &p), v4(1460, &p, |_, t| t.psh = true), plain4(2920, &p)];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Flush]);
+        let (_, tcp, got) = check(c.take().unwrap());
+        assert!(tcp.psh && !tcp.fin);
+        assert_eq!(got.len(), 2920);
+        // PSH on the first segment closes too.
+        offer_all(&mut c, &frames[1..], &[Held, Flush]);
+    }
+
+    #[test]
+    fn fin_is_merged_last_and_kept() {
+        let p = data(1460, 3);
+        let frames =
+            [plain4(0, &p), plain4(1460, &p), v4(2920, &p[..10], |_, t| t.fin = true), plain4(2930, &p)];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
+        let (_, tcp, got) = check(c.take().unwrap());
+        assert!(tcp.fin && !tcp.psh);
+        assert_eq!(got.len(), 2930);
+    }
+
+    #[test]
+    fn out_of_sequence_flushes() {
+        let p = data(1000, 0);
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&plain4(0, &p)), Held);
+        assert_eq!(c.offer(&plain4(1001, &p)), Flush, "gap");
+        assert_eq!(c.offer(&plain4(999, &p)), Flush, "overlap");
+        assert_eq!(c.offer(&plain4(0, &p)), Flush, "retransmission");
+        assert_eq!(c.segments(), 1);
+        assert_eq!(c.offer(&plain4(1000, &p)), Merged);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let (frames, payload) = train4(u32::MAX - 1000, &[1460; 3]);
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged]);
+        assert_eq!(check(c.take().unwrap()).2, payload);
+    }
+
+    #[test]
+    fn another_flow_or_header_flushes() {
+        let p = data(500, 9);
+        type Edit = fn(&mut Ipv4Header, &mut TcpHeader);
+        let nops = [const { TcpOptionElement::Noop }; 4];
+        let edits: [(&str, Edit); 12] = [
+            ("source port", |_, t| t.source_port += 1),
+            ("destination port", |_, t| t.destination_port += 1),
+            ("source address", |i, _| i.source[3] = 9),
+            ("destination address", |i, _| i.destination[3] = 9),
+            ("ack number", |_, t| t.acknowledgment_number += 1),
+            ("TTL", |i, _| i.time_to_live = 63),
+            ("TOS", |i, _| i.ecn = etherparse::IpEcn::CongestionExperienced),
+            ("DF", |i, _| i.dont_fragment = false),
+            ("ECE", |_, t| t.ece = true),
+            ("NS bit", |_, t| t.ns = true),
+            ("header length", |_, t| t.set_options(&[]).unwrap()),
+            ("option bytes", |_, t| t.set_options(&[TcpOptionElement::MaximumSegmentSize(1460)]).unwrap()),
+        ];
+        for (what, edit) in edits {
+            let mut c = Coalescer::new();
+            assert_eq!(c.offer(&v4(0, &p, |_, t| t.set_options(&nops).unwrap())), Held);
+            let same = v4(500, &p, |_, t| t.set_options(&nops).unwrap());
+            let f = v4(500, &p, |i, t| {
+                t.set_options(&nops).unwrap();
+                edit(i, t)
+            });
+            assert_ne!(f, same, "{what}");
+            assert_eq!(c.offer(&f), Flush, "{what}");
+            assert_eq!(c.segments(), 1, "{what}");
+            assert_eq!(c.offer(&same), Merged, "{what}");
+        }
+        // Another MAC.
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&plain4(0, &p)), Held);
+        let mut f = plain4(500, &p);
+        f[0] ^= 0x10;
+        assert_eq!(c.offer(&f), Flush, "MAC");
+        // Another IP version.
+        let six = v6(500, &p, |_, _, _| {});
+        assert_eq!(c.offer(&six), Flush, "IPv6 after IPv4");
+    }
+
+    #[test]
+    fn ip_id_and_window_may_differ_and_the_latest_window_is_kept() {
+        let p = data(1000, 2);
+        let frames = [
+            v4(0, &p, |i, t| {
+                i.identification = 7;
+                t.window_size = 100
+            }),
+            v4(1000, &p, |i, t| {
+                i.identification = 9000;
+                t.window_size = 300
+            }),
+            v4(2000, &p, |i, t| {
+                i.identification = 8;
+                t.window_size = 200
+            }),
+        ];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged]);
+        let (_, tcp, _) = check(c.take().unwrap());
+        assert_eq!(tcp.window_size, 200);
+    }
+
+    #[test]
+    fn ece_alone_merges() {
+        let p = data(800, 4);
+        let frames = [v4(0, &p, |_, t| t.ece = true), v4(800, &p, |_, t| t.ece = true)];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged]);
+        let (h, tcp, _) = check(c.take().unwrap());
+        assert!(tcp.ece);
+        assert_eq!(h.gso_type, vnet::GSO_TCPV4, "no ECN bit: CWR is never merged");
+    }
+
+    #[test]
+    fn non_candidates_pass_and_leave_the_pending_frame_alone() {
+        let p = data(300, 5);
+        let base = plain4(0, &p);
+        let next = |edit: fn(&mut Ipv4Header, &mut TcpHeader)| v4(300, &p, edit);
+        let mut udp = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(SRC4, DST4, 64).udp(1, 2).write(&mut udp, &p).unwrap();
+        let mut arp = [MAC_B, MAC_A].concat();
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[0; 20]);
+        let mut bad_tcp = next(|_, _| {});
+        bad_tcp[34 + 16] ^= 1;
+        let mut bad_ip = next(|_, _| {});
+        bad_ip[14 + 10] ^= 1;
+        let mut truncated = next(|_, _| {});
+        truncated.pop();
+        let ipv6_ext = v6(0, &p, |_, e, _| {
+            e.hop_by_hop_options =
+                Some(Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[1, 4, 0, 0, 0, 0]).unwrap())
+        });
+        // Only the byte under test disqualifies these: the IPv4 header checksum is resealed, and
+        // the TCP checksum stays valid for protocol 6.
+        let reseal = |changes: &[(usize, u8)]| {
+            let mut f = next(|_, _| {});
+            for &(at, value) in changes {
+                f[at] = value;
+            }
+            f[24..26].fill(0);
+            let c = !Sum::ZERO.add_bytes(&f[14..34]).fold();
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        let v6_changed = |changes: &[(usize, u8)]| {
+            let mut f = v6(0, &p, |_, _, _| {});
+            for &(at, value) in changes {
+                f[at] = value;
+            }
+            f
+        };
+        let mut short_tcp_header = next(|_, _| {});
+        short_tcp_header[34 + 12] = 0x40;
+        short_tcp_header[34 + 16..34 + 18].fill(0);
+        let tcp_sum = pseudo_v4(&SRC4, &DST4, 6, 320).add_bytes(&short_tcp_header[34..]);
+        short_tcp_header[34 + 16..34 + 18].copy_from_slice(&tcp_sum.finish());
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("IPv4 header with version 6", reseal(&[(14, 0x65)])),
+            ("IPv4 protocol other than TCP", reseal(&[(14 + 9, 253)])),
+            ("IPv4 reserved flag", reseal(&[(14 + 6, 0xc0)])),
+            ("IPv4 total length shorter than the headers", reseal(&[(14 + 2, 0), (14 + 3, 30)])),
+            ("IPv6 next header other than TCP", v6_changed(&[(14 + 6, 253)])),
+            ("IPv6 header with version 4", v6_changed(&[(14, 0x40)])),
+            ("IPv6 payload shorter than a TCP header", v6_changed(&[(14 + 4, 0), (14 + 5, 10)])),
+            ("IPv6 packet over 64 KB", v6(0, &data(65535 - 20, 1), |_, _, _| {})),
+            ("TCP data offset under 5", short_tcp_header),
+            ("SYN", next(|_, t| t.syn = true)),
+            ("RST", next(|_, t| t.rst = true)),
+            ("URG", next(|_, t| t.urg = true)),
+            ("CWR", next(|_, t| t.cwr = true)),
+            ("no ACK", next(|_, t| t.ack = false)),
+            ("pure ACK", v4(300, &[], |_, _| {})),
+            ("UDP", udp),
+            ("ARP", arp),
+            ("IPv4 options", next(|i, _| i.options = [1, 1, 1, 1].into())),
+            ("fragment (MF)", next(|i, _| i.more_fragments = true)),
+            ("fragment (offset)", next(|i, _| i.fragment_offset = IpFragOffset::try_new(100).unwrap())),
+            ("bad TCP checksum", bad_tcp),
+            ("bad IPv4 header checksum", bad_ip),
+            ("total length past the frame", truncated),
+            ("IPv6 extension header", ipv6_ext),
+            ("empty", Vec::new()),
+            ("Ethernet only", base[..14].to_vec()),
+            ("IPv4 header only", base[..34].to_vec()),
+        ];
+        for (what, f) in cases {
+            let mut c = Coalescer::new();
+            assert_eq!(c.offer(&f), Pass, "{what} when empty");
+            assert!(c.is_empty());
+            assert_eq!(c.offer(&base), Held);
+            assert_eq!(c.offer(&f), Pass, "{what}");
+            assert_eq!(c.segments(), 1, "{what}");
+            assert_eq!(&c.take().unwrap()[vnet::LEN..], &base[..], "{what}");
+        }
+        // What made them pass is the byte changed: unchanged, they are held or merged.
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&v6(0, &p, |_, _, _| {})), Held);
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&base), Held);
+        assert_eq!(c.offer(&reseal(&[(14 + 8, 64)])), Merged);
+    }
+
+    #[test]
+    fn ipv6_segments_merge() {
+        let all = data(4000, 6);
+        let frames: Vec<Vec<u8>> = [0, 1200, 2400, 3600]
+            .iter()
+            .map(|&o| v6(o as u32, &all[o..(o + 1200).min(4000)], |_, _, _| {}))
+            .collect();
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged]);
+        let out = c.take().unwrap().to_vec();
+        let (h, _, got) = check(&out);
+        assert_eq!(got, all);
+        assert_eq!((h.gso_size, h.hdr_len, h.csum_start), (1200, 74, 54));
+        assert_eq!(u16::from_be_bytes([out[vnet::LEN + 18], out[vnet::LEN + 19]]), 20 + 4000);
+    }
+
+    #[test]
+    fn ipv6_header_fields_must_match() {
+        let p = data(600, 8);
+        type Edit = fn(&mut Ipv6Header, &mut Ipv6Extensions, &mut TcpHeader);
+        let edits: [(&str, Edit); 4] = [
+            ("flow label", |i, _, _| i.flow_label = Ipv6FlowLabel::try_new(1).unwrap()),
+            ("traffic class", |i, _, _| i.traffic_class = 0),
+            ("hop limit", |i, _, _| i.hop_limit = 1),
+            ("source", |i, _, _| i.source[0] = 0xfe),
+        ];
+        for (what, edit) in edits {
+            let mut c = Coalescer::new();
+            assert_eq!(c.offer(&v6(0, &p, |_, _, _| {})), Held);
+            assert_eq!(c.offer(&v6(600, &p, edit)), Flush, "{what}");
+        }
+    }
+
+    #[test]
+    fn timestamps_must_be_identical() {
+        let p = data(1000, 1);
+        let ts = |a: u32| {
+            move |_: &mut Ipv4Header, t: &mut TcpHeader| {
+                t.set_options(&[
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Timestamp(a, 99),
+                ])
+                .unwrap()
+            }
+        };
+        let frames = [v4(0, &p, ts(5)), v4(1000, &p, ts(5)), v4(2000, &p, ts(6))];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Flush]);
+        let (h, tcp, got) = check(c.take().unwrap());
+        assert_eq!(h.hdr_len, 14 + 20 + 32);
+        assert_eq!(tcp.options.as_slice(), &[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 99]);
+        assert_eq!(got, [p.clone(), p].concat());
+    }
+
+    #[test]
+    fn the_ip_length_stays_within_64k() {
+        // 5 × 13099 + 40 header bytes is exactly 65535.
+        let (frames, payload) = train4(0, &[13099; 6]);
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged, Merged, Flush]);
+        let out = c.take().unwrap().to_vec();
+        assert_eq!(check(&out).2, payload[..5 * 13099]);
+        assert_eq!(&out[vnet::LEN + 16..vnet::LEN + 18], &65535u16.to_be_bytes());
+
+        // With 1460-byte segments: 44 fit (64280 + 40), the 45th does not.
+        let (frames, _) = train4(0, &[1460; 45]);
+        for f in &frames[..44] {
+            assert_ne!(c.offer(f), Flush);
+        }
+        assert_eq!(c.offer(&frames[44]), Flush);
+        assert_eq!(c.segments(), 44);
+
+        // IPv6: the IP packet, fixed header included, fits 64 KB (5 × 13095 + 60 = 65535).
+        let all = data(6 * 13095, 3);
+        let frames: Vec<Vec<u8>> =
+            all.chunks(13095).enumerate().map(|(i, s)| v6((i * 13095) as u32, s, |_, _, _| {})).collect();
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged, Merged, Flush]);
+        assert_eq!(check(c.take().unwrap()).2, all[..5 * 13095]);
+    }
+
+    #[test]
+    fn at_most_64_segments() {
+        let (frames, payload) = train4(0, &[100; 65]);
+        let mut c = Coalescer::new();
+        for f in &frames[..64] {
+            assert_ne!(c.offer(f), Flush);
+        }
+        assert_eq!(c.segments(), 64);
+        assert_eq!(c.offer(&frames[64]), Flush);
+        assert_eq!(check(c.take().unwrap()).2, payload[..6400]);
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        // 14 + 20 + 20 + 6 = 60 bytes, the Ethernet minimum; the 2-byte segment is padded to it.
+        let first = plain4(0, b"abcdef");
+        assert_eq!(first.len(), 60);
+        let mut short = plain4(6, b"gh");
+        let unpadded = short.clone();
+        short.resize(60, 0xee);
+        let mut c = Coalescer::new();
+        assert_eq!(c.offer(&first), Held);
+        assert_eq!(c.offer(&short), Merged);
+        let out = c.take().unwrap().to_vec();
+        assert_eq!(check(&out).2, b"abcdefgh");
+        assert_eq!(out.len(), vnet::LEN + 54 + 8);
+        // Held alone, it comes back without its padding.
+        assert_eq!(c.offer(&short), Held);
+        assert_eq!(&c.take().unwrap()[vnet::LEN..], &unpadded[..]);
+    }
+
+    #[test]
+    fn vlan_tagged_segments_merge() {
+        let tag = |mut f: Vec<u8>| {
+            f.splice(12..12, [0x81, 0x00, 0x00, 0x2a]);
+            f
+        };
+        let (frames, payload) = train4(0, &[1000; 3]);
+        let frames: Vec<Vec<u8>> = frames.into_iter().map(tag).collect();
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged]);
+        let out = c.take().unwrap().to_vec();
+        let (h, _, got) = check(&out);
+        assert_eq!(got, payload);
+        assert_eq!((h.csum_start, h.hdr_len), (38, 58));
+        // Another VLAN is another flow.
+        let mut other = tag(plain4(3000, &payload[..1000]));
+        other[15] = 0x2b;
+        assert_eq!(c.offer(&frames[0]), Held);
+        assert_eq!(c.offer(&other), Flush);
+    }
+
+    /// Offers a stream, taking on Flush and at the end; returns the taken frames.
+    fn run(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut c = Coalescer::new();
+        let mut out = Vec::new();
+        for f in frames {
+            match c.offer(f) {
+                Flush => {
+                    out.push(c.take().unwrap().to_vec());
+                    assert_eq!(c.offer(f), Held);
+                }
+                Pass => {
+                    if let Some(t) = c.take() {
+                        out.push(t.to_vec());
+                    }
+                }
+                Held | Merged => {}
+            }
+        }
+        out.extend(c.take().map(<[u8]>::to_vec));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_stream_comes_back_whole(
+            payload in proptest::collection::vec(any::<u8>(), 1..=60000),
+            // Often small enough for the 64-segment limit to split the stream.
+            mss in prop_oneof![536usize..=1100, 536usize..=9000],
+            start in any::<u32>(),
+            ipv6 in any::<bool>(),
+        ) {
+            let frames: Vec<Vec<u8>> = payload
+                .chunks(mss)
+                .enumerate()
+                .map(|(i, s)| {
+                    let seq = start.wrapping_add((i * mss) as u32);
+                    if ipv6 { v6(seq, s, |_, _, _| {}) } else { plain4(seq, s) }
+                })
+                .collect();
+            let out = run(&frames);
+            let mut got = Vec::new();
+            for f in &out {
+                got.extend(check(f).2);
+            }
+            prop_assert_eq!(&got, &payload);
+            // As many segments per frame as the limits allow (the last may be short).
+            let headers = if ipv6 { 60 } else { 40 };
+            let (mut expect, mut len, mut n) = (0, MAX_IP, MAX_SEGS);
+            for s in payload.chunks(mss) {
+                if n == MAX_SEGS || len + s.len() > MAX_IP {
+                    (expect, len, n) = (expect + 1, headers, 0);
+                }
+                (len, n) = (len + s.len(), n + 1);
+            }
+            prop_assert_eq!(out.len(), expect);
+        }
+
+        #[test]
+        fn damaged_frames_never_panic_or_corrupt(
+            sizes in proptest::collection::vec(1usize..1500, 1..24),
+            damage in proptest::collection::vec((0u8..4, any::<usize>(), 1u8..=255), 24),
+        ) {
+            let (mut frames, _) = train4(77, &sizes);
+            for (f, &(op, at, x)) in frames.iter_mut().zip(&damage) {
+                match op {
+                    0 => {
+                        let i = at % f.len();
+                        f[i] ^= x;
+                    }
+                    1 => f.truncate(at % f.len()),
+                    _ => {}
+                }
+            }
+            for f in run(&frames) {
+                check(&f);
+            }
+        }
+    }
+}
