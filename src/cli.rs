@@ -117,6 +117,15 @@ pub struct RunArgs {
     /// RFC 6935), like `noudpcsum` on a kernel vxlan device; saves a checksum pass per packet
     #[arg(long)]
     pub no_udp_csum: bool,
+    /// Turn off the TAP offloads (TSO, checksum, virtio-net header) and UDP GSO/GRO: one frame
+    /// per system call. Offloads are otherwise negotiated at start and fall back by themselves
+    /// when the kernel refuses one
+    #[arg(long)]
+    pub no_offload: bool,
+    /// TAP queues, each with its own threads and its own SO_REUSEPORT receive socket; a flow
+    /// stays on one queue [default: one per CPU, at most 8]
+    #[arg(long, value_name = "N")]
+    pub queues: Option<usize>,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
@@ -126,7 +135,8 @@ pub struct RunArgs {
     pub user: Option<String>,
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
-        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum"])]
+        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
+        "no_offload", "queues"])]
     pub config: Option<PathBuf>,
 }
 
@@ -153,6 +163,8 @@ impl RunArgs {
                 n.src_ports = Some(self.src_ports);
                 n.allow_from = self.allow_from.clone();
                 n.udp_csum = !self.no_udp_csum;
+                n.offload = !self.no_offload;
+                n.queues = self.queues;
                 vec![n]
             }
         };

@@ -204,6 +204,21 @@ pub struct NetworkConfig {
     /// Compute outer UDP checksums (false: send zero, as `noudpcsum` on a kernel vxlan device).
     #[serde(default = "yes")]
     pub udp_csum: bool,
+    /// Use the TAP's offloads (virtio-net header, TSO, checksum) and UDP GSO/GRO when the kernel
+    /// has them (false: one frame per system call).
+    #[serde(default = "yes")]
+    pub offload: bool,
+    /// TAP queues and receive sockets, each served by its own threads [default: CPUs, at most 8].
+    pub queues: Option<usize>,
+}
+
+/// Most queues a network may ask for.
+pub const MAX_QUEUES: usize = 16;
+
+/// Default queue count: one per CPU (so both directions of every queue can run in parallel
+/// with the others), capped where more threads stop paying on the small hosts vxtap targets.
+pub fn default_queues() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
 fn default_dev() -> String {
@@ -241,7 +256,14 @@ impl NetworkConfig {
             src_ports: None,
             allow_from: Vec::new(),
             udp_csum: true,
+            offload: true,
+            queues: None,
         }
+    }
+
+    /// The number of TAP queues (and receive sockets) to open.
+    pub fn queues(&self) -> usize {
+        self.queues.unwrap_or_else(default_queues)
     }
 
     /// The UDP port listened on and sent to.
@@ -315,6 +337,9 @@ impl NetworkConfig {
         if let Some(r) = self.remotes.iter().find(|r| r.ip.is_unspecified() || r.ip.is_multicast()) {
             return Err(format!("{net}: remote {r} must be a unicast address"));
         }
+        if self.queues.is_some_and(|q| !(1..=MAX_QUEUES).contains(&q)) {
+            return Err(format!("{net}: queues must be 1 to {MAX_QUEUES}"));
+        }
         let max_mtu = 65535 - self.overhead();
         if !(68..=max_mtu).contains(&self.mtu()) {
             return Err(format!("{net}: MTU {} is outside 68..={max_mtu}", self.mtu()));
@@ -355,7 +380,7 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
     }
     let mut devs = HashSet::new();
     let mut controls = HashSet::new();
-    let mut sockets: HashMap<SocketAddr, (Proto, bool, HashSet<u32>)> = HashMap::new();
+    let mut sockets: HashMap<SocketAddr, (Proto, bool, HashSet<u32>, bool, usize)> = HashMap::new();
     for n in networks {
         n.check()?;
         if !devs.insert(&n.dev) {
@@ -364,10 +389,14 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
         if !controls.insert(n.control_path()) {
             return Err(format!("control socket {} is configured twice", n.control_path().display()));
         }
-        let (proto, csum, vnis) =
-            sockets.entry(n.bind_addr()).or_insert_with(|| (n.proto, n.udp_csum, HashSet::new()));
+        let (proto, csum, vnis, offload, queues) = sockets
+            .entry(n.bind_addr())
+            .or_insert_with(|| (n.proto, n.udp_csum, HashSet::new(), n.offload, n.queues()));
         if *csum != n.udp_csum {
             return Err(format!("networks sharing {} disagree on udp_csum", n.bind_addr()));
+        }
+        if *offload != n.offload || *queues != n.queues() {
+            return Err(format!("networks sharing {} disagree on offload or queues", n.bind_addr()));
         }
         if *proto != n.proto {
             return Err(format!(
@@ -474,6 +503,10 @@ mod tests {
         assert!(parse(&mixed).unwrap_err().contains("both"));
         let csum = TWO_VNIS.replace("learning = false", "learning = false\nudp_csum = false");
         assert!(parse(&csum).unwrap_err().contains("udp_csum"));
+        let off = TWO_VNIS.replace("learning = false", "learning = false\noffload = false");
+        assert!(parse(&off).unwrap_err().contains("offload or queues"));
+        let q = TWO_VNIS.replace("learning = false", "learning = false\nqueues = 0");
+        assert!(parse(&q).unwrap_err().contains("queues must be 1 to 16"));
         assert!(parse(&TWO_VNIS.replace("vni = 43", "vni = 16777216")).unwrap_err().contains("24 bits"));
         assert!(parse(&TWO_VNIS.replace("learning", "lerning")).is_err(), "unknown keys are errors");
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));

@@ -65,13 +65,22 @@ impl Network {
     }
 
     /// Encapsulates the frame at `buf[HEADROOM..HEADROOM + frame_len]` in place and decides where
-    /// it goes: a known unicast MAC to its VTEP only, everything else to the flood list.
-    /// Drops (counted here) a runt frame or one with nowhere to go.
+    /// it goes (see [`Network::route`]).
     #[inline]
     pub fn encapsulate(&self, buf: &mut [u8], frame_len: usize) -> Option<Encapsulated> {
         let end = HEADROOM + frame_len;
-        let frame = &buf[HEADROOM..end];
-        let Some(dst) = MacAddr::from_slice(frame).filter(|_| frame_len >= wire::ETHERNET_HEADER_LEN) else {
+        let (to, flow_hash) = self.route(&buf[HEADROOM..end])?;
+        let start = self.header.prepend(buf, HEADROOM).ok()?;
+        Some(Encapsulated { datagram: start..end, flow_hash, to })
+    }
+
+    /// Where a frame goes: a known unicast MAC to its VTEP only, everything else to the flood
+    /// list; and the hash of its inner flow, which picks the outer source port. Drops (counted
+    /// here) a runt frame or one with nowhere to go.
+    #[inline]
+    pub fn route(&self, frame: &[u8]) -> Option<(Destinations, u32)> {
+        let Some(dst) = MacAddr::from_slice(frame).filter(|_| frame.len() >= wire::ETHERNET_HEADER_LEN)
+        else {
             self.counters.drop(DropReason::ShortFrame);
             return None;
         };
@@ -87,9 +96,7 @@ impl Network {
                 Destinations::Flood(list)
             }
         };
-        let flow_hash = flow::flow_hash(frame);
-        let start = self.header.prepend(buf, HEADROOM).ok()?;
-        Some(Encapsulated { datagram: start..end, flow_hash, to })
+        Some((to, flow::flow_hash(frame)))
     }
 
     /// Learns the inner source MAC of a decapsulated frame against the VTEP it came from.

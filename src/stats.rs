@@ -49,6 +49,7 @@ drop_reasons! {
     Send => "send", "Underlay send failed (other than too big).";
     TapRead => "tap_read", "Reading the TAP failed.";
     TapWrite => "tap_write", "Writing the decapsulated frame to the TAP failed.";
+    Offload => "offload", "TAP super-frame that could not be segmented (malformed or unsupported virtio-net header).";
     Recv => "recv", "Receiving from the underlay socket failed.";
 }
 
@@ -80,6 +81,10 @@ const N_REASONS: usize = DropReason::ALL.len();
 struct Direction {
     packets: AtomicU64,
     bytes: AtomicU64,
+    /// Super-frames: coalesced for a TAP write (rx), or read from the TAP and segmented (tx).
+    offloaded: AtomicU64,
+    /// System calls that moved packets (TAP reads and writes, socket sends and receives).
+    syscalls: AtomicU64,
 }
 
 #[repr(align(64))]
@@ -113,11 +118,43 @@ impl Counters {
         self.rx.bytes.fetch_add(bytes as u64, Relaxed);
     }
 
+    /// Frames decapsulated and written to the TAP in one super-frame.
+    #[inline]
+    pub fn rx_coalesced(&self, frames: usize, bytes: usize) {
+        self.rx.packets.fetch_add(frames as u64, Relaxed);
+        self.rx.bytes.fetch_add(bytes as u64, Relaxed);
+        self.rx.offloaded.fetch_add(1, Relaxed);
+    }
+
     /// A datagram sent to the underlay (each flood copy counts).
     #[inline]
     pub fn tx(&self, bytes: usize) {
-        self.tx.packets.fetch_add(1, Relaxed);
+        self.tx_many(1, bytes);
+    }
+
+    /// Datagrams sent to the underlay in one GSO send.
+    #[inline]
+    pub fn tx_many(&self, datagrams: usize, bytes: usize) {
+        self.tx.packets.fetch_add(datagrams as u64, Relaxed);
         self.tx.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A super-frame read from the TAP, to be segmented.
+    #[inline]
+    pub fn tx_segmented(&self) {
+        self.tx.offloaded.fetch_add(1, Relaxed);
+    }
+
+    /// System calls of the receive path (socket receives, TAP writes).
+    #[inline]
+    pub fn rx_syscalls(&self, n: u64) {
+        self.rx.syscalls.fetch_add(n, Relaxed);
+    }
+
+    /// System calls of the transmit path (TAP reads, socket sends).
+    #[inline]
+    pub fn tx_syscalls(&self, n: u64) {
+        self.tx.syscalls.fetch_add(n, Relaxed);
     }
 
     #[inline]
@@ -146,6 +183,10 @@ impl Counters {
             rx_bytes: self.rx.bytes.load(Relaxed),
             tx_packets: self.tx.packets.load(Relaxed),
             tx_bytes: self.tx.bytes.load(Relaxed),
+            rx_coalesced: self.rx.offloaded.load(Relaxed),
+            tx_segmented: self.tx.offloaded.load(Relaxed),
+            rx_syscalls: self.rx.syscalls.load(Relaxed),
+            tx_syscalls: self.tx.syscalls.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops.0[i].load(Relaxed)),
         }
     }
@@ -158,6 +199,10 @@ pub struct Snapshot {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    pub rx_coalesced: u64,
+    pub tx_segmented: u64,
+    pub rx_syscalls: u64,
+    pub tx_syscalls: u64,
     pub drops: [u64; N_REASONS],
 }
 
@@ -172,6 +217,10 @@ impl Snapshot {
         self.rx_bytes += other.rx_bytes;
         self.tx_packets += other.tx_packets;
         self.tx_bytes += other.tx_bytes;
+        self.rx_coalesced += other.rx_coalesced;
+        self.tx_segmented += other.tx_segmented;
+        self.rx_syscalls += other.rx_syscalls;
+        self.tx_syscalls += other.tx_syscalls;
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
             *a += b;
         }
@@ -197,6 +246,10 @@ impl Snapshot {
             ("rx_bytes".to_string(), self.rx_bytes),
             ("tx_packets".to_string(), self.tx_packets),
             ("tx_bytes".to_string(), self.tx_bytes),
+            ("rx_coalesced".to_string(), self.rx_coalesced),
+            ("tx_segmented".to_string(), self.tx_segmented),
+            ("rx_syscalls".to_string(), self.rx_syscalls),
+            ("tx_syscalls".to_string(), self.tx_syscalls),
         ];
         out.extend(DropReason::ALL.iter().map(|r| (format!("drop_{}", r.name()), self.dropped(*r))));
         out
@@ -221,6 +274,13 @@ mod tests {
         assert_eq!(s.dropped(DropReason::Truncated), 0);
         let m = s.merged(&s);
         assert_eq!((m.rx_packets, m.dropped(DropReason::UnknownVni)), (2, 4));
+        c.rx_coalesced(40, 58_000);
+        c.tx_many(44, 64_000);
+        c.tx_segmented();
+        c.rx_syscalls(3);
+        let s = c.snapshot();
+        assert_eq!((s.rx_packets, s.rx_coalesced, s.tx_packets, s.tx_segmented), (41, 1, 46, 1));
+        assert_eq!((s.tx_bytes, s.rx_syscalls, s.tx_syscalls), (64_100, 3, 0));
     }
 
     #[test]
@@ -261,7 +321,7 @@ mod tests {
     #[test]
     fn fields_name_every_counter() {
         let f = Counters::default().snapshot().fields();
-        assert_eq!(f.len(), 4 + DropReason::ALL.len());
+        assert_eq!(f.len(), 8 + DropReason::ALL.len());
         assert!(f.iter().any(|(k, _)| k == "drop_geneve_critical_option"));
     }
 }

@@ -31,14 +31,10 @@ netns_test!(geneve_v4_pair_echo_and_learning, pair_echo_and_learning(Family::V4,
 netns_test!(vxlan_v6_underlay_echo_and_learning, pair_echo_and_learning(Family::V6, Proto::Vxlan));
 
 /// vxtap in node 0, the kernel's VXLAN device in node 1: traffic flows both ways and each side
-/// learns the other.
-#[test]
-fn kernel_vxlan_interop() {
-    if !require_netns("kernel_vxlan_interop") {
-        return;
-    }
+/// learns the other. The kernel sends and takes plain datagrams, whatever vxtap's offloads do.
+fn kernel_interop(extra: &[&str]) {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
-    bed.start(0, Proto::Vxlan);
+    bed.start_with(0, Proto::Vxlan, &[1], extra);
     let kernel = KernelVxlan {
         dev: "vx0".into(),
         vni: 42,
@@ -60,6 +56,26 @@ fn kernel_vxlan_interop() {
     for (server, client) in [(1, 0), (0, 1)] {
         let r = tcp_transfer(bed.ul.node(server), overlay(server, 5001), bed.ul.node(client), 5 << 20);
         bed.check(r, &format!("tcp {client} -> {server}"));
+    }
+    assert_offloads_used(&bed, 0, 0, !extra.contains(&"--no-offload"));
+}
+
+netns_test!(kernel_vxlan_interop, kernel_interop(&[]));
+
+netns_test!(kernel_vxlan_interop_offloads_off, kernel_interop(&["--no-offload"]));
+
+/// With offloads on, node `tx` segmented TAP super-frames and node `rx` wrote coalesced ones;
+/// with them off, neither happened.
+fn assert_offloads_used(bed: &Bed, tx: usize, rx: usize, on: bool) {
+    let segmented = bed.counter_at(&bed.control(tx), "tx_segmented");
+    let coalesced = bed.counter_at(&bed.control(rx), "rx_coalesced");
+    if on {
+        assert!(
+            segmented > 0 && coalesced > 0,
+            "offloads unused: {segmented} segmented, {coalesced} coalesced"
+        );
+    } else {
+        assert_eq!((segmented, coalesced), (0, 0), "offloads used although turned off");
     }
 }
 
@@ -136,24 +152,35 @@ fn config_file_two_vnis_are_isolated() {
     assert_eq!(bed.counter_at(&ctl43, "rx_packets"), rx43, "VNI 42 traffic reached VNI 43");
 }
 
-/// 50 MB over TCP across the overlay, verified by hash at the far end.
-fn tcp_50mb(proto: Proto) {
-    let bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), proto);
+/// 50 MB over TCP across the overlay, verified by hash at the far end, with offloads on (the
+/// default: TSO super-frames segmented, UDP GSO/GRO, coalesced writes) or off.
+fn tcp_50mb(proto: Proto, extra: &[&str]) {
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start_with(0, proto, &[1], extra);
+    bed.start_with(1, proto, &[0], extra);
     let r = tcp_transfer(bed.ul.node(1), overlay(1, 5001), bed.ul.node(0), 50 << 20);
     let report = bed.check(r, "tcp transfer");
     eprintln!(
-        "{}: {} bytes in {:?}: {:.0} Mbit/s",
+        "{} {extra:?}: {} bytes in {:?}: {:.0} Mbit/s",
         proto.name(),
         report.bytes,
         report.duration,
         report.mbit_per_s
     );
     assert!(bed.rx(1) > 0 && bed.rx(0) > 0);
+    assert_offloads_used(&bed, 0, 1, !extra.contains(&"--no-offload"));
 }
 
-netns_test!(vxlan_tcp_50mb_hash_verified, tcp_50mb(Proto::Vxlan));
+netns_test!(vxlan_tcp_50mb_hash_verified, tcp_50mb(Proto::Vxlan, &[]));
 
-netns_test!(geneve_tcp_50mb_hash_verified, tcp_50mb(Proto::Geneve));
+netns_test!(geneve_tcp_50mb_hash_verified, tcp_50mb(Proto::Geneve, &[]));
+
+netns_test!(vxlan_tcp_50mb_offloads_off, tcp_50mb(Proto::Vxlan, &["--no-offload"]));
+
+netns_test!(
+    geneve_tcp_50mb_offloads_off_one_queue,
+    tcp_50mb(Proto::Geneve, &["--no-offload", "--queues", "1"])
+);
 
 /// Sends each malformed datagram from a plain socket in node 1 to node 0's vxtap and checks that
 /// the named drop counter rises; afterwards, real traffic still flows.
@@ -261,9 +288,9 @@ fn tso_on(bed: &Bed, node: usize) -> bool {
     String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "tcp-segmentation-offload: on")
 }
 
-/// A persistent TAP that exists already is reused: its stale offloads are reset (or bulk TCP would
-/// break while ping works), traffic flows, and it is left in place on exit since vxtap did not
-/// create it.
+/// A persistent (single-queue) TAP that exists already is reused: with --no-offload its stale
+/// offloads are reset (or bulk TCP would break while ping works), traffic flows, and it is left
+/// in place on exit since vxtap did not create it.
 #[test]
 fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
     if !require_netns("reused_persistent_tap_has_offloads_reset_and_survives_exit") {
@@ -277,7 +304,7 @@ fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
     )
     .unwrap_or_else(|e| panic!("setting stale offloads: {e}"));
     assert!(tso_on(&bed, 0), "precondition: TSO left on");
-    bed.start(0, Proto::Vxlan);
+    bed.start_with(0, Proto::Vxlan, &[1], &["--no-offload"]);
     bed.start(1, Proto::Vxlan);
     assert!(!tso_on(&bed, 0), "vxtap kept the stale TSO offload");
     let r = tcp_transfer(bed.ul.node(1), overlay(1, 5001), bed.ul.node(0), 4 << 20);

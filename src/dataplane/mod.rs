@@ -1,8 +1,9 @@
 //! The part of vxtap that owns devices, sockets and threads.
 //!
-//! Hot path: dedicated threads with blocking I/O — one TAP reader per network, one receiver per
-//! underlay socket — each owning its buffer. The control side (signals, control sockets, ageing)
-//! runs on a tokio runtime in the main thread and only touches shared state (FDB, counters).
+//! Hot path: dedicated threads with blocking I/O — one TAP reader per queue of each network, one
+//! receiver per underlay receive socket (one socket per queue) — each owning its buffers, with no
+//! lock shared between them. The control side (signals, control sockets, ageing) runs on a tokio
+//! runtime in the main thread and only touches shared state (FDB, counters).
 
 pub mod tap;
 pub mod udp;
@@ -24,8 +25,8 @@ use crate::mac::MacAddr;
 use crate::pipeline::{Demux, Network};
 use crate::stats::{DropReason, Snapshot};
 use crate::wire::{vxlan, EncapHeader, Proto, RxPolicy};
-use tap::Tap;
-use udp::Underlay;
+use tap::{Tap, TapOptions};
+use udp::{Underlay, UnderlayOptions};
 
 /// A running network: its configuration, packet-path state, TAP and the socket it shares.
 pub struct NetworkHandle {
@@ -56,7 +57,13 @@ impl Dataplane {
         let mut demuxes = vec![None; opened.len()];
         for (bind, members) in groups {
             let first = &opened[members[0]].0;
-            let underlay = Arc::new(Underlay::bind(bind, first.src_ports(), first.udp_csum)?);
+            let opts = UnderlayOptions {
+                src_ports: first.src_ports(),
+                udp_csum: first.udp_csum,
+                queues: first.queues(),
+                offload: first.offload,
+            };
+            let underlay = Arc::new(Underlay::bind(bind, opts)?);
             let policy = match first.proto {
                 Proto::Vxlan => RxPolicy::Vxlan(vxlan::RxPolicy {
                     strict_reserved: members.iter().any(|&i| opened[i].0.strict_reserved),
@@ -76,16 +83,24 @@ impl Dataplane {
                        until a VTEP is added with `vxtap fdb add`; --allow-from any accepts and learns from anyone");
             }
             let demux = Arc::new(Demux::with_allowlist(policy, nets, allow));
-            let taps = members.iter().map(|&i| opened[i].1.clone()).collect();
-            info!(%bind, source_ports = ?underlay.send.ports(), "underlay socket bound");
+            let taps: Vec<Arc<Tap>> = members.iter().map(|&i| opened[i].1.clone()).collect();
+            info!(%bind, source_ports = ?underlay.send.ports(), receive_sockets = underlay.recv.len(),
+                  gso_segments = underlay.gso_segments(), gro = underlay.gro(), "underlay sockets bound");
+            if first.offload && !first.udp_csum {
+                info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
+            }
             for &i in &members {
-                let (c, tap, net) = (&opened[i].0, opened[i].1.clone(), opened[i].2.clone());
-                let u = underlay.clone();
-                spawn(format!("tx-{}", c.dev), move || worker::tap_to_underlay(net, tap, u))?;
+                let (c, tap, net) = (&opened[i].0, &opened[i].1, &opened[i].2);
+                for q in 0..tap.queues().len() {
+                    let (tap, net, u) = (tap.clone(), net.clone(), underlay.clone());
+                    spawn(format!("tx-{}-{q}", c.dev), move || worker::tap_to_underlay(net, tap, q, u))?;
+                }
                 demuxes[i] = Some(demux.clone());
             }
-            let (d, u) = (demux.clone(), underlay.clone());
-            spawn(format!("rx-{}", bind.port()), move || worker::underlay_to_tap(d, taps, u))?;
+            for q in 0..underlay.recv.len() {
+                let (d, t, u) = (demux.clone(), taps.clone(), underlay.clone());
+                spawn(format!("rx-{}-{q}", bind.port()), move || worker::underlay_to_tap(d, t, q, u))?;
+            }
         }
         let networks = opened
             .into_iter()
@@ -174,7 +189,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {
 
 /// Opens and configures one network's TAP and builds its FDB.
 fn open_network(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Network)> {
-    let tap = Tap::open(&c.dev)?;
+    let tap = Tap::open(&c.dev, TapOptions { queues: c.queues(), offload: c.offload })?;
     if let Some(mac) = c.mac {
         tap.set_mac(mac)?;
     }
@@ -196,7 +211,12 @@ fn open_network(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Networ
             .with_context(|| format!("static entry {}", s.mac))?;
     }
     let header = EncapHeader::for_proto(c.proto, c.vni)?;
-    info!(dev = c.dev, vni = c.vni, proto = %c.proto, mtu = c.mtu(), mac = %tap.mac()?, created = tap.created(), "TAP up");
+    let o = tap.offloads();
+    info!(dev = c.dev, vni = c.vni, proto = %c.proto, mtu = c.mtu(), mac = %tap.mac()?, created = tap.created(),
+          queues = tap.queues().len(), vnet_hdr = o.vnet_hdr, tso = o.tso, uso = o.uso, "TAP up");
+    if c.offload && !o.tso {
+        warn!(dev = c.dev, "the kernel refused the TAP's TSO offload: one frame per read");
+    }
     Ok((tap, Network::new(c.vni, port, header, fdb)))
 }
 

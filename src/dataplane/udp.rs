@@ -1,18 +1,22 @@
-//! Underlay UDP sockets, made with socket2.
+//! Underlay UDP sockets: made with socket2, driven through quinn-udp (batched receive with
+//! recvmmsg, UDP GRO trains in, UDP GSO trains out; its cmsg code, not ours).
 //!
-//! One receive socket per (local address, port), shared by the networks on it. Sending goes
-//! through a small pool of sockets bound to ports of the source-port range: a UDP socket's source
-//! port is its bound port, so the inner-flow hash picks a pool member, giving one port per flow
-//! and spreading flows for ECMP (RFC 7348 §5) without raw sockets.
+//! Per (local address, port), shared by the networks on it: one receive socket per queue, in an
+//! SO_REUSEPORT group when there are several, so the kernel keeps each peer flow on one socket
+//! and one thread. Sending goes through a small pool of sockets bound to ports of the
+//! source-port range: a UDP socket's source port is its bound port, so the inner-flow hash picks
+//! a pool member, giving one port per flow and spreading flows for ECMP (RFC 7348 §5) without
+//! raw sockets.
 //!
 //! Every socket sets "don't fragment" (RFC 7348 §4.3: VTEPs must not fragment); a datagram over
 //! the path MTU then fails with EMSGSIZE and is counted as `too_big`.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::flow::PortRange;
@@ -21,28 +25,81 @@ use crate::flow::PortRange;
 const BUFFER_BYTES: usize = 4 << 20;
 /// Number of send sockets, so of distinct outer source ports, per socket group.
 pub const SEND_POOL_SIZE: usize = 16;
+/// Most datagrams in one GSO send: the kernel's UDP_MAX_SEGMENTS before Linux 6.9.
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Most UDP payload bytes in one GSO send: the 64 KiB IP datagram less the IPv4 and UDP
+/// headers (the kernel refuses more with EMSGSIZE).
+pub const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
 
-/// The underlay socket of one (local address, port).
+/// How the underlay sockets of one (local address, port) are set up.
+#[derive(Clone, Copy, Debug)]
+pub struct UnderlayOptions {
+    pub src_ports: PortRange,
+    /// Without it, datagrams go out with a zero UDP checksum (and GSO, which needs the
+    /// checksum, is off).
+    pub udp_csum: bool,
+    /// Receive sockets, one per queue.
+    pub queues: usize,
+    /// Use UDP GSO and GRO when the kernel has them.
+    pub offload: bool,
+}
+
+/// A socket with the quinn-udp state that sends and receives on it.
+pub struct UdpIo {
+    pub socket: UdpSocket,
+    state: UdpSocketState,
+    /// UDP GRO is on: a received message may be a train of datagrams.
+    gro: bool,
+}
+
+/// The underlay sockets of one (local address, port).
 pub struct Underlay {
-    pub recv: UdpSocket,
+    pub recv: Vec<UdpIo>,
     pub send: SendPool,
     /// The socket is IPv6 (possibly dual-stack): IPv4 peers are addressed as v4-mapped.
     v6: bool,
+    /// Datagrams per GSO send; 1 when GSO is off or unavailable.
+    gso_segments: usize,
 }
 
 impl Underlay {
-    /// Binds the receive socket at `bind` and the send pool on the same address. Without
-    /// `udp_csum`, datagrams go out with a zero UDP checksum.
-    pub fn bind(bind: SocketAddr, src_ports: PortRange, udp_csum: bool) -> Result<Underlay> {
-        let recv = udp_socket(bind).map_err(|e| bind_error(bind, &e))?;
+    /// Binds the receive sockets at `bind` and the send pool on the same address.
+    pub fn bind(bind: SocketAddr, opts: UnderlayOptions) -> Result<Underlay> {
+        let queues = opts.queues.max(1);
+        if queues > 1 {
+            // Every socket of a SO_REUSEPORT group must set it, so a busy port would not be
+            // noticed by the group's own binds: probe it first with a plain socket.
+            drop(udp_socket(bind, false).map_err(|e| bind_error(bind, &e))?);
+        }
+        let mut recv = Vec::with_capacity(queues);
+        for _ in 0..queues {
+            let s = udp_socket(bind, queues > 1).map_err(|e| bind_error(bind, &e))?;
+            recv.push(UdpIo::new(s, bind, opts.offload).context("setting up the receive socket")?);
+        }
         let v6 = bind.is_ipv6();
-        let send = SendPool::bind(bind.ip(), src_ports, bind.port())?;
-        if !udp_csum {
+        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port())?;
+        if !opts.udp_csum {
             for s in &send.sockets {
-                zero_checksums(s, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
+                zero_checksums(&s.socket, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
             }
         }
-        Ok(Underlay { recv, send, v6 })
+        // The kernel refuses GSO on a socket that sends zero checksums (udp_send_skb).
+        let gso_segments = if opts.offload && opts.udp_csum {
+            send.sockets[0].state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
+        Ok(Underlay { recv, send, v6, gso_segments })
+    }
+
+    /// Datagrams one send may carry (UDP GSO); 1 without GSO.
+    pub fn gso_segments(&self) -> usize {
+        self.gso_segments
+    }
+
+    /// Whether the receive sockets coalesce trains of datagrams (UDP GRO).
+    pub fn gro(&self) -> bool {
+        self.recv[0].gro
     }
 
     /// `addr` in the form this socket's family sends to.
@@ -57,7 +114,7 @@ impl Underlay {
 
 /// Sockets bound to distinct ports of the source-port range.
 pub struct SendPool {
-    sockets: Vec<UdpSocket>,
+    sockets: Vec<UdpIo>,
 }
 
 impl SendPool {
@@ -72,9 +129,12 @@ impl SendPool {
             let base = (u64::from(slot) * u64::from(span) / want as u64) as u32;
             let port = range.min() + ((base + tried) % span) as u16;
             if port != listen_port {
-                match udp_socket(SocketAddr::new(ip, port)) {
+                match udp_socket(SocketAddr::new(ip, port), false) {
                     Ok(s) => {
-                        sockets.push(s);
+                        let addr = SocketAddr::new(ip, port);
+                        sockets.push(UdpIo::new(s, addr, false).context("setting up a send socket")?);
+                        // Sends block when the socket buffer is full: back-pressure, not drops.
+                        sockets.last().expect("pushed").socket.set_nonblocking(false)?;
                         slot += 1;
                         tried = 0;
                         continue;
@@ -97,29 +157,92 @@ impl SendPool {
 
     /// The socket for a flow: the same hash always picks the same socket, so the same port.
     #[inline]
-    pub fn pick(&self, flow_hash: u32) -> &UdpSocket {
-        let i = (u64::from(flow_hash) * self.sockets.len() as u64) >> 32;
-        &self.sockets[i as usize]
+    pub fn pick(&self, flow_hash: u32) -> &UdpIo {
+        &self.sockets[self.index(flow_hash)]
+    }
+
+    /// The index of [`SendPool::pick`]'s socket.
+    #[inline]
+    pub fn index(&self, flow_hash: u32) -> usize {
+        ((u64::from(flow_hash) * self.sockets.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    pub fn get(&self, index: usize) -> &UdpIo {
+        &self.sockets[index]
     }
 
     pub fn ports(&self) -> Vec<u16> {
-        self.sockets.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.port()).collect()
+        self.sockets.iter().filter_map(|s| s.socket.local_addr().ok()).map(|a| a.port()).collect()
     }
 }
 
-/// A UDP socket bound at `addr`, with large buffers and fragmentation forbidden. An IPv6
-/// wildcard socket is dual-stack, so one socket serves IPv4 and IPv6 peers.
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+impl UdpIo {
+    /// Wraps a bound socket. quinn-udp turns on GRO and its own "don't fragment" flavour
+    /// (PMTUDISC_PROBE); vxtap keeps PMTUDISC_DO, so a learned path MTU is honoured, and turns
+    /// GRO back off without `gro`, and receive timestamps off (unused, a cost per datagram).
+    fn new(socket: UdpSocket, addr: SocketAddr, gro: bool) -> io::Result<UdpIo> {
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        let s = socket2::SockRef::from(&socket);
+        dont_fragment(&s, addr)?;
+        let _ = setsockopt(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
+        if !gro {
+            let _ = setsockopt(&s, libc::SOL_UDP, libc::UDP_GRO, 0);
+        }
+        let gro = gro && state.gro_segments() > 1;
+        Ok(UdpIo { socket, state, gro })
+    }
+
+    /// Sends `contents` to `to`: one datagram, or with `segment_size` a GSO train of datagrams of
+    /// that size (the last may be shorter).
+    #[inline]
+    pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
+        let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
+        self.state.try_send(UdpSockRef::from(&self.socket), &t)
+    }
+
+    /// Receives up to `bufs.len()` messages without blocking (WouldBlock when there is none);
+    /// with GRO a message may hold a train of datagrams, `meta.stride` bytes apart.
+    #[inline]
+    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)
+    }
+
+    /// Blocks until the socket has something to read (or an error to report).
+    pub fn wait_readable(&self) -> io::Result<()> {
+        let mut pfd = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the call.
+        match unsafe { libc::poll(&mut pfd, 1, -1) } {
+            r if r < 0 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Forbids fragmentation: IPv6 and, on IPv4 or dual-stack sockets, IPv4.
+fn dont_fragment(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)?;
+    }
+    if addr.is_ipv4() || addr.ip().is_unspecified() {
+        setsockopt(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)?;
+    }
+    Ok(())
+}
+
+/// A UDP socket bound at `addr`, with large buffers and fragmentation forbidden, in a
+/// SO_REUSEPORT group if `reuse_port`. An IPv6 wildcard socket is dual-stack, so one socket
+/// serves IPv4 and IPv6 peers.
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(!addr.ip().is_unspecified())?;
         // Accept zero UDP checksums from peers that send them over IPv6 (RFC 6935); best effort.
         let _ = setsockopt(&socket, libc::IPPROTO_UDP, libc::UDP_NO_CHECK6_RX, 1);
-        setsockopt(&socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)?;
     }
-    if addr.is_ipv4() || addr.ip().is_unspecified() {
-        // On a dual-stack socket this covers IPv4 peers too.
-        setsockopt(&socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)?;
+    dont_fragment(&socket, addr)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
     }
     // Root may exceed net.core.[rw]mem_max; otherwise take what the limit allows.
     if setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, BUFFER_BYTES as libc::c_int).is_err() {
@@ -203,10 +326,14 @@ pub fn wildcard(v6: bool) -> IpAddr {
 mod tests {
     use super::*;
 
+    fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
+        UnderlayOptions { src_ports: range, udp_csum, queues, offload: true }
+    }
+
     #[test]
     fn pool_binds_distinct_ports_in_range_and_picks_stably() {
         let range = PortRange::new(40100, 40163).unwrap();
-        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40099)), range, true).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40099)), opts(range, true, 1)).unwrap();
         let ports = u.send.ports();
         assert_eq!(ports.len(), SEND_POOL_SIZE);
         assert!(ports.iter().all(|p| (40100..=40163).contains(p)));
@@ -214,19 +341,28 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(dedup.len(), ports.len());
-        let a = u.send.pick(12345).local_addr().unwrap();
-        assert_eq!(a, u.send.pick(12345).local_addr().unwrap());
-        assert_ne!(u.send.pick(0).local_addr().unwrap(), u.send.pick(u32::MAX).local_addr().unwrap());
+        let a = u.send.pick(12345).socket.local_addr().unwrap();
+        assert_eq!(a, u.send.pick(12345).socket.local_addr().unwrap());
+        assert_ne!(
+            u.send.pick(0).socket.local_addr().unwrap(),
+            u.send.pick(u32::MAX).socket.local_addr().unwrap()
+        );
     }
 
     #[test]
     fn busy_port_is_one_clear_line() {
         let range = PortRange::new(40200, 40210).unwrap();
-        let first = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range, true).unwrap();
-        let err = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), range, true).err().unwrap();
-        assert!(err.to_string().contains("already in use"), "{err}");
+        let first = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), opts(range, true, 2)).unwrap();
+        assert_eq!(first.recv.len(), 2, "one receive socket per queue");
+        for queues in [1, 2] {
+            let err = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40199)), opts(range, true, queues))
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains("already in use"), "{queues} queues: {err}");
+        }
         drop(first);
-        let err = Underlay::bind(SocketAddr::from(([198, 18, 0, 250], 40199)), range, true).err().unwrap();
+        let err =
+            Underlay::bind(SocketAddr::from(([198, 18, 0, 250], 40199)), opts(range, true, 1)).err().unwrap();
         assert!(err.to_string().contains("not on this host"), "{err}");
     }
 
@@ -234,11 +370,39 @@ mod tests {
     fn ipv4_peers_are_mapped_on_ipv6_sockets() {
         let u = Underlay::bind(
             SocketAddr::from((Ipv6Addr::LOCALHOST, 40299)),
-            PortRange::new(40300, 40301).unwrap(),
-            false, // and zero checksums: exercises UDP_NO_CHECK6_TX
+            opts(PortRange::new(40300, 40301).unwrap(), false, 1), // zero checksums: UDP_NO_CHECK6_TX
         );
         let Ok(u) = u else { return }; // IPv6 may be disabled on the test host
         let p = u.peer(SocketAddr::from(([198, 18, 0, 2], 4789)));
         assert_eq!(p.to_string(), "[::ffff:198.18.0.2]:4789");
+        assert_eq!(u.gso_segments(), 1, "no GSO without UDP checksums");
+    }
+
+    /// One GSO send on loopback arrives as the same datagrams, whether the receive socket gets
+    /// them as one GRO train or one by one.
+    #[test]
+    fn gso_train_arrives_as_its_datagrams() {
+        let range = PortRange::new(40400, 40415).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40399)), opts(range, true, 1)).unwrap();
+        let gso = u.gso_segments();
+        let (seg, count) = (1000, gso.min(5));
+        let mut train: Vec<u8> = (0..seg * count - 300).map(|i| (i / seg) as u8 + 1).collect();
+        train[0] = 0xee;
+        u.send.pick(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < train.len() {
+            let mut meta = [RecvMeta::default()];
+            let n = loop {
+                match u.recv[0].recv(&mut [IoSliceMut::new(&mut buf)], &mut meta) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.recv[0].wait_readable().unwrap(),
+                    r => break r.unwrap(),
+                }
+            };
+            assert_eq!(n, 1);
+            assert_eq!(meta[0].stride, seg.min(meta[0].len), "datagram boundaries at the segment size");
+            got.extend_from_slice(&buf[..meta[0].len]);
+        }
+        assert_eq!(got, train);
     }
 }
