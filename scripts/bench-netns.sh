@@ -19,6 +19,8 @@ other on the same veth, each torn down before the next:
                  the peer; MTU 1450)
   vxtap-vxlan    vxtap run --proto vxlan in both namespaces (TAP vxt0, MTU 1450)
   vxtap-geneve   vxtap run --proto geneve in both namespaces (port 6081; needs no geneve module)
+  vxtap-nooffload  vxtap run --proto vxlan --no-offload: one frame per system call, the path
+                 before TAP offloads, UDP GSO/GRO and batching (for the before/after comparison)
 
 Per configuration:
   tcp1           iperf3 TCP, 1 stream, for S seconds: Gbit/s at the receiver, retransmits
@@ -28,6 +30,9 @@ Per configuration:
   rtt            ping -i 0.01 -c 200: average and p99 (nearest rank) of the per-packet times, us
   cpu            user+system CPU seconds of both vxtap processes (all threads, /proc/PID/stat)
                  during tcp1, per 1e9 bytes received; "-" for veth and kernel-vxlan
+  syscalls       system calls that moved packets in both vxtap processes (TAP reads and writes,
+                 socket sends and receives: the rx_syscalls and tx_syscalls counters) during
+                 tcp1, per 1e9 bytes received
 The table (stdout) shows the median of each figure over the runs and, in brackets, its ratio to
 kernel-vxlan; RTT cells also show the difference to the kernel in microseconds.
 
@@ -182,14 +187,15 @@ teardown_kernel-vxlan() {
   return 0
 }
 
-# vxtap_up DIR PROTO: one vxtap per namespace, waits for "ready" in both logs.
+# vxtap_up DIR PROTO [ARGS...]: one vxtap per namespace, waits for "ready" in both logs.
 vxtap_up() {
   local dir=$1 proto=$2 side ns loc rem addr sock logf p i
+  shift 2
   for side in a b; do
     if [ $side = a ]; then ns=$NS_A loc=$U_A rem=$U_B addr=$O_A; else ns=$NS_B loc=$U_B rem=$U_A addr=$O_B; fi
     sock="$TMP/vxtap-$proto-$side.sock" logf="$dir/vxtap-$side.log"
     start_bg ip netns exec "$ns" "$BIN" run --dev vxt0 --vni 42 --proto "$proto" \
-      --local "$loc" --remote "$rem" --address "$addr/24" --control "$sock" >"$logf" 2>&1
+      --local "$loc" --remote "$rem" --address "$addr/24" --control "$sock" "$@" >"$logf" 2>&1
     VX_PIDS+=("$LAST_PID") VX_SOCKS+=("$sock")
   done
   for i in 0 1; do
@@ -222,8 +228,17 @@ setup_vxtap-vxlan() { vxtap_up "$1" vxlan; }
 setup_vxtap-geneve() { vxtap_up "$1" geneve; }
 teardown_vxtap-vxlan() { vxtap_down "$1"; }
 teardown_vxtap-geneve() { vxtap_down "$1"; }
+setup_vxtap-nooffload() { vxtap_up "$1" vxlan --no-offload; }
+teardown_vxtap-nooffload() { vxtap_down "$1"; }
 
 # ---- measurements ----------------------------------------------------------------------------
+stats_sample() {  # TAG DIR: each vxtap's counters as DIR/tcp1-stats-TAG-{a,b}.json
+  local i
+  for i in "${!VX_SOCKS[@]}"; do
+    timeout 5 "$BIN" stats --control "${VX_SOCKS[$i]}" --json \
+      >"$2/tcp1-stats-$1-$([ "$i" = 0 ] && echo a || echo b).json" 2>/dev/null || true
+  done
+}
 cpu_sample() {  # TAG FILE: "TAG PID UTIME STIME" per vxtap process
   local p rest
   for p in "${VX_PIDS[@]}"; do
@@ -257,10 +272,10 @@ iperf() {
     ip netns exec "$NS_B" ss -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && break
     sleep 0.05
   done
-  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || { echo "clk_tck $(getconf CLK_TCK)" >"$dir/cpu.txt"; cpu_sample before "$dir/cpu.txt"; }
+  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || { echo "clk_tck $(getconf CLK_TCK)" >"$dir/cpu.txt"; stats_sample before "$dir"; cpu_sample before "$dir/cpu.txt"; }
   run_wait timeout -k 5 $((DURATION + 40)) ip netns exec "$NS_A" iperf3 -c "$O_B" -p "$IPERF_PORT" \
     -t "$DURATION" --connect-timeout 5000 -J "$@" >"$dir/$name.json" 2>"$dir/$name.err" || rc=$?
-  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || cpu_sample after "$dir/cpu.txt"
+  [ "$name" != tcp1 ] || [ ${#VX_PIDS[@]} = 0 ] || { cpu_sample after "$dir/cpu.txt"; stats_sample after "$dir"; }
   [ "$rc" = 0 ] || echo "iperf3 client ($name) exited with status $rc" >>"$dir/error.txt"
   wait_exit "$srv" 10 || true
   # The client's JSON carries the server's numbers too; keep only the files that say something.
@@ -325,7 +340,7 @@ log "vxtap $BIN; results in $OUT; ${REPEAT} run(s), iperf3 ${DURATION}s, $PINGS 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_underlay
 for ((run = 1; run <= REPEAT; run++)); do
-  for cfg in veth kernel-vxlan vxtap-vxlan vxtap-geneve; do
+  for cfg in veth kernel-vxlan vxtap-vxlan vxtap-geneve vxtap-nooffload; do
     run_config "$run" "$cfg"
   done
 done

@@ -24,7 +24,8 @@ import os
 import statistics
 import sys
 
-CONFIGS = ["veth", "kernel-vxlan", "vxtap-vxlan", "vxtap-geneve"]
+CONFIGS = ["veth", "kernel-vxlan", "vxtap-vxlan", "vxtap-geneve", "vxtap-nooffload"]
+VXTAP_ONLY = {"cpu_s_per_gb", "syscalls_per_gb"}
 KERNEL = "kernel-vxlan"
 UDP_PAYLOAD = 64
 
@@ -39,10 +40,12 @@ METRICS = [
     ("rtt_avg_us", "rtt avg", "us", 1),
     ("rtt_p99_us", "rtt p99", "us", 1),
     ("cpu_s_per_gb", "vxtap cpu (tcp1)", "s/GB", 2),
+    ("syscalls_per_gb", "vxtap syscalls (tcp1)", "k/GB", 1),
 ]
 RTT_METRICS = {"rtt_avg_us", "rtt_p99_us"}
 CHART = [("tcp1_gbps", "TCP, 1 stream"), ("tcp4_gbps", "TCP, 4 streams"), ("udp_kpps", "UDP 64 B, packets/s")]
-COLOURS = {"veth": "#8c8c8c", "kernel-vxlan": "#1f77b4", "vxtap-vxlan": "#ff7f0e", "vxtap-geneve": "#2ca02c"}
+COLOURS = {"veth": "#8c8c8c", "kernel-vxlan": "#1f77b4", "vxtap-vxlan": "#ff7f0e", "vxtap-geneve": "#2ca02c",
+           "vxtap-nooffload": "#d62728"}
 
 
 def load_json(path, errors):
@@ -125,6 +128,23 @@ def cpu_figure(path, gbytes):
     return secs / gbytes, secs
 
 
+def syscalls_figure(run_dir, gbytes, errors):
+    """Thousands of packet-moving system calls of both vxtap processes per GB received in tcp1."""
+    if not gbytes:
+        return None
+    total = 0
+    for side in ("a", "b"):
+        before = load_json(os.path.join(run_dir, f"tcp1-stats-before-{side}.json"), errors)
+        after = load_json(os.path.join(run_dir, f"tcp1-stats-after-{side}.json"), errors)
+        if not before or not after:
+            return None
+        for k in ("rx_syscalls", "tx_syscalls"):
+            if k not in after or k not in before:
+                return None
+            total += after[k] - before[k]
+    return total / gbytes / 1e3
+
+
 def parse_run(run_dir):
     """Figures of one configuration run, the list of problems and which tests delivered traffic."""
     errors = []
@@ -150,6 +170,7 @@ def parse_run(run_dir):
     fig["ping_replies"] = replies
     moved["ping"] = replies > 0
     fig["cpu_s_per_gb"], fig["vxtap_cpu_s"] = cpu_figure(os.path.join(run_dir, "cpu.txt"), tcp1_bytes / 1e9)
+    fig["syscalls_per_gb"] = syscalls_figure(run_dir, tcp1_bytes / 1e9, errors)
     try:
         fig["tcp_congestion"] = t1["end"]["sender_tcp_congestion"]
     except (KeyError, TypeError):
@@ -273,7 +294,7 @@ def table(medians, configs, repeat):
         row = [f"{label} {unit}".strip()]
         for c in configs:
             v = medians.get(c, {}).get(key)
-            if key == "cpu_s_per_gb" and c in ("veth", KERNEL):
+            if key in VXTAP_ONLY and c in ("veth", KERNEL):
                 row.append("-")
                 continue
             cell = fmt(v, dec)
@@ -355,6 +376,7 @@ def cmd_report(argv):
           f"ratio (x) to kernel-vxlan in brackets")
     print(table(medians, configs, repeat))
     print(f"cpu = user+system seconds of both vxtap processes during the TCP single-stream test per 1e9 bytes received;"
+          f" syscalls = their packet-moving system calls (TAP reads/writes, socket sends/receives) in that test, per GB;"
           f" udp64 = 64-byte payloads at unlimited rate, delivered at the receiver")
     cc = sorted({r["figures"].get("tcp_congestion") for r in runs} - {None})
     if cc:
