@@ -372,3 +372,64 @@ fn runs_unprivileged_after_setup() {
     let status = bed.vtep(0).terminate(Duration::from_secs(2));
     assert!(bed.check(status, "terminate").success());
 }
+
+/// A burst of same-size UDP datagrams crosses intact and in order. With offloads on and a TAP
+/// that took USO, the receiver merged them into UDP super-frames (fewer TAP writes than
+/// datagrams); with them off it did not.
+fn udp_burst(extra: &[&str]) {
+    const N: u32 = 2000;
+    const LEN: usize = 200;
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start_with(0, Proto::Vxlan, &[1], extra);
+    bed.start_with(1, Proto::Vxlan, &[0], extra);
+    let _servers = bed.echo_servers();
+    bed.echo_pair();
+    let to = overlay(1, 7100);
+    let socket = bed.check(
+        bed.ul.node(1).run(|| -> std::io::Result<std::net::UdpSocket> {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            s.set_recv_buffer_size(8 << 20)?;
+            s.bind(&to.into())?;
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            Ok(s.into())
+        }),
+        "setns",
+    );
+    let socket = socket.unwrap_or_else(|e| panic!("binding {to}: {e}"));
+    let datagram = |seq: u32| -> Vec<u8> {
+        let mut d = seq.to_be_bytes().to_vec();
+        d.extend((0..LEN - 4).map(|i| (i as u32 ^ seq) as u8));
+        d
+    };
+    let counter = std::thread::spawn(move || {
+        let (mut got, mut buf) = (Vec::new(), [0u8; 2048]);
+        while let Ok(len) = socket.recv(&mut buf) {
+            got.push(buf[..len].to_vec());
+        }
+        got
+    });
+    let burst: Vec<Vec<u8>> = (0..N).map(datagram).collect();
+    let refs: Vec<&[u8]> = burst.iter().map(|d| d.as_slice()).collect();
+    bed.check(udp_send(bed.ul.node(0), to, &refs), "udp burst");
+    let got = counter.join().expect("receiver thread");
+    let mut last = None;
+    for d in &got {
+        let seq = u32::from_be_bytes(d[..4].try_into().unwrap());
+        assert_eq!(d, &datagram(seq), "datagram {seq} corrupted");
+        assert!(last < Some(seq), "datagram {seq} after {last:?}: reordered or duplicated");
+        last = Some(seq);
+    }
+    assert!(got.len() as u32 >= N / 2, "only {} of {N} datagrams arrived\n{}", got.len(), bed.logs());
+    let coalesced = bed.counter_at(&bed.control(1), "rx_coalesced");
+    let uso = bed.vtep(1).log().contains("uso=true");
+    match (extra.contains(&"--no-offload"), uso) {
+        (true, _) => assert_eq!(coalesced, 0, "offloads off, yet coalesced"),
+        (false, true) => assert!(coalesced > 0, "a TAP with USO got no UDP super-frame"),
+        (false, false) => eprintln!("this kernel's TAP has no USO: UDP is not coalesced"),
+    }
+    eprintln!("{extra:?}: {} of {N} datagrams, {coalesced} super-frames", got.len());
+}
+
+netns_test!(udp_burst_intact_and_coalesced, udp_burst(&[]));
+
+netns_test!(udp_burst_intact_offloads_off, udp_burst(&["--no-offload"]));

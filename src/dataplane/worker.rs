@@ -275,6 +275,8 @@ impl<'a> Delivery<'a> {
         if self.pending.is_some_and(|(i, _)| i != index) {
             self.flush();
         }
+        // UDP datagrams merge only for a TAP that takes UDP super-frames back (USO).
+        self.gro.set_udp(tap.offloads().uso);
         loop {
             match self.gro.offer(frame) {
                 Offer::Merged | Offer::Held => {

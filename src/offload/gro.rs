@@ -5,6 +5,10 @@
 //! The merge rules follow the kernel's `tcp_gro_receive`, so the stack gets what a GRO-capable NIC
 //! would give it. Every segment's checksums are verified first: the super-frame's TCP checksum is
 //! left partial, so a corrupt segment merged into it would reach the stack unchecked.
+//!
+//! When the TAP accepted USO (Linux 6.2+), same-size UDP datagrams of one flow are merged the same
+//! way into a `GSO_UDP_L4` super-frame, which the kernel splits back into the datagrams, as
+//! `udp_gro_receive` would have built it (without the fraglist variant).
 
 use super::checksum::{pseudo_v4, pseudo_v6, Sum};
 use super::vnet::{self, VnetHdr};
@@ -18,10 +22,15 @@ const ACK: u8 = 0x10;
 const URG: u8 = 0x20;
 const CWR: u8 = 0x80;
 
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const UDP_HDR: usize = 8;
+
 /// Largest merged IP packet. Both length fields are 16 bits; for IPv6 the fixed header counts too
 /// (as in the kernel's GRO without BIG TCP), which keeps every frame within the buffer.
 const MAX_IP: usize = 65535;
-/// Most segments per super-frame: bounds the work and the delay one write carries.
+/// Most segments per super-frame: bounds the work and the delay one write carries. Also the
+/// kernel's UDP_MAX_SEGMENTS, past which it refuses a UDP GSO frame.
 const MAX_SEGS: usize = 64;
 /// Ethernet header with one 802.1Q tag.
 const MAX_L2: usize = 18;
@@ -46,13 +55,17 @@ pub enum Offer {
 #[derive(Clone, Copy, Debug)]
 struct Seg {
     v: IpVersion,
+    /// A UDP datagram; otherwise a TCP segment.
+    udp: bool,
     l3: usize,
     l4: usize,
-    /// TCP header length.
+    /// TCP header length, or the UDP header's 8.
     thl: usize,
     /// End of the IP packet; Ethernet padding may follow.
     end: usize,
+    /// TCP only (0 for UDP).
     seq: u32,
+    /// TCP only (0 for UDP).
     flags: u8,
 }
 
@@ -75,7 +88,8 @@ struct Pending {
     segs: usize,
     next_seq: u32,
     gso_size: usize,
-    /// No segment may follow: one with PSH or FIN, or one shorter than gso_size, is in.
+    /// No segment may follow: one with PSH or FIN, or one shorter than gso_size, is in. For UDP
+    /// the short one is also what the kernel's segmentation can only put last.
     closed: bool,
     /// PSH and FIN of the merged segments, carried into the super-frame's flags.
     push_fin: u8,
@@ -84,12 +98,14 @@ struct Pending {
     window: [u8; 2],
 }
 
-/// Merges consecutive TCP segments of one flow into one super-frame. Owns one buffer,
-/// allocated in new().
+/// Merges consecutive TCP segments (and, with set_udp, UDP datagrams) of one flow into one
+/// super-frame. Owns one buffer, allocated in new().
 pub struct Coalescer {
     /// Output layout: virtio-net header space, then the frame, so take() needs no copy.
     buf: Box<[u8]>,
     pending: Option<Pending>,
+    /// UDP datagrams are candidates too.
+    udp: bool,
 }
 
 impl Default for Coalescer {
@@ -100,21 +116,29 @@ impl Default for Coalescer {
 
 impl std::fmt::Debug for Coalescer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coalescer").field("pending", &self.pending).finish()
+        f.debug_struct("Coalescer").field("pending", &self.pending).field("udp", &self.udp).finish()
     }
 }
 
 impl Coalescer {
     pub fn new() -> Coalescer {
-        Coalescer { buf: vec![0u8; BUF_LEN].into_boxed_slice(), pending: None }
+        Coalescer { buf: vec![0u8; BUF_LEN].into_boxed_slice(), pending: None, udp: false }
+    }
+
+    /// Also merges UDP datagrams (for a TAP that accepted USO); off by default, as a TAP without
+    /// it rejects GSO_UDP_L4 frames.
+    pub fn set_udp(&mut self, on: bool) {
+        self.udp = on;
     }
 
     pub fn offer(&mut self, frame: &[u8]) -> Offer {
-        let Some(seg) = parse(frame) else {
+        let Some(seg) = parse(frame, self.udp) else {
             return Offer::Pass;
         };
         let Some(p) = &mut self.pending else {
             self.buf[vnet::LEN..vnet::LEN + seg.end].copy_from_slice(&frame[..seg.end]);
+            // Read only for TCP: a short UDP datagram may end before these offsets.
+            let window = if seg.udp { [0; 2] } else { [frame[seg.l4 + 14], frame[seg.l4 + 15]] };
             self.pending = Some(Pending {
                 head: seg,
                 len: seg.end,
@@ -123,7 +147,7 @@ impl Coalescer {
                 gso_size: seg.payload_len(),
                 closed: seg.flags & (PSH | FIN) != 0,
                 push_fin: 0,
-                window: [frame[seg.l4 + 14], frame[seg.l4 + 15]],
+                window,
             });
             return Offer::Held;
         };
@@ -138,7 +162,9 @@ impl Coalescer {
         p.next_seq = p.next_seq.wrapping_add(n as u32);
         p.push_fin |= seg.flags & (PSH | FIN);
         p.closed = seg.flags & (PSH | FIN) != 0 || n < p.gso_size;
-        p.window = [frame[seg.l4 + 14], frame[seg.l4 + 15]];
+        if !seg.udp {
+            p.window = [frame[seg.l4 + 14], frame[seg.l4 + 15]];
+        }
         Offer::Merged
     }
 
@@ -166,37 +192,59 @@ impl Coalescer {
     }
 }
 
-/// The segment's layout if it is a coalescing candidate with valid checksums.
-fn parse(frame: &[u8]) -> Option<Seg> {
+/// The segment's layout if it is a coalescing candidate with valid checksums; UDP datagrams are
+/// candidates only when `udp` is set.
+fn parse(frame: &[u8], udp: bool) -> Option<Seg> {
     let (l3, v) = l3_offset(frame)?;
-    let (l4, end, pseudo) = match v {
+    let is_udp = |proto: u8| match proto {
+        PROTO_TCP => Some(false),
+        PROTO_UDP if udp => Some(true),
+        _ => None,
+    };
+    // The smallest transport part worth merging: a header and at least one payload byte (a
+    // TCP header without payload is left out below, after its length is known).
+    let min_l4 = |is_udp: bool| if is_udp { UDP_HDR + 1 } else { 20 };
+    let (is_udp, l4, end, pseudo) = match v {
         IpVersion::V4 => {
             let ip = frame.get(l3..l3 + 20)?;
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            // No options, TCP, and nothing but DF among the fragment bits (MF, offset and the
+            let is_udp = is_udp(ip[9])?;
+            // No options, and nothing but DF among the fragment bits (MF, offset and the
             // reserved bit all stop the kernel's inet_gro_receive too).
-            if ip[0] != 0x45 || ip[9] != 6 || ip[6] & 0xbf != 0 || ip[7] != 0 || total < 40 {
+            if ip[0] != 0x45 || ip[6] & 0xbf != 0 || ip[7] != 0 || total < 20 + min_l4(is_udp) {
                 return None;
             }
             if l3 + total > frame.len() || !Sum::ZERO.add_bytes(ip).verifies() {
                 return None;
             }
-            (l3 + 20, l3 + total, pseudo_v4(&ip[12..16], &ip[16..20], 6, (total - 20) as u16))
+            let pseudo = pseudo_v4(&ip[12..16], &ip[16..20], ip[9], (total - 20) as u16);
+            (is_udp, l3 + 20, l3 + total, pseudo)
         }
         IpVersion::V6 => {
             let ip = frame.get(l3..l3 + 40)?;
             let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            // TCP right after the fixed header: extension headers are left to the kernel.
-            if ip[0] >> 4 != 6 || ip[6] != 6 || plen < 20 || 40 + plen > MAX_IP {
+            // The transport header right after the fixed header: extension headers are left to
+            // the kernel.
+            let is_udp = is_udp(ip[6])?;
+            if ip[0] >> 4 != 6 || plen < min_l4(is_udp) || 40 + plen > MAX_IP {
                 return None;
             }
             if l3 + 40 + plen > frame.len() {
                 return None;
             }
-            (l3 + 40, l3 + 40 + plen, pseudo_v6(&ip[8..24], &ip[24..40], 6, plen as u32))
+            (is_udp, l3 + 40, l3 + 40 + plen, pseudo_v6(&ip[8..24], &ip[24..40], ip[6], plen as u32))
         }
     };
-    let tcp = &frame[l4..end];
+    let l4_bytes = &frame[l4..end];
+    if is_udp {
+        let len = usize::from(u16::from_be_bytes([l4_bytes[4], l4_bytes[5]]));
+        // A zero checksum means none was sent (IPv4): merging would make one up for the whole.
+        if len != l4_bytes.len() || l4_bytes[6..8] == [0, 0] || !pseudo.add_bytes(l4_bytes).verifies() {
+            return None;
+        }
+        return Some(Seg { v, udp: true, l3, l4, thl: UDP_HDR, end, seq: 0, flags: 0 });
+    }
+    let tcp = l4_bytes;
     let thl = usize::from(tcp[12] >> 4) * 4;
     let flags = tcp[13];
     // A header that leaves no payload is a pure ACK (or malformed): nothing to merge.
@@ -207,14 +255,18 @@ fn parse(frame: &[u8]) -> Option<Seg> {
         return None;
     }
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    Some(Seg { v, l3, l4, thl, end, seq, flags })
+    Some(Seg { v, udp: false, l3, l4, thl, end, seq, flags })
 }
 
 /// Whether `seg` (in `frame`) extends the pending super-frame whose bytes are `held`.
 fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
     let h = &p.head;
     let n = seg.payload_len();
-    if p.closed || p.segs >= MAX_SEGS || n > p.gso_size || seg.seq != p.next_seq {
+    // A TCP segment never continues UDP datagrams, nor the other way round.
+    if p.closed || p.segs >= MAX_SEGS || n > p.gso_size || seg.udp != h.udp {
+        return false;
+    }
+    if !seg.udp && seg.seq != p.next_seq {
         return false;
     }
     if seg.v != h.v || seg.l3 != h.l3 || seg.thl != h.thl || p.len + n - h.l3 > MAX_IP {
@@ -233,20 +285,22 @@ fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
         // Version, traffic class and flow label; hop limit; addresses.
         IpVersion::V6 => same(l3, l3 + 4) && held[l3 + 7] == frame[l3 + 7] && same(l3 + 8, l3 + 40),
     };
-    same_ip
-        && same(0, l3)
-        // Ports; ack number and data offset; flags but PSH and FIN; options.
-        && same(l4, l4 + 4)
-        && same(l4 + 8, l4 + 13)
-        && (held[l4 + 13] ^ frame[l4 + 13]) & !(PSH | FIN) == 0
-        && same(l4 + 20, l4 + h.thl)
+    let same_tcp = || {
+        // Ack number and data offset; flags but PSH and FIN; options.
+        same(l4 + 8, l4 + 13)
+            && (held[l4 + 13] ^ frame[l4 + 13]) & !(PSH | FIN) == 0
+            && same(l4 + 20, l4 + h.thl)
+    };
+    // Ethernet header; ports.
+    same_ip && same(0, l3) && same(l4, l4 + 4) && (h.udp || same_tcp())
 }
 
 /// Rewrites the first segment's headers in `frame` to describe the whole super-frame, with the
-/// TCP checksum left partial (pseudo-header only) for the kernel to complete or not need.
+/// TCP or UDP checksum left partial (pseudo-header only) for the kernel to complete or not need.
 fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
-    let Seg { v, l3, l4, thl, .. } = p.head;
-    let tcp_len = frame.len() - l4;
+    let Seg { v, udp, l3, l4, thl, .. } = p.head;
+    let l4_len = frame.len() - l4;
+    let proto = if udp { PROTO_UDP } else { PROTO_TCP };
     let (pseudo, gso_type) = match v {
         IpVersion::V4 => {
             let ip_len = (frame.len() - l3) as u16;
@@ -256,26 +310,36 @@ fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
             let csum = !Sum::ZERO.add_bytes(&frame[l3..l3 + 20]).fold();
             frame[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
             (
-                pseudo_v4(&frame[l3 + 12..l3 + 16], &frame[l3 + 16..l3 + 20], 6, tcp_len as u16),
+                pseudo_v4(&frame[l3 + 12..l3 + 16], &frame[l3 + 16..l3 + 20], proto, l4_len as u16),
                 vnet::GSO_TCPV4,
             )
         }
         IpVersion::V6 => {
             let payload_len = (frame.len() - l3 - 40) as u16;
             frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-            (pseudo_v6(&frame[l3 + 8..l3 + 24], &frame[l3 + 24..l3 + 40], 6, tcp_len as u32), vnet::GSO_TCPV6)
+            let pseudo = pseudo_v6(&frame[l3 + 8..l3 + 24], &frame[l3 + 24..l3 + 40], proto, l4_len as u32);
+            (pseudo, vnet::GSO_TCPV6)
         }
     };
-    frame[l4 + 13] |= p.push_fin;
-    frame[l4 + 14..l4 + 16].copy_from_slice(&p.window);
-    frame[l4 + 16..l4 + 18].copy_from_slice(&pseudo.fold().to_be_bytes());
+    // The pseudo-header sum, not complemented: what F_NEEDS_CSUM asks the kernel to complete.
+    let partial = pseudo.fold().to_be_bytes();
+    let (gso_type, csum_offset) = if udp {
+        frame[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        frame[l4 + 6..l4 + 8].copy_from_slice(&partial);
+        (vnet::GSO_UDP_L4, 6)
+    } else {
+        frame[l4 + 13] |= p.push_fin;
+        frame[l4 + 14..l4 + 16].copy_from_slice(&p.window);
+        frame[l4 + 16..l4 + 18].copy_from_slice(&partial);
+        (gso_type, 16)
+    };
     VnetHdr {
         flags: vnet::F_NEEDS_CSUM,
         gso_type,
         hdr_len: (l4 + thl) as u16,
         gso_size: p.gso_size as u16,
         csum_start: l4 as u16,
-        csum_offset: 16,
+        csum_offset,
     }
 }
 
@@ -824,7 +888,10 @@ mod tests {
 
     /// Offers a stream, taking on Flush and at the end; returns the taken frames.
     fn run(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let mut c = Coalescer::new();
+        run_in(Coalescer::new(), frames)
+    }
+
+    fn run_in(mut c: Coalescer, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for f in frames {
             match c.offer(f) {
@@ -844,8 +911,440 @@ mod tests {
         out
     }
 
+    // UDP (USO) coalescing.
+
+    const SPORT: u16 = 40000;
+    const DPORT: u16 = 5201;
+
+    fn udp_coalescer() -> Coalescer {
+        let mut c = Coalescer::new();
+        c.set_udp(true);
+        c
+    }
+
+    /// An IPv4 UDP datagram from etherparse (correct lengths and checksums), after `edit`.
+    fn udp4_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
+        let mut ip = Ipv4Header::new(0, 64, IpNumber::UDP, SRC4, DST4).unwrap();
+        ip.dont_fragment = true;
+        ip.identification = payload.len() as u16 ^ u16::from(payload.first().copied().unwrap_or(0)); // not compared
+        edit(&mut ip);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .udp(ports.0, ports.1)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn udp4(payload: &[u8]) -> Vec<u8> {
+        udp4_with((SPORT, DPORT), payload, |_| {})
+    }
+
+    fn udp6_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv6Header)) -> Vec<u8> {
+        let mut ip = Ipv6Header {
+            traffic_class: 0x20,
+            flow_label: Ipv6FlowLabel::try_new(0x5_4321).unwrap(),
+            payload_length: 0,
+            next_header: IpNumber::UDP,
+            hop_limit: 64,
+            source: SRC6,
+            destination: DST6,
+        };
+        edit(&mut ip);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ip(IpHeaders::Ipv6(ip, Default::default()))
+            .udp(ports.0, ports.1)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn udp6(payload: &[u8]) -> Vec<u8> {
+        udp6_with((SPORT, DPORT), payload, |_| {})
+    }
+
+    /// Checks a taken UDP frame independently (etherparse, after completing a partial checksum
+    /// as the kernel would) and returns its virtio-net header and payload.
+    fn check_udp(out: &[u8]) -> (VnetHdr, Vec<u8>) {
+        let h = VnetHdr::parse(out).expect("vnet header");
+        let mut frame = out[vnet::LEN..].to_vec();
+        let (l3, _) = l3_offset(&frame).expect("IP");
+        let gso = h.gso_type != vnet::GSO_NONE;
+        if gso {
+            assert_eq!(h.flags, vnet::F_NEEDS_CSUM);
+            assert_eq!(h.gso_type, vnet::GSO_UDP_L4);
+            assert_eq!(h.csum_offset, 6);
+            assert!(complete(&mut frame, usize::from(h.csum_start), 6));
+        } else {
+            assert_eq!(h, VnetHdr { flags: vnet::F_DATA_VALID, ..VnetHdr::default() });
+        }
+        let pkt = SlicedPacket::from_ethernet(&frame).expect("parses");
+        let Some(TransportSlice::Udp(udp)) = &pkt.transport else { panic!("no UDP") };
+        let payload = udp.payload().to_vec();
+        let l4 = frame.len() - udp.slice().len();
+        assert_eq!(usize::from(udp.length()), frame.len() - l4, "UDP length");
+        let expect = match pkt.net.as_ref().expect("net") {
+            NetSlice::Ipv4(ip) => {
+                let ih = ip.header();
+                assert_eq!(usize::from(ih.total_len()), frame.len() - l3, "IPv4 total length");
+                assert_eq!(ih.header_checksum(), ih.to_header().calc_header_checksum());
+                udp.to_header().calc_checksum_ipv4_raw(ih.source(), ih.destination(), &payload).unwrap()
+            }
+            NetSlice::Ipv6(ip) => {
+                let ih = ip.header();
+                assert_eq!(usize::from(ih.payload_length()), frame.len() - l3 - 40, "IPv6 length");
+                udp.to_header().calc_checksum_ipv6_raw(ih.source(), ih.destination(), &payload).unwrap()
+            }
+            NetSlice::Arp(_) => panic!("ARP"),
+        };
+        assert_eq!(udp.checksum(), expect, "UDP checksum");
+        if gso {
+            assert_eq!(usize::from(h.csum_start), l4);
+            assert_eq!(usize::from(h.hdr_len), l4 + 8);
+            let gso_size = usize::from(h.gso_size);
+            assert!(payload.len() > gso_size, "a GSO frame has several datagrams");
+            assert!(payload.len() <= MAX_SEGS * gso_size, "UDP_MAX_SEGMENTS");
+        }
+        (h, payload)
+    }
+
+    #[test]
+    fn udp_passes_unless_enabled() {
+        let frames = [udp4(&data(100, 1)), udp4(&data(100, 2))];
+        let mut c = Coalescer::new();
+        offer_all(&mut c, &frames, &[Pass, Pass]);
+        c.set_udp(true);
+        offer_all(&mut c, &frames, &[Held, Merged]);
+        c.take();
+        c.set_udp(false);
+        offer_all(&mut c, &frames, &[Pass, Pass]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn five_ipv4_datagrams_become_one_uso_frame() {
+        let all = data(5 * 200, 3);
+        let frames: Vec<Vec<u8>> = all.chunks(200).map(udp4).collect();
+        let mut c = udp_coalescer();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged, Merged]);
+        assert_eq!(c.segments(), 5);
+        let out = c.take().unwrap().to_vec();
+        assert!(c.is_empty());
+        let (h, got) = check_udp(&out);
+        assert_eq!(got, all);
+        let want = VnetHdr {
+            flags: vnet::F_NEEDS_CSUM,
+            gso_type: vnet::GSO_UDP_L4,
+            hdr_len: 14 + 20 + 8,
+            gso_size: 200,
+            csum_start: 34,
+            csum_offset: 6,
+        };
+        assert_eq!(h, want);
+        assert_eq!(out.len(), vnet::LEN + 42 + 1000);
+        let frame = &out[vnet::LEN..];
+        assert_eq!(&frame[16..18], &(20u16 + 8 + 1000).to_be_bytes(), "IPv4 total length");
+        assert_eq!(&frame[38..40], &(8u16 + 1000).to_be_bytes(), "UDP length");
+        let pseudo = pseudo_v4(&SRC4, &DST4, 17, 1008).fold();
+        assert_eq!(&frame[40..42], &pseudo.to_be_bytes(), "partial checksum, not complemented");
+        // The first datagram's headers otherwise: MACs, ID, flags, TTL, addresses, ports.
+        assert_eq!(frame[..16], frames[0][..16]);
+        assert_eq!(frame[18..24], frames[0][18..24]);
+        assert_eq!(frame[26..38], frames[0][26..38]);
+    }
+
+    #[test]
+    fn a_short_datagram_closes_and_a_longer_one_flushes() {
+        let frames = [udp4(&data(300, 1)), udp4(&data(300, 2)), udp4(&data(120, 3)), udp4(&data(120, 4))];
+        let mut c = udp_coalescer();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
+        let (h, got) = check_udp(c.take().unwrap());
+        assert_eq!(h.gso_size, 300);
+        assert_eq!(got, [data(300, 1), data(300, 2), data(120, 3)].concat());
+        // A longer one after the first.
+        offer_all(&mut c, &[udp4(&data(120, 5)), udp4(&data(121, 6))], &[Held, Flush]);
+        assert_eq!(c.segments(), 1);
+    }
+
+    #[test]
+    fn another_udp_flow_or_header_flushes() {
+        let p = data(400, 9);
+        let first = udp4(&p);
+        type Edit = fn(&mut Ipv4Header);
+        let keep: Edit = |_| {};
+        let cases: [(&str, (u16, u16), Edit); 7] = [
+            ("source port", (SPORT + 1, DPORT), keep),
+            ("destination port", (SPORT, DPORT + 1), keep),
+            ("source address", (SPORT, DPORT), |i| i.source[3] = 9),
+            ("destination address", (SPORT, DPORT), |i| i.destination[3] = 9),
+            ("TOS", (SPORT, DPORT), |i| i.dscp = etherparse::IpDscp::try_new(10).unwrap()),
+            ("TTL", (SPORT, DPORT), |i| i.time_to_live = 63),
+            ("DF", (SPORT, DPORT), |i| i.dont_fragment = false),
+        ];
+        for (what, ports, edit) in cases {
+            let mut c = udp_coalescer();
+            assert_eq!(c.offer(&first), Held);
+            assert_eq!(c.offer(&udp4_with(ports, &p, edit)), Flush, "{what}");
+            assert_eq!(c.segments(), 1, "{what}");
+            assert_eq!(c.offer(&udp4_with((SPORT, DPORT), &p, |i| i.identification = 1)), Merged, "{what}");
+        }
+        let mut c = udp_coalescer();
+        assert_eq!(c.offer(&first), Held);
+        let mut f = udp4(&p);
+        f[0] ^= 0x10;
+        assert_eq!(c.offer(&f), Flush, "MAC");
+        assert_eq!(c.offer(&udp6(&p)), Flush, "IPv6 after IPv4");
+        // TCP and UDP never share a super-frame, whichever comes first (this TCP segment has the
+        // same ports and the sequence number a continuation would have).
+        assert_eq!(c.offer(&plain4(400, &p)), Flush, "TCP after UDP");
+        c.take();
+        assert_eq!(c.offer(&plain4(0, &p)), Held);
+        assert_eq!(c.offer(&first), Flush, "UDP after TCP");
+        assert_eq!(c.offer(&plain4(400, &p)), Merged);
+    }
+
+    #[test]
+    fn ipv6_udp_header_fields_must_match() {
+        let p = data(400, 8);
+        type Edit = fn(&mut Ipv6Header);
+        let edits: [(&str, Edit); 5] = [
+            ("flow label", |i| i.flow_label = Ipv6FlowLabel::try_new(1).unwrap()),
+            ("traffic class", |i| i.traffic_class = 0),
+            ("hop limit", |i| i.hop_limit = 1),
+            ("source", |i| i.source[0] = 0xfe),
+            ("destination", |i| i.destination[15] = 9),
+        ];
+        for (what, edit) in edits {
+            let mut c = udp_coalescer();
+            assert_eq!(c.offer(&udp6(&p)), Held);
+            assert_eq!(c.offer(&udp6_with((SPORT, DPORT), &p, edit)), Flush, "{what}");
+            assert_eq!(c.offer(&udp6(&p)), Merged, "{what}");
+        }
+    }
+
+    #[test]
+    fn udp_non_candidates_pass() {
+        let p = data(200, 5);
+        let base = udp4(&p);
+        // Adding the checksum to a payload word makes the data sum to all ones: the checksum
+        // computed is then 0, sent as 0xffff, and a 0 in the field would verify as well.
+        let mut ones = udp4(&p);
+        let (sum, carry) = u16::from_be_bytes([ones[42], ones[43]])
+            .overflowing_add(u16::from_be_bytes([ones[40], ones[41]]));
+        ones[42..44].copy_from_slice(&(sum + u16::from(carry)).to_be_bytes());
+        ones[40..42].copy_from_slice(&[0xff, 0xff]);
+        assert!(pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&ones[34..]).verifies());
+        let mut zero_sum = ones.clone();
+        zero_sum[40..42].fill(0);
+        assert!(pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&zero_sum[34..]).verifies());
+        let mut zero_sum_other = udp4(&p);
+        zero_sum_other[40..42].fill(0);
+        let mut bad_sum = udp4(&p);
+        bad_sum[50] ^= 1;
+        let mut zero_sum6 = udp6(&p);
+        zero_sum6[60..62].fill(0);
+        let mut bad_sum6 = udp6(&p);
+        bad_sum6[70] ^= 1;
+        let mut bad_ip = udp4(&p);
+        bad_ip[24] ^= 1;
+        // A UDP length shorter than the IP payload, the checksum resealed so that only the length
+        // disqualifies it.
+        let mut udp_len = udp4(&p);
+        udp_len[38..40].copy_from_slice(&207u16.to_be_bytes());
+        udp_len[40..42].fill(0);
+        let sum = pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&udp_len[34..]);
+        udp_len[40..42].copy_from_slice(&sum.finish());
+        let mut truncated = udp4(&p);
+        truncated.pop();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("zero checksum over data summing to all ones", zero_sum),
+            ("zero checksum", zero_sum_other),
+            ("bad checksum", bad_sum),
+            ("IPv6 zero checksum", zero_sum6),
+            ("IPv6 bad checksum", bad_sum6),
+            ("bad IPv4 header checksum", bad_ip),
+            ("UDP length not the IP payload", udp_len),
+            ("total length past the frame", truncated),
+            ("no payload", udp4_with((SPORT, DPORT), &[], |_| {})),
+            ("fragment (MF)", udp4_with((SPORT, DPORT), &p, |i| i.more_fragments = true)),
+            (
+                "fragment (offset)",
+                udp4_with((SPORT, DPORT), &p, |i| i.fragment_offset = IpFragOffset::try_new(100).unwrap()),
+            ),
+            ("IPv4 options", udp4_with((SPORT, DPORT), &p, |i| i.options = [1, 1, 1, 1].into())),
+            ("UDP header only", base[..42].to_vec()),
+        ];
+        for (what, f) in cases {
+            let mut c = udp_coalescer();
+            assert_eq!(c.offer(&f), Pass, "{what} when empty");
+            assert_eq!(c.offer(&base), Held);
+            assert_eq!(c.offer(&f), Pass, "{what}");
+            assert_eq!(c.segments(), 1, "{what}");
+            assert_eq!(&c.take().unwrap()[vnet::LEN..], &base[..], "{what}");
+        }
+        // A checksum of 0xffff is a computed 0, not "none": it merges.
+        let mut c = udp_coalescer();
+        assert_eq!(c.offer(&ones), Held);
+        assert_eq!(c.offer(&base), Merged);
+        check_udp(c.take().unwrap());
+    }
+
+    #[test]
+    fn ipv6_datagrams_merge() {
+        let all = data(3 * 1000 + 10, 6);
+        let frames: Vec<Vec<u8>> = all.chunks(1000).map(udp6).collect();
+        let mut c = udp_coalescer();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged]);
+        let out = c.take().unwrap().to_vec();
+        let (h, got) = check_udp(&out);
+        assert_eq!(got, all);
+        assert_eq!((h.gso_size, h.hdr_len, h.csum_start), (1000, 62, 54));
+        assert_eq!(&out[vnet::LEN + 18..vnet::LEN + 20], &(8u16 + 3010).to_be_bytes(), "payload length");
+        let pseudo = pseudo_v6(&SRC6, &DST6, 17, 3018).fold();
+        assert_eq!(&out[vnet::LEN + 60..vnet::LEN + 62], &pseudo.to_be_bytes());
+    }
+
+    #[test]
+    fn at_most_64_datagrams() {
+        let all = data(65 * 10, 2);
+        let frames: Vec<Vec<u8>> = all.chunks(10).map(udp4).collect();
+        let mut c = udp_coalescer();
+        for f in &frames[..64] {
+            assert_ne!(c.offer(f), Flush);
+        }
+        assert_eq!(c.segments(), 64);
+        assert_eq!(c.offer(&frames[64]), Flush);
+        assert_eq!(check_udp(c.take().unwrap()).1, all[..640]);
+    }
+
+    #[test]
+    fn the_udp_length_stays_within_64k() {
+        // 28 header bytes and 44 × 1472 fit in 65535; a 45th does not.
+        let all = data(45 * 1472, 4);
+        let frames: Vec<Vec<u8>> = all.chunks(1472).map(udp4).collect();
+        let mut c = udp_coalescer();
+        for f in &frames[..44] {
+            assert_ne!(c.offer(f), Flush);
+        }
+        assert_eq!(c.offer(&frames[44]), Flush);
+        assert_eq!(check_udp(c.take().unwrap()).1, all[..44 * 1472]);
+        // Exactly 65535: 13 × 5039 + 28.
+        let all = data(14 * 5039, 5);
+        let frames: Vec<Vec<u8>> = all.chunks(5039).map(udp4).collect();
+        for f in &frames[..13] {
+            assert_ne!(c.offer(f), Flush);
+        }
+        assert_eq!(c.offer(&frames[13]), Flush);
+        let out = c.take().unwrap().to_vec();
+        assert_eq!(&out[vnet::LEN + 16..vnet::LEN + 18], &65535u16.to_be_bytes());
+        assert_eq!(check_udp(&out).1, all[..13 * 5039]);
+        // IPv6, fixed header included: 3 × 21829 + 48.
+        let all = data(4 * 21829, 6);
+        let frames: Vec<Vec<u8>> = all.chunks(21829).map(udp6).collect();
+        offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
+        let out = c.take().unwrap().to_vec();
+        assert_eq!(&out[vnet::LEN + 18..vnet::LEN + 20], &(65535u16 - 40).to_be_bytes());
+        assert_eq!(check_udp(&out).1, all[..3 * 21829]);
+    }
+
+    #[test]
+    fn a_single_datagram_comes_back_as_received() {
+        for f in [udp4(&data(100, 1)), udp6(&data(3, 2))] {
+            let mut c = udp_coalescer();
+            assert_eq!(c.offer(&f), Held);
+            assert_eq!(c.segments(), 1);
+            let out = c.take().unwrap();
+            let want = VnetHdr { flags: vnet::F_DATA_VALID, gso_type: vnet::GSO_NONE, ..VnetHdr::default() };
+            assert_eq!(&out[..vnet::LEN], &want.to_bytes());
+            assert_eq!(&out[vnet::LEN..], &f[..]);
+        }
+        // Ethernet padding is dropped, and is not payload when merged.
+        let mut c = udp_coalescer();
+        let mut padded = udp4(b"ab");
+        let unpadded = padded.clone();
+        padded.resize(60, 0xee);
+        assert_eq!(c.offer(&padded), Held);
+        assert_eq!(&c.take().unwrap()[vnet::LEN..], &unpadded[..]);
+        offer_all(&mut c, &[udp4(b"xyz"), padded], &[Held, Merged]);
+        assert_eq!(check_udp(c.take().unwrap()).1, b"xyzab");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn udp_streams_come_back_whole(
+            // Bursts of one flow: version, port, size, count, shorter last datagram.
+            bursts in proptest::collection::vec(
+                (any::<bool>(), 0u16..2, 1usize..=1472, 1usize..=100, proptest::option::of(any::<prop::sample::Index>())),
+                1..=5,
+            ),
+            salt in any::<u8>(),
+        ) {
+            let mut frames = Vec::new();
+            let mut sizes = Vec::new();
+            for &(ipv6, port, size, count, short) in &bursts {
+                for i in 0..count {
+                    let n = match short {
+                        Some(at) if i + 1 == count && size > 1 => 1 + at.index(size - 1),
+                        _ => size,
+                    };
+                    let p = data(n, salt.wrapping_add(frames.len() as u8));
+                    let ports = (SPORT + port, DPORT);
+                    frames.push(if ipv6 { udp6_with(ports, &p, |_| {}) } else { udp4_with(ports, &p, |_| {}) });
+                    sizes.push(((ipv6, port), n, p));
+                }
+            }
+            let out = run_in(udp_coalescer(), &frames);
+            let mut got = Vec::new();
+            for f in &out {
+                got.extend(check_udp(f).1);
+            }
+            let want: Vec<u8> = sizes.iter().flat_map(|s| s.2.iter().copied()).collect();
+            prop_assert_eq!(&got, &want);
+            // A model of the rules: as many datagrams per frame as they allow.
+            let mut expect = 0;
+            #[allow(clippy::type_complexity)]
+            let mut cur: Option<((bool, u16), usize, usize, usize, bool)> = None;
+            for &(key, n, _) in &sizes {
+                let headers = if key.0 { 48 } else { 28 };
+                cur = match cur {
+                    Some((k, gso, segs, len, false))
+                        if k == key && n <= gso && segs < 64 && headers + len + n <= 65535 =>
+                    {
+                        Some((k, gso, segs + 1, len + n, n < gso))
+                    }
+                    _ => {
+                        expect += 1;
+                        Some((key, n, 1, n, false))
+                    }
+                };
+            }
+            prop_assert_eq!(out.len(), expect);
+        }
+
+        #[test]
+        fn damaged_udp_frames_never_panic_or_corrupt(
+            sizes in proptest::collection::vec(1usize..600, 1..24),
+            damage in proptest::collection::vec((0u8..4, any::<usize>(), 1u8..=255), 24),
+        ) {
+            let mut frames: Vec<Vec<u8>> = sizes.iter().map(|&n| udp4(&data(n, n as u8))).collect();
+            for (f, &(op, at, x)) in frames.iter_mut().zip(&damage) {
+                match op {
+                    0 => {
+                        let i = at % f.len();
+                        f[i] ^= x;
+                    }
+                    1 => f.truncate(at % f.len()),
+                    _ => {}
+                }
+            }
+            for f in run_in(udp_coalescer(), &frames) {
+                check_udp(&f);
+            }
+        }
 
         #[test]
         fn a_stream_comes_back_whole(
