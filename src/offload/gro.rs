@@ -431,20 +431,28 @@ mod tests {
         (frames, all)
     }
 
-    /// Checks a taken frame independently (etherparse, after completing a partial checksum as
-    /// the kernel would) and returns its virtio-net header, TCP header and payload.
-    fn check(out: &[u8]) -> (VnetHdr, TcpHeader, Vec<u8>) {
+    /// The frame of a taken output with its partial checksum completed as the kernel would (the
+    /// header must say so, with the checksum field at `csum_offset`), or checked to carry the
+    /// single-segment header; with its virtio-net header, IP offset and whether it is GSO.
+    fn completed(out: &[u8], csum_offset: u16) -> (VnetHdr, Vec<u8>, usize, bool) {
         let h = VnetHdr::parse(out).expect("vnet header");
         let mut frame = out[vnet::LEN..].to_vec();
         let (l3, _) = l3_offset(&frame).expect("IP");
         let gso = h.gso_type != vnet::GSO_NONE;
         if gso {
             assert_eq!(h.flags, vnet::F_NEEDS_CSUM);
-            assert_eq!(h.csum_offset, 16);
-            assert!(complete(&mut frame, usize::from(h.csum_start), 16));
+            assert_eq!(h.csum_offset, csum_offset);
+            assert!(complete(&mut frame, usize::from(h.csum_start), usize::from(csum_offset)));
         } else {
             assert_eq!(h, VnetHdr { flags: vnet::F_DATA_VALID, ..VnetHdr::default() });
         }
+        (h, frame, l3, gso)
+    }
+
+    /// Checks a taken frame independently (etherparse, after completing a partial checksum as
+    /// the kernel would) and returns its virtio-net header, TCP header and payload.
+    fn check(out: &[u8]) -> (VnetHdr, TcpHeader, Vec<u8>) {
+        let (h, frame, l3, gso) = completed(out, 16);
         let pkt = SlicedPacket::from_ethernet(&frame).expect("parses");
         let Some(TransportSlice::Tcp(tcp)) = &pkt.transport else { panic!("no TCP") };
         let expect = match pkt.net.as_ref().expect("net") {
@@ -969,17 +977,9 @@ mod tests {
     /// Checks a taken UDP frame independently (etherparse, after completing a partial checksum
     /// as the kernel would) and returns its virtio-net header and payload.
     fn check_udp(out: &[u8]) -> (VnetHdr, Vec<u8>) {
-        let h = VnetHdr::parse(out).expect("vnet header");
-        let mut frame = out[vnet::LEN..].to_vec();
-        let (l3, _) = l3_offset(&frame).expect("IP");
-        let gso = h.gso_type != vnet::GSO_NONE;
+        let (h, frame, l3, gso) = completed(out, 6);
         if gso {
-            assert_eq!(h.flags, vnet::F_NEEDS_CSUM);
             assert_eq!(h.gso_type, vnet::GSO_UDP_L4);
-            assert_eq!(h.csum_offset, 6);
-            assert!(complete(&mut frame, usize::from(h.csum_start), 6));
-        } else {
-            assert_eq!(h, VnetHdr { flags: vnet::F_DATA_VALID, ..VnetHdr::default() });
         }
         let pkt = SlicedPacket::from_ethernet(&frame).expect("parses");
         let Some(TransportSlice::Udp(udp)) = &pkt.transport else { panic!("no UDP") };
