@@ -52,6 +52,18 @@ pub struct UdpIo {
     gro: bool,
 }
 
+/// What [`UdpIo::send_train`] did.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// Datagrams and their bytes the kernel took.
+    pub datagrams: usize,
+    pub bytes: usize,
+    pub syscalls: usize,
+    /// Datagrams that were not sent, and the error of the last send that failed.
+    pub failed: usize,
+    pub error: Option<io::Error>,
+}
+
 /// The underlay sockets of one (local address, port).
 pub struct Underlay {
     pub recv: Vec<UdpIo>,
@@ -92,7 +104,8 @@ impl Underlay {
         Ok(Underlay { recv, send, v6, gso_segments })
     }
 
-    /// Datagrams one send may carry (UDP GSO); 1 without GSO.
+    /// Datagrams one send may carry (UDP GSO); 1 without GSO. A socket may lower it at run time
+    /// ([`UdpIo::send_train`]).
     pub fn gso_segments(&self) -> usize {
         self.gso_segments
     }
@@ -199,6 +212,35 @@ impl UdpIo {
     pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
         let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
         self.state.try_send(UdpSockRef::from(&self.socket), &t)
+    }
+
+    /// Sends `train`, datagrams of `stride` bytes back to back (the last may be shorter), in as
+    /// few GSO sends as `limit` datagrams per send and the socket allow. When the kernel refuses
+    /// GSO at run time (EIO or EINVAL from a device without it), quinn-udp turns GSO off on this
+    /// socket, and the refused datagrams go out again one per send, so the switch loses none.
+    pub fn send_train(&self, to: SocketAddr, train: &[u8], stride: usize, limit: usize) -> Sent {
+        let mut sent = Sent::default();
+        let mut rest = train;
+        while !rest.is_empty() {
+            let per_send = self.state.max_gso_segments().min(limit).min(MAX_GSO_BYTES / stride).max(1);
+            let (chunk, tail) = rest.split_at(rest.len().min(per_send * stride));
+            let count = chunk.len().div_ceil(stride);
+            sent.syscalls += 1;
+            match self.send(to, chunk, (count > 1).then_some(stride)) {
+                Ok(()) => {
+                    sent.datagrams += count;
+                    sent.bytes += chunk.len();
+                }
+                // GSO was just turned off: this chunk goes again, one datagram per send.
+                Err(_) if count > 1 && self.state.max_gso_segments() == 1 => continue,
+                Err(e) => {
+                    sent.failed += count;
+                    sent.error = Some(e);
+                }
+            }
+            rest = tail;
+        }
+        sent
     }
 
     /// Receives up to `bufs.len()` messages without blocking (WouldBlock when there is none);
@@ -378,6 +420,74 @@ mod tests {
         assert_eq!(u.gso_segments(), 1, "no GSO without UDP checksums");
     }
 
+    /// Receives on `io` until `bytes` have arrived, checking each message's metadata.
+    fn receive_checked(io: &UdpIo, bytes: usize, check: impl Fn(&RecvMeta)) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < bytes {
+            let mut meta = [RecvMeta::default()];
+            let n = loop {
+                match io.recv(&mut [IoSliceMut::new(&mut buf)], &mut meta) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.wait_readable().unwrap(),
+                    r => break r.unwrap(),
+                }
+            };
+            assert_eq!(n, 1);
+            check(&meta[0]);
+            got.extend_from_slice(&buf[..meta[0].len]);
+        }
+        got
+    }
+
+    fn receive(io: &UdpIo, bytes: usize) -> Vec<u8> {
+        receive_checked(io, bytes, |_| {})
+    }
+
+    /// A socket whose GSO sends the kernel refuses at run time: here, one that sends zero
+    /// checksums (udp_send_skb answers EINVAL, as a driver without GSO answers EIO). The train
+    /// still arrives whole, GSO is off on that socket afterwards, and later trains go out one
+    /// datagram per send.
+    #[test]
+    fn a_train_the_kernel_refuses_as_gso_goes_out_datagram_by_datagram() {
+        let range = PortRange::new(40500, 40515).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40499)), opts(range, true, 1)).unwrap();
+        if u.gso_segments() == 1 {
+            eprintln!("skipped: this kernel has no UDP GSO");
+            return;
+        }
+        let socket = u.send.pick(7);
+        zero_checksums(&socket.socket, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], 40499));
+        let (stride, count) = (700, 6);
+        let train: Vec<u8> = (0..stride * count - 100).map(|i| (i / stride * 31 + i % 7) as u8).collect();
+
+        let sent = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS);
+        assert!(sent.error.is_none(), "{:?}", sent.error);
+        assert_eq!((sent.datagrams, sent.bytes, sent.failed), (count, train.len(), 0));
+        assert_eq!(sent.syscalls, 1 + count, "the refused GSO send, then one send per datagram");
+        assert_eq!(socket.state.max_gso_segments(), 1, "GSO is off on this socket now");
+        assert_eq!(receive(&u.recv[0], train.len()), train);
+
+        let again = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS);
+        assert_eq!((again.datagrams, again.syscalls, again.failed), (count, count, 0));
+        assert_eq!(receive(&u.recv[0], train.len()), train);
+    }
+
+    /// Trains longer than the limit are cut into several GSO sends, all arriving in order.
+    #[test]
+    fn send_train_respects_the_segment_limit() {
+        let range = PortRange::new(40600, 40615).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40599)), opts(range, true, 1)).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], 40599));
+        let (stride, count) = (1000, 10);
+        let train: Vec<u8> = (0..stride * count).map(|i| (i / stride) as u8).collect();
+        let sent = u.send.pick(1).send_train(to, &train, stride, 4);
+        assert_eq!((sent.datagrams, sent.failed), (count, 0));
+        let expect = if u.gso_segments() > 1 { 3 } else { count };
+        assert_eq!(sent.syscalls, expect, "sends of 4, 4 and 2 datagrams");
+        assert_eq!(receive(&u.recv[0], train.len()), train);
+    }
+
     /// One GSO send on loopback arrives as the same datagrams, whether the receive socket gets
     /// them as one GRO train or one by one.
     #[test]
@@ -389,20 +499,9 @@ mod tests {
         let mut train: Vec<u8> = (0..seg * count - 300).map(|i| (i / seg) as u8 + 1).collect();
         train[0] = 0xee;
         u.send.pick(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg)).unwrap();
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while got.len() < train.len() {
-            let mut meta = [RecvMeta::default()];
-            let n = loop {
-                match u.recv[0].recv(&mut [IoSliceMut::new(&mut buf)], &mut meta) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.recv[0].wait_readable().unwrap(),
-                    r => break r.unwrap(),
-                }
-            };
-            assert_eq!(n, 1);
-            assert_eq!(meta[0].stride, seg.min(meta[0].len), "datagram boundaries at the segment size");
-            got.extend_from_slice(&buf[..meta[0].len]);
-        }
+        let got = receive_checked(&u.recv[0], train.len(), |meta| {
+            assert_eq!(meta.stride, seg.min(meta.len), "datagram boundaries at the segment size");
+        });
         assert_eq!(got, train);
     }
 }

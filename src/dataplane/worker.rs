@@ -16,7 +16,7 @@ use std::time::Duration;
 use quinn_udp::RecvMeta;
 
 use super::tap::{Tap, TapQueue};
-use super::udp::{Underlay, MAX_GSO_BYTES};
+use super::udp::{Sent, Underlay, MAX_GSO_BYTES};
 use crate::offload::gro::{Coalescer, Offer};
 use crate::offload::tso;
 use crate::offload::vnet::{self, VnetHdr};
@@ -158,13 +158,10 @@ impl Train {
 
     /// Sends what the train holds, if anything.
     fn send(&mut self, net: &Network, underlay: &Underlay) {
-        let (Some(to), count) = (self.to.take(), self.count) else { return };
-        let train = &self.buf[..self.len];
-        net.counters.tx_syscalls(1);
-        match underlay.send.get(self.socket).send(to, train, (count > 1).then_some(self.stride)) {
-            Ok(()) => net.counters.tx_many(count, train.len()),
-            Err(e) => send_failed(net, &e, count),
-        }
+        let Some(to) = self.to.take() else { return };
+        let sent =
+            underlay.send.get(self.socket).send_train(to, &self.buf[..self.len], self.stride, self.count);
+        account(net, &sent);
         self.len = 0;
         self.count = 0;
     }
@@ -182,17 +179,21 @@ fn send_segmented(net: &Network, underlay: &Underlay, frame: &[u8], hdr: &VnetHd
         }
     };
     let socket = underlay.send.pick(flow_hash);
-    let per_send = underlay.gso_segments().min(MAX_GSO_BYTES / segs.stride).max(1);
     for &dst in to.as_slice() {
-        let dst = underlay.peer(dst);
-        for train in out[..segs.len].chunks(per_send * segs.stride) {
-            let count = train.len().div_ceil(segs.stride);
-            net.counters.tx_syscalls(1);
-            match socket.send(dst, train, (count > 1).then_some(segs.stride)) {
-                Ok(()) => net.counters.tx_many(count, train.len()),
-                Err(e) => send_failed(net, &e, count),
-            }
-        }
+        let sent =
+            socket.send_train(underlay.peer(dst), &out[..segs.len], segs.stride, underlay.gso_segments());
+        account(net, &sent);
+    }
+}
+
+/// Counts what a train send did.
+fn account(net: &Network, sent: &Sent) {
+    net.counters.tx_syscalls(sent.syscalls as u64);
+    if sent.datagrams > 0 {
+        net.counters.tx_many(sent.datagrams, sent.bytes);
+    }
+    if let Some(e) = &sent.error {
+        send_failed(net, e, sent.failed);
     }
 }
 
