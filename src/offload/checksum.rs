@@ -3,7 +3,8 @@
 //!
 //! Sums are accumulated over native-endian words (one's complement addition is byte-order
 //! independent up to a final swap, RFC 1071 §2(B)), in parallel lanes the compiler vectorizes,
-//! so a 64 KB frame costs about a microsecond (`cargo bench --bench offload`). Every partial sum but the last must cover an even number of bytes.
+//! at about 20 GiB/s (`cargo bench --bench offload`). Every partial sum but the last must cover
+//! an even number of bytes.
 
 /// 32-bit words summed side by side in [`Sum::add_bytes`], the bytes they take per step, and
 /// the shortest data worth the lanes' final fold.
