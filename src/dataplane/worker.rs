@@ -247,6 +247,11 @@ pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underla
             }
         }
         out.flush();
+        // A short batch emptied the socket: wait for more rather than spend a receive call on
+        // EAGAIN (poll returns at once if datagrams arrived meanwhile).
+        if n < RECV_BATCH && socket.wait_readable().is_err() {
+            std::thread::sleep(ERROR_PAUSE);
+        }
     }
 }
 
