@@ -219,6 +219,7 @@ impl UdpIo {
     /// GSO at run time (EIO or EINVAL from a device without it), quinn-udp turns GSO off on this
     /// socket, and the refused datagrams go out again one per send, so the switch loses none.
     pub fn send_train(&self, to: SocketAddr, train: &[u8], stride: usize, limit: usize) -> Sent {
+        let stride = stride.max(1);
         let mut sent = Sent::default();
         let mut rest = train;
         while !rest.is_empty() {

@@ -25,9 +25,9 @@ impl Sum {
         if data.len() < LANE_MIN {
             return self.add_words(data);
         }
-        // 32-bit words summed in 64-bit lanes cannot overflow (that takes 2^32 words, 16 GiB),
-        // so no carry links one word to the next and the loop becomes vector adds. The lanes
-        // fold into the sum at the end.
+        // 32-bit words summed in 64-bit lanes do not overflow (a lane would need 2^32 of its
+        // words: 256 GiB of data), so no carry links one word to the next and the loop becomes
+        // vector adds. The lanes fold into the sum at the end.
         let mut blocks = data.chunks_exact(BLOCK);
         let mut lanes = [0u64; LANES];
         for block in &mut blocks {
