@@ -406,3 +406,56 @@ fn bad_input_is_logged_as_a_summary_not_per_packet() {
     let lines = log.lines().filter(|l| l.contains("bad_header") || l.contains("VXLAN")).count();
     assert!(lines <= 2, "{lines} log lines about 2000 bad datagrams:\n{log}");
 }
+
+/// Drops the kernel makes on vxtap's behalf, which vxtap itself never sees, are counted too:
+/// frames the TAP queue had no room for and datagrams the receive socket had no room for, while
+/// vxtap was not reading (stopped here with SIGSTOP). Both show in `vxtap stats` and in the
+/// periodic summary, and traffic flows again once vxtap reads.
+#[test]
+fn kernel_drops_at_the_tap_and_the_socket_are_counted() {
+    if !require_netns("kernel_drops_at_the_tap_and_the_socket_are_counted") {
+        return;
+    }
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    bed.start(1, Proto::Vxlan);
+    let _servers = bed.echo_servers();
+    bed.echo_pair();
+    for key in ["drop_kernel_tap", "drop_kernel_socket"] {
+        assert_eq!(stat(&bed, 0, key), 0, "{key} before anything was dropped");
+    }
+
+    let stopped = bed.vtep(0).signal(libc::SIGSTOP);
+    bed.check(stopped, "SIGSTOP");
+    // Far more than a TAP queue (1000 frames) and a receive buffer (8 MB, ~1 KB per datagram)
+    // hold. The broadcast inner frames are harmless to both nodes once delivered.
+    let to_tap = bed.ul.node(0).run(|| {
+        let sock = UdpSocket::bind("198.19.0.1:0")?;
+        for _ in 0..20_000 {
+            sock.send_to(b"queued while vxtap sleeps", overlay(1, ECHO_PORT))?;
+        }
+        std::io::Result::Ok(())
+    });
+    let datagram = vxlan_packet(0x08, 42);
+    let to_socket =
+        udp_send(bed.ul.node(1), SocketAddr::new(bed.ul.addr(0), VXLAN_PORT), &vec![&datagram[..]; 40_000]);
+    let resumed = bed.vtep(0).signal(libc::SIGCONT);
+    bed.check(resumed, "SIGCONT");
+    bed.check(to_tap, "enter node 0").expect("send into the TAP");
+    bed.check(to_socket, "send to node 0's socket");
+
+    bed.wait_counter(&bed.control(0), "drop_kernel_tap", 1);
+    bed.wait_counter(&bed.control(0), "drop_kernel_socket", 1);
+    let summarized = wait_until(Duration::from_secs(15), || {
+        let log = log_of(&bed, 0);
+        log.contains("kernel_tap=") && log.contains("kernel_socket=")
+    });
+    assert!(summarized, "no summary names the kernel's drops:\n{}", log_of(&bed, 0));
+    bed.assert_running(0);
+    bed.echo_pair();
+    eprintln!(
+        "kernel drops: tap {}, socket {}",
+        stat(&bed, 0, "drop_kernel_tap"),
+        stat(&bed, 0, "drop_kernel_socket")
+    );
+}

@@ -34,6 +34,9 @@ pub struct NetworkHandle {
     pub net: Arc<Network>,
     pub tap: Arc<Tap>,
     demux: Arc<Demux>,
+    underlay: Arc<Underlay>,
+    /// The TAP's kernel drop count when vxtap started (a reused TAP may have some already).
+    tap_drops_at_start: u64,
 }
 
 /// Everything `vxtap run` started.
@@ -54,7 +57,7 @@ impl Dataplane {
         for (i, (c, _, _)) in opened.iter().enumerate() {
             groups.entry(c.bind_addr()).or_default().push(i);
         }
-        let mut demuxes = vec![None; opened.len()];
+        let mut shared = vec![None; opened.len()];
         for (bind, members) in groups {
             let first = &opened[members[0]].0;
             let opts = UnderlayOptions {
@@ -95,7 +98,7 @@ impl Dataplane {
                     let (tap, net, u) = (tap.clone(), net.clone(), underlay.clone());
                     spawn(format!("tx-{}-{q}", c.dev), move || worker::tap_to_underlay(net, tap, q, u))?;
                 }
-                demuxes[i] = Some(demux.clone());
+                shared[i] = Some((demux.clone(), underlay.clone()));
             }
             for q in 0..underlay.recv.len() {
                 let (d, t, u) = (demux.clone(), taps.clone(), underlay.clone());
@@ -104,8 +107,12 @@ impl Dataplane {
         }
         let networks = opened
             .into_iter()
-            .zip(demuxes)
-            .filter_map(|((config, tap, net), demux)| Some(NetworkHandle { config, net, tap, demux: demux? }))
+            .zip(shared)
+            .filter_map(|((config, tap, net), shared)| {
+                let (demux, underlay) = shared?;
+                let tap_drops_at_start = tap.kernel_drops().unwrap_or(0);
+                Some(NetworkHandle { config, net, tap, demux, underlay, tap_drops_at_start })
+            })
             .collect();
         Ok(Dataplane { networks })
     }
@@ -117,14 +124,22 @@ impl Dataplane {
 
     /// A reporter of this dataplane's drops, starting from now.
     pub fn drop_reporter(&self) -> DropReporter {
-        let mut sockets: Vec<Arc<Demux>> = Vec::new();
+        let mut sockets: Vec<(Arc<Demux>, Arc<Underlay>)> = Vec::new();
         for n in &self.networks {
-            if !sockets.iter().any(|d| Arc::ptr_eq(d, &n.demux)) {
-                sockets.push(n.demux.clone());
+            if !sockets.iter().any(|(d, _)| Arc::ptr_eq(d, &n.demux)) {
+                sockets.push((n.demux.clone(), n.underlay.clone()));
             }
         }
-        let networks = self.networks.iter().map(|n| n.net.counters.snapshot()).collect();
-        let sockets = sockets.into_iter().map(|d| (d.counters.snapshot(), d)).collect();
+        let networks = self.networks.iter().map(|n| (n.net.counters.snapshot(), n.tap_drops())).collect();
+        let sockets = sockets
+            .into_iter()
+            .map(|(d, u)| SocketDrops {
+                last: d.counters.snapshot(),
+                kernel: u.kernel_drops(),
+                demux: d,
+                underlay: u,
+            })
+            .collect();
         DropReporter { networks, sockets }
     }
 }
@@ -132,16 +147,38 @@ impl Dataplane {
 /// Logs what was dropped since the last call, one line per network and per socket that dropped
 /// anything: bad input is never logged once per packet, however much of it arrives.
 pub struct DropReporter {
-    networks: Vec<Snapshot>,
-    sockets: Vec<(Snapshot, Arc<Demux>)>,
+    /// Per network: its counters and the TAP's kernel drops at the last report.
+    networks: Vec<(Snapshot, u64)>,
+    sockets: Vec<SocketDrops>,
+}
+
+/// A shared socket's counters and kernel drops at the last report.
+struct SocketDrops {
+    last: Snapshot,
+    kernel: u64,
+    demux: Arc<Demux>,
+    underlay: Arc<Underlay>,
+}
+
+/// One summary from vxtap's own drop counts (`ours`, as "reason=n ...") and a kernel drop count
+/// that rose by `kernel` (shown as `label=n`); None when nothing was dropped.
+fn summary(ours: Option<String>, label: &str, kernel: u64) -> Option<String> {
+    let kernel = (kernel > 0).then(|| format!("{label}={kernel}"));
+    match (ours, kernel) {
+        (Some(o), Some(k)) => Some(format!("{o} {k}")),
+        (o, k) => o.or(k),
+    }
 }
 
 impl DropReporter {
     pub fn report(&mut self, dataplane: &Dataplane, period: std::time::Duration) {
         let secs = period.as_secs();
-        for (n, last) in dataplane.networks.iter().zip(&mut self.networks) {
+        for (n, (last, last_tap)) in dataplane.networks.iter().zip(&mut self.networks) {
             let now = n.net.counters.snapshot();
-            if let Some(d) = now.drops_since(last) {
+            let tap = n.tap_drops();
+            let d = summary(now.drops_since(last), "kernel_tap", tap.saturating_sub(*last_tap));
+            *last_tap = tap;
+            if let Some(d) = d {
                 let err = match (
                     now.dropped(DropReason::Send) > last.dropped(DropReason::Send),
                     n.net.counters.last_send_error(),
@@ -153,13 +190,17 @@ impl DropReporter {
             }
             *last = now;
         }
-        for (last, demux) in &mut self.sockets {
-            let now = demux.counters.snapshot();
-            if let Some(d) = now.drops_since(last) {
-                let vnis: Vec<u32> = demux.networks().iter().map(|n| n.vni).collect();
+        for s in &mut self.sockets {
+            let now = s.demux.counters.snapshot();
+            let kernel = s.underlay.kernel_drops();
+            if let Some(d) =
+                summary(now.drops_since(&s.last), "kernel_socket", kernel.saturating_sub(s.kernel))
+            {
+                let vnis: Vec<u32> = s.demux.networks().iter().map(|n| n.vni).collect();
                 warn!(?vnis, "socket dropped in the last {secs} s: {d}");
             }
-            *last = now;
+            s.last = now;
+            s.kernel = kernel;
         }
     }
 }
@@ -281,7 +322,13 @@ impl NetworkHandle {
         Value::Array(out)
     }
 
-    /// `stats --json`: the network's counters plus those of the socket it shares, and the FDB's.
+    /// Frames the kernel dropped at the TAP since vxtap started (queue full: not read in time).
+    fn tap_drops(&self) -> u64 {
+        self.tap.kernel_drops().unwrap_or(self.tap_drops_at_start).saturating_sub(self.tap_drops_at_start)
+    }
+
+    /// `stats --json`: the network's counters plus those of the socket it shares, the kernel's
+    /// drops at the TAP and at the socket, and the FDB's counters.
     fn stats_json(&self) -> Value {
         let s = self.net.counters.snapshot().merged(&self.demux.counters.snapshot());
         let mut map = serde_json::Map::new();
@@ -290,6 +337,8 @@ impl NetworkHandle {
         }
         let f = self.net.fdb.counters();
         map.insert("drop_fdb_full".into(), f.refused_full.into());
+        map.insert("drop_kernel_tap".into(), self.tap_drops().into());
+        map.insert("drop_kernel_socket".into(), self.underlay.kernel_drops().into());
         map.insert("fdb_entries".into(), (self.net.fdb.len() as u64).into());
         map.insert("fdb_learned".into(), f.learned.into());
         map.insert("fdb_moved".into(), f.moved.into());

@@ -122,6 +122,13 @@ impl Tap {
         &self.queues
     }
 
+    /// Frames the kernel dropped on their way to this TAP because its queue was full (vxtap did
+    /// not read them in time): the device's TX drop count, from `/proc/self/net/dev`, which
+    /// shows vxtap's own network namespace. None if the device is not listed.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        tx_dropped(&std::fs::read_to_string("/proc/self/net/dev").ok()?, &self.name)
+    }
+
     /// The queue a thread numbered `i` uses.
     pub fn queue(&self, i: usize) -> &TapQueue {
         &self.queues[i % self.queues.len()]
@@ -375,9 +382,33 @@ fn ctl_ioctl<T>(family: libc::c_int, request: libc::c_ulong, arg: &mut T) -> io:
     Ok(())
 }
 
+/// The "TX drop" column of `name` in a `/proc/net/dev` table: after the name, 8 receive
+/// columns, then bytes, packets, errs, drop.
+fn tx_dropped(table: &str, name: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let (dev, counters) = line.split_once(':')?;
+        (dev.trim() == name).then(|| counters.split_whitespace().nth(11)?.parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_dropped_is_read_from_the_device_line() {
+        let table = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  vxt0: 2073 24 0 0 0 0 0 0 163768857 1544993 0 60682 0 0 0 0
+ vxt01: 1 1 0 0 0 0 0 0 1 1 0 7 0 0 0 0
+";
+        assert_eq!(tx_dropped(table, "vxt0"), Some(60682));
+        assert_eq!(tx_dropped(table, "vxt01"), Some(7), "a name that extends another is its own line");
+        assert_eq!(tx_dropped(table, "lo"), Some(0));
+        assert_eq!(tx_dropped(table, "eth9"), None);
+        assert_eq!(tx_dropped("  vxt0: 1 2 3\n", "vxt0"), None, "a short line is no figure");
+    }
 
     #[test]
     fn names_are_checked_before_any_syscall() {

@@ -110,6 +110,11 @@ impl Underlay {
         self.gso_segments
     }
 
+    /// Datagrams the kernel dropped at the receive sockets ([`UdpIo::kernel_drops`]).
+    pub fn kernel_drops(&self) -> u64 {
+        self.recv.iter().filter_map(UdpIo::kernel_drops).sum()
+    }
+
     /// Whether the receive sockets coalesce trains of datagrams (UDP GRO).
     pub fn gro(&self) -> bool {
         self.recv[0].gro
@@ -249,6 +254,25 @@ impl UdpIo {
     #[inline]
     pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)
+    }
+
+    /// Datagrams the kernel dropped at this socket (receive buffer full, or a bad checksum):
+    /// the socket's drop count (SO_MEMINFO). None if the kernel does not say.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: info is a writable buffer of len bytes, and len is passed by pointer.
+        let r = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (r == 0 && len as usize >= (drops + 1) * 4).then(|| u64::from(info[drops]))
     }
 
     /// Blocks until the socket has something to read (or an error to report).
