@@ -220,6 +220,17 @@ fn allowlist<'a>(configs: impl Iterator<Item = &'a NetworkConfig>) -> Allowlist 
     Allowlist::new(nets, Vec::new())
 }
 
+/// Blocks until `fd` has something to read (or an error to report): the packet threads' only
+/// wait, level-triggered, so nothing that arrived meanwhile is missed.
+fn wait_readable(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the call.
+    match unsafe { libc::poll(&mut pfd, 1, -1) } {
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {
     std::thread::Builder::new()
         .name(name.clone())

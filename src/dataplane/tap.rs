@@ -214,12 +214,7 @@ impl TapQueue {
 
     /// Blocks until a frame is waiting.
     pub fn wait_readable(&self) -> io::Result<()> {
-        let mut pfd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the call.
-        match unsafe { libc::poll(&mut pfd, 1, -1) } {
-            r if r < 0 => Err(io::Error::last_os_error()),
-            _ => Ok(()),
-        }
+        super::wait_readable(self.file.as_raw_fd())
     }
 
     /// Reads one frame (after its virtio-net header when offloads are on); blocks until there is one.
@@ -227,11 +222,7 @@ impl TapQueue {
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for buf.len() bytes of writes.
         let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        byte_count(n)
     }
 
     /// Writes one frame, or with offloads on a virtio-net header and its frame, contiguous.
@@ -239,11 +230,7 @@ impl TapQueue {
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         // SAFETY: frame is valid for frame.len() bytes of reads.
         let n = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        byte_count(n)
     }
 
     /// Writes `head` then `frame` as one frame (a virtio-net header before a frame that lies
@@ -256,12 +243,13 @@ impl TapQueue {
         ];
         // SAFETY: both iovecs point at live slices of their lengths; writev only reads them.
         let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), 2) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        byte_count(n)
     }
+}
+
+/// The byte count a read or write system call returned, or its error.
+fn byte_count(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Opens /dev/net/tun and attaches it to `name` with `flags` (TUNSETIFF).

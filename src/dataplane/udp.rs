@@ -277,12 +277,7 @@ impl UdpIo {
 
     /// Blocks until the socket has something to read (or an error to report).
     pub fn wait_readable(&self) -> io::Result<()> {
-        let mut pfd = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the call.
-        match unsafe { libc::poll(&mut pfd, 1, -1) } {
-            r if r < 0 => Err(io::Error::last_os_error()),
-            _ => Ok(()),
-        }
+        super::wait_readable(self.socket.as_raw_fd())
     }
 }
 
