@@ -9,20 +9,27 @@
 //! - [`dataplane`]: the part that owns devices, sockets and threads;
 //! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
 
+#![deny(unsafe_code)]
+#![warn(unreachable_pub)]
+
 pub mod allow;
 pub mod bench;
+pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod demo;
 pub mod fdb;
 pub mod flow;
+pub mod ifname;
 pub mod mac;
 pub mod offload;
 pub mod pipeline;
 pub mod privileges;
 pub mod stats;
+#[allow(unsafe_code)] // moves to its own crate
 pub mod testbed;
+pub mod train;
 pub mod wire;
 
 pub use mac::MacAddr;
