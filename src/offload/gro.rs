@@ -10,21 +10,14 @@
 //! way into a `GSO_UDP_L4` super-frame, which the kernel splits back into the datagrams, as
 //! `udp_gro_receive` would have built it (without the fraglist variant).
 
+use std::ops::Range;
+
 use super::checksum::{pseudo_v4, pseudo_v6, Sum};
 use super::vnet::{self, VnetHdr};
 use super::{l3_offset, IpVersion};
-
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
-const URG: u8 = 0x20;
-const CWR: u8 = 0x80;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const UDP_HDR: usize = 8;
+use crate::wire::ip::protocol;
+use crate::wire::tcp::{ACK, CWR, FIN, PSH, RST, SYN, URG};
+use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
 
 /// Largest merged IP packet. Both length fields are 16 bits; for IPv6 the fixed header counts too
 /// (as in the kernel's GRO without BIG TCP), which keeps every frame within the buffer.
@@ -33,7 +26,10 @@ const MAX_IP: usize = 65535;
 /// kernel's UDP_MAX_SEGMENTS, past which it refuses a UDP GSO frame.
 const MAX_SEGS: usize = 64;
 /// Ethernet header with one 802.1Q tag.
-const MAX_L2: usize = 18;
+const MAX_L2: usize = ethernet::VLAN_HEADER_LEN;
+/// Source and destination port, where TCP and UDP both keep them.
+const PORTS: Range<usize> = tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end;
+const _: () = assert!(PORTS.start == udp::field::SRC_PORT.start && PORTS.end == udp::field::DST_PORT.end);
 const BUF_LEN: usize = vnet::LEN + MAX_L2 + MAX_IP;
 
 /// What became of an offered frame.
@@ -95,7 +91,7 @@ struct Pending {
     push_fin: u8,
     /// The latest segment's window: with equal acks TCP would end up using it after processing
     /// the segments one by one, so the super-frame should advertise it.
-    window: [u8; 2],
+    window: u16,
 }
 
 /// Merges consecutive TCP segments (and, with set_udp, UDP datagrams) of one flow into one
@@ -137,8 +133,8 @@ impl Coalescer {
         };
         let Some(p) = &mut self.pending else {
             self.buf[vnet::LEN..vnet::LEN + seg.end].copy_from_slice(&frame[..seg.end]);
-            // Read only for TCP: a short UDP datagram may end before these offsets.
-            let window = if seg.udp { [0; 2] } else { [frame[seg.l4 + 14], frame[seg.l4 + 15]] };
+            // Read only for TCP: a short UDP datagram may end before the window.
+            let window = if seg.udp { 0 } else { tcp::window(&frame[seg.l4..]) };
             self.pending = Some(Pending {
                 head: seg,
                 len: seg.end,
@@ -163,7 +159,7 @@ impl Coalescer {
         p.push_fin |= seg.flags & (PSH | FIN);
         p.closed = seg.flags & (PSH | FIN) != 0 || n < p.gso_size;
         if !seg.udp {
-            p.window = [frame[seg.l4 + 14], frame[seg.l4 + 15]];
+            p.window = tcp::window(&frame[seg.l4..]);
         }
         Offer::Merged
     }
@@ -197,65 +193,77 @@ impl Coalescer {
 fn parse(frame: &[u8], udp: bool) -> Option<Seg> {
     let (l3, v) = l3_offset(frame)?;
     let is_udp = |proto: u8| match proto {
-        PROTO_TCP => Some(false),
-        PROTO_UDP if udp => Some(true),
+        protocol::TCP => Some(false),
+        protocol::UDP if udp => Some(true),
         _ => None,
     };
     // The smallest transport part worth merging: a header and at least one payload byte (a
     // TCP header without payload is left out below, after its length is known).
-    let min_l4 = |is_udp: bool| if is_udp { UDP_HDR + 1 } else { 20 };
+    let min_l4 = |is_udp: bool| if is_udp { udp::HEADER_LEN + 1 } else { tcp::HEADER_LEN };
     let (is_udp, l4, end, pseudo) = match v {
         IpVersion::V4 => {
-            let ip = frame.get(l3..l3 + 20)?;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let is_udp = is_udp(ip[9])?;
+            let ip = frame.get(l3..l3 + ipv4::HEADER_LEN)?;
+            let total = usize::from(ipv4::total_len(ip));
+            let proto = ip[ipv4::field::PROTOCOL];
+            let is_udp = is_udp(proto)?;
             // No options, and nothing but DF among the fragment bits (MF, offset and the
             // reserved bit all stop the kernel's inet_gro_receive too).
-            if ip[0] != 0x45 || ip[6] & 0xbf != 0 || ip[7] != 0 || total < 20 + min_l4(is_udp) {
+            if ipv4::version(ip) != ipv4::VERSION
+                || ipv4::header_len(ip) != ipv4::HEADER_LEN
+                || ipv4::flags_frag(ip) & !ipv4::FLAG_DF != 0
+                || total < ipv4::HEADER_LEN + min_l4(is_udp)
+            {
                 return None;
             }
             if l3 + total > frame.len() || !Sum::ZERO.add_bytes(ip).verifies() {
                 return None;
             }
-            let pseudo = pseudo_v4(&ip[12..16], &ip[16..20], ip[9], (total - 20) as u16);
-            (is_udp, l3 + 20, l3 + total, pseudo)
+            let l4_len = (total - ipv4::HEADER_LEN) as u16;
+            let pseudo = pseudo_v4(&ip[ipv4::field::SRC], &ip[ipv4::field::DST], proto, l4_len);
+            (is_udp, l3 + ipv4::HEADER_LEN, l3 + total, pseudo)
         }
         IpVersion::V6 => {
-            let ip = frame.get(l3..l3 + 40)?;
-            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let ip = frame.get(l3..l3 + ipv6::HEADER_LEN)?;
+            let plen = usize::from(ipv6::payload_len(ip));
             // The transport header right after the fixed header: extension headers are left to
             // the kernel.
-            let is_udp = is_udp(ip[6])?;
-            if ip[0] >> 4 != 6 || plen < min_l4(is_udp) || 40 + plen > MAX_IP {
+            let proto = ip[ipv6::field::NEXT_HEADER];
+            let is_udp = is_udp(proto)?;
+            if ipv6::version(ip) != ipv6::VERSION || plen < min_l4(is_udp) || ipv6::HEADER_LEN + plen > MAX_IP
+            {
                 return None;
             }
-            if l3 + 40 + plen > frame.len() {
+            let l4 = l3 + ipv6::HEADER_LEN;
+            if l4 + plen > frame.len() {
                 return None;
             }
-            (is_udp, l3 + 40, l3 + 40 + plen, pseudo_v6(&ip[8..24], &ip[24..40], ip[6], plen as u32))
+            let pseudo = pseudo_v6(&ip[ipv6::field::SRC], &ip[ipv6::field::DST], proto, plen as u32);
+            (is_udp, l4, l4 + plen, pseudo)
         }
     };
     let l4_bytes = &frame[l4..end];
     if is_udp {
-        let len = usize::from(u16::from_be_bytes([l4_bytes[4], l4_bytes[5]]));
+        let len = usize::from(udp::length(l4_bytes));
         // A zero checksum means none was sent (IPv4): merging would make one up for the whole.
-        if len != l4_bytes.len() || l4_bytes[6..8] == [0, 0] || !pseudo.add_bytes(l4_bytes).verifies() {
+        if len != l4_bytes.len()
+            || l4_bytes[udp::field::CHECKSUM] == [0, 0]
+            || !pseudo.add_bytes(l4_bytes).verifies()
+        {
             return None;
         }
-        return Some(Seg { v, udp: true, l3, l4, thl: UDP_HDR, end, seq: 0, flags: 0 });
+        return Some(Seg { v, udp: true, l3, l4, thl: udp::HEADER_LEN, end, seq: 0, flags: 0 });
     }
-    let tcp = l4_bytes;
-    let thl = usize::from(tcp[12] >> 4) * 4;
-    let flags = tcp[13];
+    let th = l4_bytes;
+    let thl = tcp::header_len(th);
+    let flags = tcp::flags(th);
     // A header that leaves no payload is a pure ACK (or malformed): nothing to merge.
-    if thl < 20 || thl >= tcp.len() || flags & (SYN | RST | URG | CWR) != 0 || flags & ACK == 0 {
+    if thl < tcp::HEADER_LEN || thl >= th.len() || flags & (SYN | RST | URG | CWR) != 0 || flags & ACK == 0 {
         return None;
     }
-    if !pseudo.add_bytes(tcp).verifies() {
+    if !pseudo.add_bytes(th).verifies() {
         return None;
     }
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    Some(Seg { v, udp: false, l3, l4, thl, end, seq, flags })
+    Some(Seg { v, udp: false, l3, l4, thl, end, seq: tcp::seq_number(th), flags })
 }
 
 /// Whether `seg` (in `frame`) extends the pending super-frame whose bytes are `held`.
@@ -273,26 +281,36 @@ fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
         return false;
     }
     let (l3, l4) = (h.l3, h.l4);
-    let same = |from: usize, to: usize| held[from..to] == frame[from..to];
+    // The bytes `r` of the header that starts at `base`.
+    let same = |base: usize, r: Range<usize>| {
+        held[base + r.start..base + r.end] == frame[base + r.start..base + r.end]
+    };
+    let same_byte = |at: usize| held[at] == frame[at];
     let same_ip = match h.v {
-        // Addresses, TOS, TTL and DF; the ID is free (segmentation offloads vary in setting it).
+        // Addresses, TOS, TTL and DF (the whole byte: parse() saw the other bits 0 in both); the
+        // ID is free (segmentation offloads vary in setting it).
         IpVersion::V4 => {
-            same(l3 + 12, l3 + 20)
-                && held[l3 + 1] == frame[l3 + 1]
-                && held[l3 + 8] == frame[l3 + 8]
-                && held[l3 + 6] == frame[l3 + 6]
+            same(l3, ipv4::field::SRC.start..ipv4::field::DST.end)
+                && same_byte(l3 + ipv4::field::DSCP_ECN)
+                && same_byte(l3 + ipv4::field::TTL)
+                && same_byte(l3 + ipv4::field::FLAGS_FRAG.start)
         }
         // Version, traffic class and flow label; hop limit; addresses.
-        IpVersion::V6 => same(l3, l3 + 4) && held[l3 + 7] == frame[l3 + 7] && same(l3 + 8, l3 + 40),
+        IpVersion::V6 => {
+            same(l3, ipv6::field::VER_TC_FLOW)
+                && same_byte(l3 + ipv6::field::HOP_LIMIT)
+                && same(l3, ipv6::field::SRC.start..ipv6::field::DST.end)
+        }
     };
     let same_tcp = || {
         // Ack number and data offset; flags but PSH and FIN; options.
-        same(l4 + 8, l4 + 13)
-            && (held[l4 + 13] ^ frame[l4 + 13]) & !(PSH | FIN) == 0
-            && same(l4 + 20, l4 + h.thl)
+        let flags = l4 + tcp::field::FLAGS;
+        same(l4, tcp::field::ACK.start..tcp::field::DATA_OFF + 1)
+            && (held[flags] ^ frame[flags]) & !(PSH | FIN) == 0
+            && same(l4, tcp::field::OPTIONS..h.thl)
     };
     // Ethernet header; ports.
-    same_ip && same(0, l3) && same(l4, l4 + 4) && (h.udp || same_tcp())
+    same_ip && same(0, 0..l3) && same(l4, PORTS) && (h.udp || same_tcp())
 }
 
 /// Rewrites the first segment's headers in `frame` to describe the whole super-frame, with the
@@ -300,38 +318,39 @@ fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
 fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
     let Seg { v, udp, l3, l4, thl, .. } = p.head;
     let l4_len = frame.len() - l4;
-    let proto = if udp { PROTO_UDP } else { PROTO_TCP };
+    let proto = if udp { protocol::UDP } else { protocol::TCP };
     let (pseudo, gso_type) = match v {
         IpVersion::V4 => {
             let ip_len = (frame.len() - l3) as u16;
-            frame[l3 + 2..l3 + 4].copy_from_slice(&ip_len.to_be_bytes());
-            frame[l3 + 10..l3 + 12].fill(0);
+            let ip = &mut frame[l3..l3 + ipv4::HEADER_LEN];
+            ip[ipv4::field::TOTAL_LEN].copy_from_slice(&ip_len.to_be_bytes());
+            ip[ipv4::field::CHECKSUM].fill(0);
             // Not Sum::finish: a header checksum of 0 is stored as 0, as everyone computes it.
-            let csum = !Sum::ZERO.add_bytes(&frame[l3..l3 + 20]).fold();
-            frame[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
-            (
-                pseudo_v4(&frame[l3 + 12..l3 + 16], &frame[l3 + 16..l3 + 20], proto, l4_len as u16),
-                vnet::GSO_TCPV4,
-            )
+            let csum = !Sum::ZERO.add_bytes(ip).fold();
+            ip[ipv4::field::CHECKSUM].copy_from_slice(&csum.to_be_bytes());
+            let pseudo = pseudo_v4(&ip[ipv4::field::SRC], &ip[ipv4::field::DST], proto, l4_len as u16);
+            (pseudo, vnet::GSO_TCPV4)
         }
         IpVersion::V6 => {
-            let payload_len = (frame.len() - l3 - 40) as u16;
-            frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-            let pseudo = pseudo_v6(&frame[l3 + 8..l3 + 24], &frame[l3 + 24..l3 + 40], proto, l4_len as u32);
+            let payload_len = (frame.len() - l3 - ipv6::HEADER_LEN) as u16;
+            let ip = &mut frame[l3..l3 + ipv6::HEADER_LEN];
+            ip[ipv6::field::PAYLOAD_LEN].copy_from_slice(&payload_len.to_be_bytes());
+            let pseudo = pseudo_v6(&ip[ipv6::field::SRC], &ip[ipv6::field::DST], proto, l4_len as u32);
             (pseudo, vnet::GSO_TCPV6)
         }
     };
     // The pseudo-header sum, not complemented: what F_NEEDS_CSUM asks the kernel to complete.
     let partial = pseudo.fold().to_be_bytes();
-    let (gso_type, csum_offset) = if udp {
-        frame[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-        frame[l4 + 6..l4 + 8].copy_from_slice(&partial);
-        (vnet::GSO_UDP_L4, 6)
+    let l4_hdr = &mut frame[l4..];
+    let (gso_type, csum) = if udp {
+        l4_hdr[udp::field::LENGTH].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        l4_hdr[udp::field::CHECKSUM].copy_from_slice(&partial);
+        (vnet::GSO_UDP_L4, udp::field::CHECKSUM)
     } else {
-        frame[l4 + 13] |= p.push_fin;
-        frame[l4 + 14..l4 + 16].copy_from_slice(&p.window);
-        frame[l4 + 16..l4 + 18].copy_from_slice(&partial);
-        (gso_type, 16)
+        l4_hdr[tcp::field::FLAGS] |= p.push_fin;
+        l4_hdr[tcp::field::WINDOW].copy_from_slice(&p.window.to_be_bytes());
+        l4_hdr[tcp::field::CHECKSUM].copy_from_slice(&partial);
+        (gso_type, tcp::field::CHECKSUM)
     };
     VnetHdr {
         flags: vnet::F_NEEDS_CSUM,
@@ -339,7 +358,7 @@ fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
         hdr_len: (l4 + thl) as u16,
         gso_size: p.gso_size as u16,
         csum_start: l4 as u16,
-        csum_offset,
+        csum_offset: csum.start as u16,
     }
 }
 
@@ -712,7 +731,7 @@ mod tests {
         let mut short_tcp_header = next(|_, _| {});
         short_tcp_header[34 + 12] = 0x40;
         short_tcp_header[34 + 16..34 + 18].fill(0);
-        let tcp_sum = pseudo_v4(&SRC4, &DST4, 6, 320).add_bytes(&short_tcp_header[34..]);
+        let tcp_sum = pseudo_v4(&SRC4, &DST4, protocol::TCP, 320).add_bytes(&short_tcp_header[34..]);
         short_tcp_header[34 + 16..34 + 18].copy_from_slice(&tcp_sum.finish());
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("IPv4 header with version 6", reseal(&[(14, 0x65)])),
@@ -1048,7 +1067,7 @@ mod tests {
         let frame = &out[vnet::LEN..];
         assert_eq!(&frame[16..18], &(20u16 + 8 + 1000).to_be_bytes(), "IPv4 total length");
         assert_eq!(&frame[38..40], &(8u16 + 1000).to_be_bytes(), "UDP length");
-        let pseudo = pseudo_v4(&SRC4, &DST4, 17, 1008).fold();
+        let pseudo = pseudo_v4(&SRC4, &DST4, protocol::UDP, 1008).fold();
         assert_eq!(&frame[40..42], &pseudo.to_be_bytes(), "partial checksum, not complemented");
         // The first datagram's headers otherwise: MACs, ID, flags, TTL, addresses, ports.
         assert_eq!(frame[..16], frames[0][..16]);
@@ -1136,10 +1155,10 @@ mod tests {
             .overflowing_add(u16::from_be_bytes([ones[40], ones[41]]));
         ones[42..44].copy_from_slice(&(sum + u16::from(carry)).to_be_bytes());
         ones[40..42].copy_from_slice(&[0xff, 0xff]);
-        assert!(pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&ones[34..]).verifies());
+        assert!(pseudo_v4(&SRC4, &DST4, protocol::UDP, 208).add_bytes(&ones[34..]).verifies());
         let mut zero_sum = ones.clone();
         zero_sum[40..42].fill(0);
-        assert!(pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&zero_sum[34..]).verifies());
+        assert!(pseudo_v4(&SRC4, &DST4, protocol::UDP, 208).add_bytes(&zero_sum[34..]).verifies());
         let mut zero_sum_other = udp4(&p);
         zero_sum_other[40..42].fill(0);
         let mut bad_sum = udp4(&p);
@@ -1155,7 +1174,7 @@ mod tests {
         let mut udp_len = udp4(&p);
         udp_len[38..40].copy_from_slice(&207u16.to_be_bytes());
         udp_len[40..42].fill(0);
-        let sum = pseudo_v4(&SRC4, &DST4, 17, 208).add_bytes(&udp_len[34..]);
+        let sum = pseudo_v4(&SRC4, &DST4, protocol::UDP, 208).add_bytes(&udp_len[34..]);
         udp_len[40..42].copy_from_slice(&sum.finish());
         let mut truncated = udp4(&p);
         truncated.pop();
@@ -1203,7 +1222,7 @@ mod tests {
         assert_eq!(got, all);
         assert_eq!((h.gso_size, h.hdr_len, h.csum_start), (1000, 62, 54));
         assert_eq!(&out[vnet::LEN + 18..vnet::LEN + 20], &(8u16 + 3010).to_be_bytes(), "payload length");
-        let pseudo = pseudo_v6(&SRC6, &DST6, 17, 3018).fold();
+        let pseudo = pseudo_v6(&SRC6, &DST6, protocol::UDP, 3018).fold();
         assert_eq!(&out[vnet::LEN + 60..vnet::LEN + 62], &pseudo.to_be_bytes());
     }
 

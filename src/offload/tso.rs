@@ -6,13 +6,8 @@
 use super::checksum::{self, pseudo_v4, pseudo_v6, Sum};
 use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use super::{l3_offset, IpVersion};
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
+use crate::wire::ip::protocol;
+use crate::wire::{ipv4, ipv6, tcp, udp};
 
 /// Why a super-frame could not be segmented (the caller counts a drop by reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +42,9 @@ pub struct Segments {
     pub len: usize,
 }
 
-/// Header offsets of a validated super-frame: `l3 + 20 <= l4` (v4) or `l3 + 40 == l4` (v6),
-/// `l4 + 20 <= end` (TCP) or `l4 + 8 == end` (UDP), and `end < frame.len()`.
+/// Header offsets of a validated super-frame: `l3 + ipv4::HEADER_LEN <= l4` (v4) or
+/// `l3 + ipv6::HEADER_LEN == l4` (v6), `l4 + tcp::HEADER_LEN <= end` (TCP) or
+/// `l4 + udp::HEADER_LEN == end` (UDP), and `end < frame.len()`.
 struct Layout {
     l3: usize,
     l4: usize,
@@ -74,43 +70,46 @@ fn parse(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, Error> {
     if want.is_some_and(|w| w != v) {
         return Err(Error::Malformed);
     }
-    let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+    let proto = if tcp { protocol::TCP } else { protocol::UDP };
     let l4 = match v {
         IpVersion::V4 => {
-            let ip = frame.get(l3..l3 + 20).ok_or(Error::Malformed)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let ip = frame.get(l3..l3 + ipv4::HEADER_LEN).ok_or(Error::Malformed)?;
+            let ihl = ipv4::header_len(ip);
             // A fragment cannot be cut further: every segment would claim the same offset.
-            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != proto || fragment {
+            if ipv4::version(ip) != ipv4::VERSION
+                || ihl < ipv4::HEADER_LEN
+                || ip[ipv4::field::PROTOCOL] != proto
+                || ipv4::is_fragment(ip)
+            {
                 return Err(Error::Malformed);
             }
             l3 + ihl
         }
         IpVersion::V6 => {
-            let ip = frame.get(l3..l3 + 40).ok_or(Error::Malformed)?;
-            if ip[0] >> 4 != 6 {
+            let ip = frame.get(l3..l3 + ipv6::HEADER_LEN).ok_or(Error::Malformed)?;
+            if ipv6::version(ip) != ipv6::VERSION {
                 return Err(Error::Malformed);
             }
-            match ip[6] {
+            match ip[ipv6::field::NEXT_HEADER] {
                 p if p == proto => {}
-                PROTO_TCP | PROTO_UDP => return Err(Error::Malformed),
+                protocol::TCP | protocol::UDP => return Err(Error::Malformed),
                 _ => return Err(Error::Unsupported),
             }
-            l3 + 40
+            l3 + ipv6::HEADER_LEN
         }
     };
     if hdr.flags & F_NEEDS_CSUM != 0 && usize::from(hdr.csum_start) != l4 {
         return Err(Error::Malformed);
     }
     let end = if tcp {
-        let th = frame.get(l4..l4 + 20).ok_or(Error::Malformed)?;
-        let thl = usize::from(th[12] >> 4) * 4;
-        if thl < 20 {
+        let th = frame.get(l4..l4 + tcp::HEADER_LEN).ok_or(Error::Malformed)?;
+        let thl = tcp::header_len(th);
+        if thl < tcp::HEADER_LEN {
             return Err(Error::Malformed);
         }
         l4 + thl
     } else {
-        l4 + 8
+        l4 + udp::HEADER_LEN
     };
     // Also rejects an empty payload: there is nothing to segment.
     if end >= frame.len() {
@@ -145,19 +144,18 @@ pub fn segment(frame: &[u8], hdr: &VnetHdr, prefix: &[u8], out: &mut [u8]) -> Re
     let out = out.get_mut(..len).ok_or(Error::NoRoom)?;
 
     // The pseudo-header without its length (added per segment: only the last one differs).
-    let proto = if lay.tcp { PROTO_TCP } else { PROTO_UDP };
+    let proto = if lay.tcp { protocol::TCP } else { protocol::UDP };
     let ip = &headers[lay.l3..lay.l4];
-    let pseudo = match lay.v {
-        IpVersion::V4 => pseudo_v4(&ip[12..16], &ip[16..20], proto, 0),
-        IpVersion::V6 => pseudo_v6(&ip[8..24], &ip[24..40], proto, 0),
+    let (pseudo, mut id) = match lay.v {
+        IpVersion::V4 => (pseudo_v4(&ip[ipv4::field::SRC], &ip[ipv4::field::DST], proto, 0), ipv4::ident(ip)),
+        IpVersion::V6 => (pseudo_v6(&ip[ipv6::field::SRC], &ip[ipv6::field::DST], proto, 0), 0),
     };
-    let mut id = u16::from_be_bytes([ip[4], ip[5]]);
     let mut seq = 0;
     let mut flags = 0;
     if lay.tcp {
         let th = &headers[lay.l4..lay.end];
-        seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
-        flags = th[13];
+        seq = tcp::seq_number(th);
+        flags = tcp::flags(th);
     }
     let step = u32::from(hdr.gso_size);
 
@@ -173,40 +171,40 @@ pub fn segment(frame: &[u8], hdr: &VnetHdr, prefix: &[u8], out: &mut [u8]) -> Re
 
         // Fits in u16: checked against `widest` above.
         let l4_len = (l4_hdr_len + chunk.len()) as u16;
+        let ip = &mut h[lay.l3..lay.l4];
         match lay.v {
             IpVersion::V4 => {
-                let ip = &mut h[lay.l3..lay.l4];
                 let total = (lay.l4 - lay.l3) as u16 + l4_len;
-                ip[2..4].copy_from_slice(&total.to_be_bytes());
-                ip[4..6].copy_from_slice(&id.to_be_bytes());
-                ip[10..12].fill(0);
+                ip[ipv4::field::TOTAL_LEN].copy_from_slice(&total.to_be_bytes());
+                ip[ipv4::field::IDENT].copy_from_slice(&id.to_be_bytes());
+                ip[ipv4::field::CHECKSUM].fill(0);
                 let c = Sum::ZERO.add_bytes(ip).finish();
-                ip[10..12].copy_from_slice(&c);
+                ip[ipv4::field::CHECKSUM].copy_from_slice(&c);
                 id = id.wrapping_add(1);
             }
-            IpVersion::V6 => h[lay.l3 + 4..lay.l3 + 6].copy_from_slice(&l4_len.to_be_bytes()),
+            IpVersion::V6 => ip[ipv6::field::PAYLOAD_LEN].copy_from_slice(&l4_len.to_be_bytes()),
         }
 
         let l4 = &mut h[lay.l4..];
-        let field = if lay.tcp {
-            l4[4..8].copy_from_slice(&seq.to_be_bytes());
+        let csum = if lay.tcp {
+            l4[tcp::field::SEQ].copy_from_slice(&seq.to_be_bytes());
             seq = seq.wrapping_add(step);
             let mut f = flags;
             if i + 1 != count {
-                f &= !(TCP_FIN | TCP_PSH);
+                f &= !(tcp::FIN | tcp::PSH);
             }
             if i != 0 {
-                f &= !TCP_CWR;
+                f &= !tcp::CWR;
             }
-            l4[13] = f;
-            16
+            l4[tcp::field::FLAGS] = f;
+            tcp::field::CHECKSUM
         } else {
-            l4[4..6].copy_from_slice(&l4_len.to_be_bytes());
-            6
+            l4[udp::field::LENGTH].copy_from_slice(&l4_len.to_be_bytes());
+            udp::field::CHECKSUM
         };
-        l4[field..field + 2].fill(0);
+        l4[csum.clone()].fill(0);
         let sum = pseudo.add_u16(l4_len).add_bytes(l4).combine(data);
-        l4[field..field + 2].copy_from_slice(&sum.finish());
+        l4[csum].copy_from_slice(&sum.finish());
     }
     Ok(Segments { stride, count, len })
 }
@@ -283,13 +281,12 @@ mod tests {
             None => step.udp(4000, 4789).write(&mut v, data).unwrap(),
         }
         let (l3, ver) = l3_offset(&v).unwrap();
-        let l4_off = match ver {
-            IpVersion::V4 => l3 + usize::from(v[l3] & 0x0f) * 4,
-            IpVersion::V6 => l3 + 40,
+        let (l4_off, proto) = match ver {
+            IpVersion::V4 => (l3 + ipv4::header_len(&v[l3..]), v[l3 + ipv4::field::PROTOCOL]),
+            IpVersion::V6 => (l3 + ipv6::HEADER_LEN, v[l3 + ipv6::field::NEXT_HEADER]),
         };
-        let field =
-            l4_off + if v[l3 + if ver == IpVersion::V4 { 9 } else { 6 }] == PROTO_TCP { 16 } else { 6 };
-        v[field..field + 2].copy_from_slice(&[0xde, 0xad]);
+        let csum = if proto == protocol::TCP { tcp::field::CHECKSUM } else { udp::field::CHECKSUM };
+        v[l4_off..][csum].copy_from_slice(&[0xde, 0xad]);
         v
     }
 
@@ -565,7 +562,7 @@ mod tests {
         // IPv6 with an 8-byte hop-by-hop header (PadN) in front of TCP.
         let mut ext = f6[..54].to_vec();
         ext[14 + 6] = 0; // next header: hop-by-hop
-        ext.extend_from_slice(&[PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[protocol::TCP, 0, 1, 4, 0, 0, 0, 0]);
         ext.extend_from_slice(&f6[54..]);
         assert_eq!(seg(&ext, vnet(GSO_TCPV6, 1448, 62)), Err(Error::Unsupported), "v6 extension header");
     }
@@ -592,7 +589,7 @@ mod tests {
         let data = payload(101);
         let mut f = frame(false, ipv4(1, &[]), None, &data);
         // What the kernel leaves for CHECKSUM_PARTIAL: the folded pseudo-header sum.
-        let partial = pseudo_v4(&SRC4, &DST4, PROTO_UDP, 8 + 101).fold();
+        let partial = pseudo_v4(&SRC4, &DST4, protocol::UDP, 8 + 101).fold();
         f[34 + 6..34 + 8].copy_from_slice(&partial.to_be_bytes());
         let hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..Default::default() };
         assert_eq!(complete_checksum(&mut f, &hdr), Ok(()));
@@ -651,17 +648,17 @@ mod tests {
                 let body = &seg[hdrs..];
                 let l4_len = (hdrs - l4 + body.len()) as u16;
                 let pseudo = if v6 {
-                    prop_assert_eq!(&seg[l3 + 4..l3 + 6], &l4_len.to_be_bytes());
-                    pseudo_v6(&SRC6, &DST6, PROTO_TCP, u32::from(l4_len))
+                    prop_assert_eq!(&seg[l3..][ipv6::field::PAYLOAD_LEN], &l4_len.to_be_bytes());
+                    pseudo_v6(&SRC6, &DST6, protocol::TCP, u32::from(l4_len))
                 } else {
                     prop_assert!(Sum::ZERO.add_bytes(&seg[l3..l4]).verifies(), "ip checksum");
-                    prop_assert_eq!(&seg[l3 + 2..l3 + 4], &(l4_len + 20).to_be_bytes());
-                    pseudo_v4(&SRC4, &DST4, PROTO_TCP, l4_len)
+                    prop_assert_eq!(&seg[l3..][ipv4::field::TOTAL_LEN], &(l4_len + 20).to_be_bytes());
+                    pseudo_v4(&SRC4, &DST4, protocol::TCP, l4_len)
                 };
                 prop_assert!(pseudo.add_bytes(&seg[l4..]).verifies(), "tcp checksum of segment {}", i);
-                let seq = u32::from_be_bytes(seg[l4 + 4..l4 + 8].try_into().unwrap());
+                let seq = tcp::seq_number(&seg[l4..]);
                 prop_assert_eq!(seq, 0xffff_0000_u32.wrapping_add((i * mss) as u32));
-                prop_assert_eq!(seg[l4 + 13] & TCP_FIN != 0, i + 1 == s.count);
+                prop_assert_eq!(seg[l4 + tcp::field::FLAGS] & tcp::FIN != 0, i + 1 == s.count);
                 joined.extend_from_slice(body);
             }
             prop_assert_eq!(joined, data);
