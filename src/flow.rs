@@ -2,7 +2,8 @@
 //!
 //! Underlay routers spread traffic over equal-cost paths by the outer 5-tuple; the only field a
 //! VTEP can vary per flow is the UDP source port. Hashing the inner flow into it spreads flows and
-//! keeps each flow on one port, so one path, and in order.
+//! keeps each flow on one port, so one path, and in order. The dataplane's send pool maps
+//! [`flow_hash`] onto its sockets, each bound to one port of the [`PortRange`].
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
@@ -32,13 +33,6 @@ impl PortRange {
 
     pub const fn max(&self) -> u16 {
         self.max
-    }
-
-    /// Maps a 32-bit hash evenly onto the range (multiply-shift, no division).
-    #[inline]
-    pub fn map(&self, hash: u32) -> u16 {
-        let span = u64::from(self.max - self.min) + 1;
-        self.min + ((u64::from(hash) * span) >> 32) as u16
     }
 }
 
@@ -85,12 +79,6 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
         }
     }
     h.finish()
-}
-
-/// The outer UDP source port for `frame`.
-#[inline]
-pub fn source_port(frame: &[u8], range: PortRange) -> u16 {
-    range.map(flow_hash(frame))
 }
 
 /// A small multiply-rotate hash with a murmur3 finaliser: fast, allocation-free and
@@ -183,35 +171,34 @@ mod tests {
     }
 
     #[test]
-    fn flows_spread_over_the_range() {
-        let range = PortRange::default();
+    fn flows_spread_over_the_send_pool() {
+        // The send pool's mapping (dataplane::udp::SendPool::index): multiply-shift by the socket
+        // count, so the high bits of the hash pick the socket; 16 is the pool's size.
+        let sockets = 16u64;
         let mut buckets = [0u32; 16];
         for i in 0..4096u32 {
-            let p = source_port(&udp_frame([198, 19, (i >> 8) as u8, i as u8], 5000 + i as u16, 80), range);
-            assert!((49152..=65535).contains(&p));
-            buckets[usize::from((p - 49152) / 1024)] += 1;
+            let h = flow_hash(&udp_frame([198, 19, (i >> 8) as u8, i as u8], 5000 + i as u16, 80));
+            buckets[((u64::from(h) * sockets) >> 32) as usize] += 1;
         }
         // 256 expected per bucket; a broken mix puts most flows in a few buckets.
         assert!(buckets.iter().all(|&c| (160..=352).contains(&c)), "{buckets:?}");
     }
 
     #[test]
-    fn range_mapping_covers_both_ends() {
+    fn port_ranges_are_never_empty_nor_include_zero() {
         let r = PortRange::new(1000, 1003).unwrap();
-        assert_eq!(r.map(0), 1000);
-        assert_eq!(r.map(u32::MAX), 1003);
-        let one = PortRange::new(7, 7).unwrap();
-        assert_eq!(one.map(u32::MAX), 7);
+        assert_eq!((r.min(), r.max()), (1000, 1003));
+        assert!(PortRange::new(7, 7).is_some());
         assert_eq!(PortRange::new(0, 10), None);
         assert_eq!(PortRange::new(10, 9), None);
-        assert_eq!(PortRange::new(1, 65535).unwrap().map(u32::MAX), 65535);
+        assert_eq!(PortRange::default(), PortRange::new(49152, 65535).unwrap());
     }
 
     #[test]
     fn non_ip_and_garbage_frames_hash_without_panicking() {
         assert_eq!(flow_hash(&[1, 2, 3]), 0);
         let arp_like = [0xffu8; 60];
-        let _ = source_port(&arp_like, PortRange::default());
+        let _ = flow_hash(&arp_like);
         let mut bad_ip = udp_frame([198, 19, 0, 1], 1, 2);
         bad_ip.truncate(20);
         let _ = flow_hash(&bad_ip);

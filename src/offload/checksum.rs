@@ -129,6 +129,8 @@ pub fn complete(frame: &mut [u8], start: usize, offset: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ip::protocol;
+    use crate::wire::udp;
 
     /// RFC 1071's reference algorithm, big-endian 16-bit words, for comparison.
     fn reference(data: &[u8]) -> u16 {
@@ -182,12 +184,12 @@ mod tests {
     fn complete_fills_a_udp_checksum_that_verifies() {
         // An IPv4 UDP datagram 198.18.0.1 -> 198.18.0.2 with the pseudo-header sum in place.
         let (src, dst) = ([198, 18, 0, 1], [198, 18, 0, 2]);
-        let mut udp = vec![0x30, 0x39, 0x12, 0xb5, 0, 12, 0, 0, b'a', b'b', b'c', b'd'];
-        let pseudo = pseudo_v4(&src, &dst, 17, 12);
-        udp[6..8].copy_from_slice(&pseudo.fold().to_be_bytes());
-        assert!(complete(&mut udp, 0, 6));
-        assert!(pseudo.add_bytes(&udp).verifies());
-        assert!(!complete(&mut udp, 0, 11), "field past the end");
-        assert!(!complete(&mut udp, 12, 0), "start past the end");
+        let mut dgram = vec![0x30, 0x39, 0x12, 0xb5, 0, 12, 0, 0, b'a', b'b', b'c', b'd'];
+        let pseudo = pseudo_v4(&src, &dst, protocol::UDP, 12);
+        dgram[udp::field::CHECKSUM].copy_from_slice(&pseudo.fold().to_be_bytes());
+        assert!(complete(&mut dgram, 0, udp::field::CHECKSUM.start));
+        assert!(pseudo.add_bytes(&dgram).verifies());
+        assert!(!complete(&mut dgram, 0, 11), "field past the end");
+        assert!(!complete(&mut dgram, 12, 0), "start past the end");
     }
 }

@@ -8,22 +8,19 @@ pub mod gro;
 pub mod tso;
 pub mod vnet;
 
+use crate::wire::ethernet;
+
 /// Where the IP header starts and which version it is, past an Ethernet header with at most
 /// one 802.1Q tag. None for anything but IPv4 and IPv6.
 #[inline]
 pub fn l3_offset(frame: &[u8]) -> Option<(usize, IpVersion)> {
-    let mut off = 12;
-    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-    if ethertype == 0x8100 {
-        off += 4;
-        ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-    }
+    let (ethertype, off) = ethernet::payload_type(frame)?;
     let v = match ethertype {
-        0x0800 => IpVersion::V4,
-        0x86dd => IpVersion::V6,
+        ethernet::ETHERTYPE_IPV4 => IpVersion::V4,
+        ethernet::ETHERTYPE_IPV6 => IpVersion::V6,
         _ => return None,
     };
-    Some((off + 2, v))
+    Some((off, v))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

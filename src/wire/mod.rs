@@ -1,24 +1,47 @@
-//! Tunnel wire formats: zero-copy views over byte slices, no I/O, no allocation.
+//! Wire formats: zero-copy views over byte slices, no I/O, no allocation.
 //!
-//! Each protocol has a checked `Packet<T: AsRef<[u8]>>` view and a plain `Repr` (the style of
-//! smoltcp's wire module). On top of them:
+//! The tunnel headers ([`vxlan`], [`geneve`]) each have a checked `Packet<T: AsRef<[u8]>>` view
+//! and a plain `Repr` (the style of smoltcp's wire module). On top of them:
 //! - [`EncapHeader`]: a network's header, emitted once and then prepended into the headroom in
 //!   front of each frame, so encapsulation never copies the frame;
 //! - [`decapsulate`]: the receive policy the dataplane applies to each datagram, with one error
 //!   variant per drop reason.
+//!
+//! The inner frame's headers ([`ethernet`], [`ipv4`], [`ipv6`], [`tcp`], [`udp`], and what IPv4
+//! and IPv6 share in [`ip`]) are lighter: a `field` module of byte offsets, named constants, and
+//! a few inline accessors over a slice the caller has already checked is long enough.
 
+pub mod ethernet;
 pub mod geneve;
+pub mod ip;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
 pub mod vxlan;
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 /// Largest 24-bit VNI.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// An Ethernet header without VLAN tag: the least an inner frame must hold.
-pub const ETHERNET_HEADER_LEN: usize = 14;
+pub const ETHERNET_HEADER_LEN: usize = ethernet::HEADER_LEN;
 /// Headroom that fits any tunnel header vxtap emits (Geneve with a full option area).
 pub const MAX_HEADER_LEN: usize = geneve::MAX_HEADER_LEN;
+
+/// The big-endian 16-bit field at `r` (its first two bytes) of `b`.
+#[inline]
+pub(crate) fn read_u16(b: &[u8], r: Range<usize>) -> u16 {
+    u16::from_be_bytes([b[r.start], b[r.start + 1]])
+}
+
+/// The big-endian 32-bit field at `r` (its first four bytes) of `b`.
+#[inline]
+pub(crate) fn read_u32(b: &[u8], r: Range<usize>) -> u32 {
+    u32::from_be_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]])
+}
 
 /// Why a datagram was rejected or a header could not be emitted. Each receive error has its own
 /// variant, so the dataplane counts drops by reason.

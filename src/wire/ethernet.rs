@@ -1,0 +1,107 @@
+//! Ethernet II header (IEEE 802.3 §3.1.1), with at most one 802.1Q VLAN tag (IEEE 802.1Q §9).
+//!
+//! ```text
+//! | Destination (6) | Source (6) | EtherType (2) |                      payload
+//! | Destination (6) | Source (6) | 0x8100 (2) | TCI (2) | EtherType (2) | payload
+//! ```
+//! Accessors take the frame from its first byte and panic if it is shorter than the field.
+
+use super::read_u16;
+
+/// Byte ranges of the header's fields.
+pub(crate) mod field {
+    use std::ops::Range;
+
+    /// Destination MAC address.
+    #[allow(dead_code)] // Part of the map; MacAddr reads the addresses today.
+    pub const DST: Range<usize> = 0..6;
+    /// Source MAC address.
+    #[allow(dead_code)]
+    pub const SRC: Range<usize> = 6..12;
+    /// EtherType, or the VLAN tag's TPID ([`super::ETHERTYPE_VLAN`]).
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    /// Tag control information of a VLAN tag: priority (3 bits), DEI (1), VLAN ID (12).
+    pub const VLAN_TCI: Range<usize> = 14..16;
+    /// The EtherType after one VLAN tag.
+    pub const VLAN_ETHERTYPE: Range<usize> = 16..18;
+}
+
+/// Length of an untagged header.
+pub const HEADER_LEN: usize = 14;
+/// Length of one 802.1Q tag (TPID and TCI).
+pub const VLAN_TAG_LEN: usize = 4;
+/// Length of a header with one VLAN tag.
+pub const VLAN_HEADER_LEN: usize = HEADER_LEN + VLAN_TAG_LEN;
+
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType (TPID) of an 802.1Q VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// Mask of the VLAN ID in the tag control information.
+pub const VLAN_ID_MASK: u16 = 0x0fff;
+
+/// The EtherType field right after the addresses (a VLAN tag's TPID when tagged).
+#[inline]
+pub fn ethertype(b: &[u8]) -> u16 {
+    read_u16(b, field::ETHERTYPE)
+}
+
+/// The payload's EtherType and the offset where the payload starts, past at most one VLAN tag;
+/// None when the frame ends before the EtherType.
+#[inline]
+pub fn payload_type(frame: &[u8]) -> Option<(u16, usize)> {
+    let at = |r: std::ops::Range<usize>| -> Option<(u16, usize)> {
+        let b = frame.get(r.clone())?;
+        Some((u16::from_be_bytes([b[0], b[1]]), r.end))
+    };
+    match at(field::ETHERTYPE)? {
+        (ETHERTYPE_VLAN, _) => at(field::VLAN_ETHERTYPE),
+        untagged => Some(untagged),
+    }
+}
+
+/// The VLAN ID of a tagged frame (its header is [`VLAN_HEADER_LEN`] long); None when untagged.
+#[inline]
+pub fn vlan_id(b: &[u8]) -> Option<u16> {
+    (ethertype(b) == ETHERTYPE_VLAN).then(|| read_u16(b, field::VLAN_TCI) & VLAN_ID_MASK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 02:00:00:00:00:0b -> ff:ff:ff:ff:ff:ff, VLAN 42 priority 5, then IPv4.
+    const TAGGED: [u8; 18] =
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x0b, 0x81, 0x00, 0xa0, 0x2a, 0x08, 0x00];
+
+    #[test]
+    fn reads_a_tagged_header() {
+        assert_eq!(&TAGGED[field::DST], &[0xff; 6]);
+        assert_eq!(&TAGGED[field::SRC], &[0x02, 0, 0, 0, 0, 0x0b]);
+        assert_eq!(ethertype(&TAGGED), ETHERTYPE_VLAN);
+        assert_eq!(vlan_id(&TAGGED), Some(42));
+        assert_eq!(payload_type(&TAGGED), Some((ETHERTYPE_IPV4, VLAN_HEADER_LEN)));
+    }
+
+    #[test]
+    fn reads_an_untagged_header() {
+        // The same frame without its tag, carrying IPv6 and then ARP.
+        let mut b = [&TAGGED[..12], &[0x86, 0xdd]].concat();
+        assert_eq!(vlan_id(&b), None);
+        assert_eq!(payload_type(&b), Some((ETHERTYPE_IPV6, HEADER_LEN)));
+        b[field::ETHERTYPE].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(payload_type(&b), Some((ETHERTYPE_ARP, HEADER_LEN)));
+    }
+
+    #[test]
+    fn short_frames_have_no_payload_type() {
+        assert_eq!(payload_type(&TAGGED[..13]), None);
+        assert_eq!(payload_type(&TAGGED[..17]), None, "tag without its EtherType");
+        assert_eq!(payload_type(&[]), None);
+    }
+}
