@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use vxtap::cidr::Cidr;
 use vxtap::config::{self, AllowFrom, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
 use vxtap::mac::MacAddr;
+use vxtap::pmtu::{Df, MssClamp};
 use vxtap::wire::{Proto, MAX_VNI};
 
 #[derive(Parser, Debug)]
@@ -37,6 +38,15 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
         /// Print a JSON object instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the remote VTEPs of a running VTEP: how each is known, the path MTU towards it, when
+    /// it was last heard from
+    Peers {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON array of {"dst","port","vni","source","node","pmtu","last_seen_secs"}
         #[arg(long)]
         json: bool,
     },
@@ -127,6 +137,17 @@ pub struct RunArgs {
     /// stays on one queue [default: one per CPU, at most 8]
     #[arg(long, value_name = "N")]
     pub queues: Option<usize>,
+    /// Outer IPv4 Don't Fragment bit: set (never fragment; too-big datagrams are dropped and the
+    /// inner sender is told with ICMP), unset (the underlay may fragment anything, as the kernel's
+    /// vxlan does by default) or inherit (copy the inner packet's DF: TCP and other DF traffic get
+    /// path MTU feedback, DF=0 traffic is fragmented when it must be). See README "Path MTU"
+    #[arg(long, value_name = "set|unset|inherit", default_value = "inherit")]
+    pub df: Df,
+    /// Rewrite the MSS option of TCP SYNs crossing the tunnel to fit the underlay path, for paths
+    /// that drop ICMP. Bare: fit the path MTU the kernel knows towards each VTEP; with a value:
+    /// fit an underlay path MTU of that many bytes (e.g. --mss-clamp=1400) [default: off]
+    #[arg(long, value_name = "PATH_MTU", num_args = 0..=1, default_missing_value = "auto", require_equals = true)]
+    pub mss_clamp: Option<MssClamp>,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
@@ -137,7 +158,7 @@ pub struct RunArgs {
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues"])]
+        "no_offload", "queues", "df", "mss_clamp"])]
     pub config: Option<PathBuf>,
 }
 
@@ -166,6 +187,8 @@ impl RunArgs {
                 n.udp_csum = !self.no_udp_csum;
                 n.offload = !self.no_offload;
                 n.queues = self.queues;
+                n.df = self.df;
+                n.mss_clamp = self.mss_clamp;
                 vec![n]
             }
         };
@@ -250,6 +273,8 @@ mod tests {
             &["vxtap", "run", "--vni", "1", "--remote", "nowhere"],
             &["vxtap", "run", "--vni", "1", "--address", "198.19.0.1"],
             &["vxtap", "run"],
+            &["vxtap", "run", "--vni", "1", "--df", "sometimes"],
+            &["vxtap", "run", "--vni", "1", "--mss-clamp=100"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
@@ -259,5 +284,14 @@ mod tests {
         let Command::Run(r) = ok.command else { panic!() };
         let n = r.networks().unwrap();
         assert_eq!((n[0].vni, n[0].remotes[0].port), (16777215, Some(8472)));
+        assert_eq!((n[0].df, n[0].mss_clamp), (Df::Inherit, None));
+        let parse = |args: &[&str]| {
+            let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            r.networks().unwrap().remove(0)
+        };
+        let n = parse(&["vxtap", "run", "--vni", "1", "--df", "unset", "--mss-clamp"]);
+        assert_eq!((n.df, n.mss_clamp), (Df::Unset, Some(MssClamp::Auto)));
+        let n = parse(&["vxtap", "run", "--vni", "1", "--mss-clamp=1400"]);
+        assert_eq!(n.mss_clamp, Some(MssClamp::PathMtu(1400)));
     }
 }

@@ -14,6 +14,7 @@ use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
 use crate::flow::PortRange;
 use crate::ifname;
 use crate::mac::MacAddr;
+use crate::pmtu::{Df, MssClamp};
 use crate::wire::{self, Proto, MAX_VNI};
 
 /// Default TAP name.
@@ -113,6 +114,23 @@ impl FromStr for PortRangeArg {
     }
 }
 
+/// `mss_clamp` in a config file: `true`, `"auto"` or a path MTU in bytes.
+fn deserialize_mss_clamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MssClamp>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Flag(bool),
+        Mtu(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Flag(false) => Ok(None),
+        Raw::Flag(true) => Ok(Some(MssClamp::Auto)),
+        Raw::Mtu(m) => m.to_string().parse().map(Some).map_err(serde::de::Error::custom),
+        Raw::Text(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 /// Lets the TOML loader reuse each type's `FromStr`, so file and flags accept the same syntax.
 macro_rules! deserialize_from_str {
     ($($t:ty),*) => {$(
@@ -124,7 +142,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr, AllowFrom);
+deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr, AllowFrom, Df);
 
 /// One overlay network: a TAP, a VNI and its remotes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -166,6 +184,12 @@ pub struct NetworkConfig {
     pub offload: bool,
     /// TAP queues and receive sockets, each served by its own threads [default: CPUs, at most 8].
     pub queues: Option<usize>,
+    /// The outer IPv4 DF bit.
+    #[serde(default)]
+    pub df: Df,
+    /// Clamp the MSS of TCP SYNs to the path.
+    #[serde(default, deserialize_with = "deserialize_mss_clamp")]
+    pub mss_clamp: Option<MssClamp>,
 }
 
 /// Most queues a network may ask for.
@@ -214,6 +238,8 @@ impl NetworkConfig {
             udp_csum: true,
             offload: true,
             queues: None,
+            df: Df::default(),
+            mss_clamp: None,
         }
     }
 
@@ -430,6 +456,16 @@ mod tests {
         let nets = parse(TWO_VNIS).unwrap();
         assert_eq!(nets.len(), 2);
         assert_eq!((nets[0].vni, nets[1].vni, nets[1].learning, nets[0].learning), (42, 43, false, true));
+        assert_eq!((nets[0].df, nets[0].mss_clamp), (Df::Inherit, None), "defaults");
+        let more = TWO_VNIS.replace("learning = false", "learning = false\ndf = \"set\"\nmss_clamp = 1400");
+        let nets = parse(&more).unwrap();
+        assert_eq!((nets[1].df, nets[1].mss_clamp), (Df::Set, Some(MssClamp::PathMtu(1400))));
+        for (text, want) in
+            [("true", Some(MssClamp::Auto)), ("\"auto\"", Some(MssClamp::Auto)), ("false", None)]
+        {
+            let t = TWO_VNIS.replace("learning = false", &format!("mss_clamp = {text}"));
+            assert_eq!(parse(&t).unwrap()[1].mss_clamp, want, "{text}");
+        }
         assert_eq!(nets[0].bind_addr(), nets[1].bind_addr(), "same socket");
         assert_eq!(nets[1].statics[0].dst.ip, "198.18.0.2".parse::<IpAddr>().unwrap());
     }
@@ -442,6 +478,10 @@ mod tests {
         assert!(parse(&dup_dev).unwrap_err().contains("configured twice"));
         let mixed = TWO_VNIS.replace("vni = 43", "vni = 43\nproto = \"geneve\"\nport = 4789");
         assert!(parse(&mixed).unwrap_err().contains("both"));
+        for bad in ["df = \"maybe\"", "mss_clamp = 100", "mss_clamp = \"lots\""] {
+            let text = TWO_VNIS.replace("learning = false", &format!("learning = false\n{bad}"));
+            assert!(parse(&text).is_err(), "{bad}");
+        }
         let csum = TWO_VNIS.replace("learning = false", "learning = false\nudp_csum = false");
         assert!(parse(&csum).unwrap_err().contains("udp_csum"));
         let off = TWO_VNIS.replace("learning = false", "learning = false\noffload = false");

@@ -276,6 +276,12 @@ impl Fdb {
         }
     }
 
+    /// The table's clock, in milliseconds: for the packet path's other timers.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn vni(&self) -> u32 {
         self.vni
     }

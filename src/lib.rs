@@ -25,7 +25,9 @@ pub mod ifname;
 pub mod mac;
 pub mod offload;
 pub mod pipeline;
+pub mod pmtu;
 pub mod privileges;
+pub mod ratelimit;
 pub mod stats;
 #[allow(unsafe_code)] // moves to its own crate
 pub mod testbed;

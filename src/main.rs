@@ -12,7 +12,7 @@ use clap::Parser;
 use tracing::{info, warn};
 
 use cli::{Cli, Command, FdbCommand, RunArgs, Target};
-use vxtap::control::{self, FdbKind, FdbRow, Request, Stats};
+use vxtap::control::{self, FdbKind, FdbRow, PeerRow, Request, Stats};
 use vxtap::dataplane::Dataplane;
 use vxtap::fdb::MonotonicClock;
 use vxtap::privileges::User;
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             control::request(&target.path(), &Request::FdbDel { mac, dst })
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
+        Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
         Command::Demo { proto, megabytes } => vxtap::demo::run(proto, megabytes),
     };
@@ -132,6 +133,7 @@ fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
+            dp.refresh_path_mtus();
             let n = dp.expire();
             if n > 0 {
                 tracing::debug!(expired = n, "fdb entries aged out");
@@ -207,6 +209,23 @@ fn print_fdb(rows: &Vec<FdbRow>) {
     for e in rows {
         let age = if e.kind == FdbKind::Learned { format!(" age {}s", e.age_secs) } else { String::new() };
         println!("{} dst {} port {} vni {} {}{age}", e.mac, e.dst, e.port, e.vni, e.kind.as_str());
+    }
+}
+
+/// One line per remote VTEP.
+fn print_peers(rows: &Vec<PeerRow>) {
+    for p in rows {
+        let opt = |v: Option<u64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v}{unit}"));
+        println!(
+            "{} port {} vni {} {}{} pmtu {} last seen {}",
+            p.dst,
+            p.port,
+            p.vni,
+            p.source.as_str(),
+            p.node.as_ref().map(|n| format!(" node {n}")).unwrap_or_default(),
+            opt(p.pmtu.map(u64::from), ""),
+            opt(p.last_seen_secs, "s ago"),
+        );
     }
 }
 

@@ -12,6 +12,8 @@ use crate::allow::Allowlist;
 use crate::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::flow;
 use crate::mac::MacAddr;
+use crate::pmtu::{self, Df, MssClamp, PathMtus};
+use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, DropReason};
 use crate::wire::{self, EncapHeader, RxPolicy};
 
@@ -27,7 +29,23 @@ pub struct Network {
     pub fdb: Fdb,
     pub counters: Counters,
     header: EncapHeader,
+    pub path: PathPolicy,
+    /// ICMP "too big" replies to inner senders, so a flood of oversize frames yields few.
+    pub too_big_replies: TokenBucket,
 }
+
+/// How a network deals with paths narrower than its frames (README "Path MTU").
+#[derive(Clone, Default)]
+pub struct PathPolicy {
+    pub df: Df,
+    pub mss_clamp: Option<MssClamp>,
+    /// Path MTUs learned towards the VTEPs of the socket the network sends on.
+    pub path_mtus: Arc<PathMtus>,
+}
+
+/// ICMP "too big" replies a network may write per second, and at once.
+pub const TOO_BIG_REPLIES_PER_SEC: u64 = 100;
+pub const TOO_BIG_REPLIES_BURST: u64 = 10;
 
 /// Where an encapsulated datagram goes.
 pub enum Destinations {
@@ -52,11 +70,56 @@ pub struct Encapsulated {
     /// Hash of the inner flow, which picks the outer source port.
     pub flow_hash: u32,
     pub to: Destinations,
+    /// The underlay may fragment the datagram (its outer DF bit is clear).
+    pub fragment: bool,
 }
 
 impl Network {
     pub fn new(vni: u32, peer_port: u16, header: EncapHeader, fdb: Fdb) -> Network {
-        Network { vni, peer_port, fdb, counters: Counters::default(), header }
+        Network {
+            vni,
+            peer_port,
+            fdb,
+            counters: Counters::default(),
+            header,
+            path: PathPolicy::default(),
+            too_big_replies: TokenBucket::new(TOO_BIG_REPLIES_PER_SEC, TOO_BIG_REPLIES_BURST),
+        }
+    }
+
+    /// The same network with this path policy.
+    pub fn with_path_policy(mut self, path: PathPolicy) -> Network {
+        self.path = path;
+        self
+    }
+
+    /// The largest inner IP packet that fits the path towards `dst` whose MTU is `path_mtu`,
+    /// for a frame with `l2_len` bytes of Ethernet header.
+    #[inline]
+    pub fn inner_mtu(&self, dst: IpAddr, path_mtu: u32, l2_len: usize) -> u32 {
+        let overhead = pmtu::outer_overhead(!dst.to_canonical().is_ipv4(), self.header.len()) + l2_len;
+        path_mtu.saturating_sub(overhead as u32)
+    }
+
+    /// `--mss-clamp`: lowers the MSS of a TCP SYN in `frame` so that the connection fits the
+    /// path towards (or from) the VTEPs `vteps`. A no-op unless clamping is on.
+    #[inline]
+    pub fn clamp_mss(&self, frame: &mut [u8], vteps: &[SocketAddr]) {
+        let Some(clamp) = self.path.mss_clamp else { return };
+        let Some((_, l2)) = crate::wire::ethernet::payload_type(frame) else { return };
+        let limit = vteps
+            .iter()
+            .filter_map(|v| {
+                let path = match clamp {
+                    MssClamp::Auto => self.path.path_mtus.get(v.ip())?,
+                    MssClamp::PathMtu(m) => u32::from(m),
+                };
+                Some(self.inner_mtu(v.ip(), path, l2))
+            })
+            .min();
+        if let Some(limit) = limit {
+            pmtu::mss::clamp(frame, limit);
+        }
     }
 
     /// The tunnel header this network prepends.
@@ -70,8 +133,10 @@ impl Network {
     pub fn encapsulate(&self, buf: &mut [u8], frame_len: usize) -> Option<Encapsulated> {
         let end = HEADROOM + frame_len;
         let (to, flow_hash) = self.route(&buf[HEADROOM..end])?;
+        self.clamp_mss(&mut buf[HEADROOM..end], to.as_slice());
+        let fragment = self.path.df.may_fragment(&buf[HEADROOM..end]);
         let start = self.header.prepend(buf, HEADROOM).ok()?;
-        Some(Encapsulated { datagram: start..end, flow_hash, to })
+        Some(Encapsulated { datagram: start..end, flow_hash, to, fragment })
     }
 
     /// Where a frame goes: a known unicast MAC to its VTEP only, everything else to the flood

@@ -45,7 +45,7 @@ drop_reasons! {
     LocalMacLoop => "local_mac_loop", "Frame from the underlay carrying this TAP's own MAC as source: a loop.";
     StaticMismatch => "static_mismatch", "Source MAC is a static entry behind another VTEP (spoofed or misconfigured).";
     NoDestination => "no_destination", "Unknown unicast, broadcast or multicast with an empty flood list.";
-    TooBig => "too_big", "Encapsulated datagram larger than the path MTU (vxtap never fragments).";
+    TooBig => "too_big", "Frame that does not fit the path MTU towards its VTEP and may not be fragmented (see tx_icmp_too_big).";
     Send => "send", "Underlay send failed (other than too big).";
     TapRead => "tap_read", "Reading the TAP failed.";
     TapWrite => "tap_write", "Writing the decapsulated frame to the TAP failed.";
@@ -90,11 +90,20 @@ struct Direction {
 #[repr(align(64))]
 struct Drops([AtomicU64; N_REASONS]);
 
+/// What vxtap itself wrote back into the TAP (cold path): ICMP "too big" replies, and those the
+/// rate limit held back.
+#[derive(Default)]
+struct Replies {
+    icmp_too_big: AtomicU64,
+    icmp_ratelimited: AtomicU64,
+}
+
 /// Counters of one network or one socket.
 pub struct Counters {
     rx: Direction,
     tx: Direction,
     drops: Drops,
+    replies: Replies,
     /// errno of the latest failed underlay send, 0 if none: reported with the drop summary.
     last_send_errno: AtomicI32,
 }
@@ -105,6 +114,7 @@ impl Default for Counters {
             rx: Direction::default(),
             tx: Direction::default(),
             drops: Drops(std::array::from_fn(|_| AtomicU64::new(0))),
+            replies: Replies::default(),
             last_send_errno: AtomicI32::new(0),
         }
     }
@@ -157,6 +167,16 @@ impl Counters {
         self.tx.syscalls.fetch_add(n, Relaxed);
     }
 
+    /// An ICMP "too big" reply written to the TAP for the inner sender.
+    pub fn icmp_too_big(&self) {
+        self.replies.icmp_too_big.fetch_add(1, Relaxed);
+    }
+
+    /// An ICMP "too big" reply the rate limit held back.
+    pub fn icmp_ratelimited(&self) {
+        self.replies.icmp_ratelimited.fetch_add(1, Relaxed);
+    }
+
     #[inline]
     pub fn drop(&self, reason: DropReason) {
         self.drops.0[reason as usize].fetch_add(1, Relaxed);
@@ -187,6 +207,8 @@ impl Counters {
             tx_segmented: self.tx.offloaded.load(Relaxed),
             rx_syscalls: self.rx.syscalls.load(Relaxed),
             tx_syscalls: self.tx.syscalls.load(Relaxed),
+            tx_icmp_too_big: self.replies.icmp_too_big.load(Relaxed),
+            tx_icmp_ratelimited: self.replies.icmp_ratelimited.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops.0[i].load(Relaxed)),
         }
     }
@@ -203,6 +225,8 @@ pub struct Snapshot {
     pub tx_segmented: u64,
     pub rx_syscalls: u64,
     pub tx_syscalls: u64,
+    pub tx_icmp_too_big: u64,
+    pub tx_icmp_ratelimited: u64,
     pub drops: [u64; N_REASONS],
 }
 
@@ -221,6 +245,8 @@ impl Snapshot {
         self.tx_segmented += other.tx_segmented;
         self.rx_syscalls += other.rx_syscalls;
         self.tx_syscalls += other.tx_syscalls;
+        self.tx_icmp_too_big += other.tx_icmp_too_big;
+        self.tx_icmp_ratelimited += other.tx_icmp_ratelimited;
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
             *a += b;
         }
@@ -250,6 +276,8 @@ impl Snapshot {
             ("tx_segmented".to_string(), self.tx_segmented),
             ("rx_syscalls".to_string(), self.rx_syscalls),
             ("tx_syscalls".to_string(), self.tx_syscalls),
+            ("tx_icmp_too_big".to_string(), self.tx_icmp_too_big),
+            ("tx_icmp_ratelimited".to_string(), self.tx_icmp_ratelimited),
         ];
         out.extend(DropReason::ALL.iter().map(|r| (format!("drop_{}", r.name()), self.dropped(*r))));
         out
@@ -321,7 +349,8 @@ mod tests {
     #[test]
     fn fields_name_every_counter() {
         let f = Counters::default().snapshot().fields();
-        assert_eq!(f.len(), 8 + DropReason::ALL.len());
+        assert_eq!(f.len(), 10 + DropReason::ALL.len());
+        assert!(f.iter().any(|(k, _)| k == "tx_icmp_too_big"));
         assert!(f.iter().any(|(k, _)| k == "drop_geneve_critical_option"));
     }
 }

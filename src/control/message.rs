@@ -33,6 +33,8 @@ pub enum Request {
         dst: Option<Endpoint>,
     },
     Stats,
+    /// One row per remote VTEP.
+    Peers,
 }
 
 /// Parses one request line.
@@ -49,6 +51,47 @@ pub enum Reply {
     Done,
     Fdb(Vec<FdbRow>),
     Stats(Stats),
+    Peers(Vec<PeerRow>),
+}
+
+/// One row of `vxtap peers --json`: a remote VTEP of one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRow {
+    pub dst: IpAddr,
+    pub port: u16,
+    pub vni: u32,
+    /// How vxtap knows it, the most explicit first (a configured remote that also sent traffic
+    /// is a remote).
+    pub source: PeerSource,
+    /// The cluster node it belongs to, when a control plane said so.
+    pub node: Option<String>,
+    /// The path MTU towards it, as the kernel knows it now (null if it cannot say).
+    pub pmtu: Option<u32>,
+    /// Seconds since a frame from it was last seen (through a MAC learned behind it); null if
+    /// none was.
+    pub last_seen_secs: Option<u64>,
+}
+
+/// How a remote VTEP became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerSource {
+    /// A flood-list remote (`--remote`, or `fdb add 00:00:00:00:00:00`).
+    Remote,
+    /// The VTEP of a static FDB entry.
+    Static,
+    /// Learned from traffic only.
+    Learned,
+}
+
+impl PeerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Remote => "remote",
+            PeerSource::Static => "static",
+            PeerSource::Learned => "learned",
+        }
+    }
 }
 
 /// One row of `fdb show --json`.
@@ -178,6 +221,7 @@ mod tests {
         let reqs = [
             Request::FdbShow,
             Request::Stats,
+            Request::Peers,
             Request::FdbAdd {
                 mac: "02:00:00:00:00:02".parse().unwrap(),
                 dst: "198.18.0.2:4789".parse().unwrap(),
@@ -236,5 +280,18 @@ mod tests {
             vec![row]
         );
         assert!(serde_json::from_str::<Stats>(r#"{"a":"x"}"#).is_err());
+        let peer = PeerRow {
+            dst: "198.18.2.2".parse().unwrap(),
+            port: 4789,
+            vni: 42,
+            source: PeerSource::Remote,
+            node: None,
+            pmtu: Some(1400),
+            last_seen_secs: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&Reply::Peers(vec![peer])).unwrap(),
+            r#"[{"dst":"198.18.2.2","port":4789,"vni":42,"source":"remote","node":null,"pmtu":1400,"last_seen_secs":null}]"#
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! The answers to control requests: the dataplane's side of [`crate::control`]. Runs on the
 //! control thread and touches only shared state (FDB, counters, allowlist).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
 use tracing::info;
 
 use super::NetworkHandle;
-use crate::control::{FdbKind, FdbRow, Reply, Request, Stats};
+use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
 use crate::fdb::EntryKind;
 use crate::mac::MacAddr;
 
@@ -15,6 +18,7 @@ impl NetworkHandle {
         match req {
             Request::FdbShow => Ok(Reply::Fdb(self.fdb_rows())),
             Request::Stats => Ok(Reply::Stats(self.stats())),
+            Request::Peers => Ok(Reply::Peers(self.peers())),
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
                 if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
@@ -78,6 +82,42 @@ impl NetworkHandle {
             age_secs: 0,
         }));
         rows
+    }
+
+    /// `peers`: every remote VTEP of this network (flood list, static entries, learned MACs),
+    /// once, with how it is known, the path MTU towards it (asked from the kernel now) and when
+    /// a frame from it was last seen.
+    fn peers(&self) -> Vec<PeerRow> {
+        let mut peers: BTreeMap<SocketAddr, (PeerSource, Option<u64>)> = BTreeMap::new();
+        let mut note = |dst: SocketAddr, source: PeerSource, age: Option<u64>| {
+            let e = peers.entry(dst).or_insert((source, age));
+            e.0 = e.0.min(source);
+            e.1 = match (e.1, age) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        };
+        for d in self.net.fdb.flood_list().iter() {
+            note(*d, PeerSource::Remote, None);
+        }
+        for e in self.net.fdb.snapshot() {
+            match e.kind {
+                EntryKind::Static => note(e.dst, PeerSource::Static, None),
+                EntryKind::Learned => note(e.dst, PeerSource::Learned, Some(e.age_secs)),
+            }
+        }
+        peers
+            .into_iter()
+            .map(|(dst, (source, last_seen_secs))| PeerRow {
+                dst: dst.ip(),
+                port: dst.port(),
+                vni: self.net.vni,
+                source,
+                node: None,
+                pmtu: self.underlay.path_mtu(dst.ip()),
+                last_seen_secs,
+            })
+            .collect()
     }
 
     /// `stats`: the network's counters plus those of the socket it shares, the kernel's drops at

@@ -33,7 +33,8 @@ use tracing::{info, warn};
 use crate::allow::Allowlist;
 use crate::config::{AllowFrom, NetworkConfig};
 use crate::fdb::Clock;
-use crate::pipeline::Demux;
+use crate::pipeline::{Demux, PathPolicy};
+use crate::pmtu::{Df, PathMtus};
 use crate::wire::{vxlan, Proto, RxPolicy};
 pub use network::NetworkHandle;
 pub use report::DropReporter;
@@ -48,15 +49,20 @@ pub struct Dataplane {
 impl Dataplane {
     /// Opens the TAPs, binds the sockets and starts the packet threads.
     pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
+        // Networks on the same (address, port) share a socket and are told apart by VNI; they
+        // share what is learned about the paths to the VTEPs too.
+        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+        for (i, c) in configs.iter().enumerate() {
+            groups.entry(c.bind_addr()).or_default().push(i);
+        }
+        let path_mtus: BTreeMap<SocketAddr, Arc<PathMtus>> =
+            groups.keys().map(|b| (*b, Arc::new(PathMtus::default()))).collect();
         let mut opened = Vec::new();
         for c in configs {
+            let path =
+                PathPolicy { df: c.df, mss_clamp: c.mss_clamp, path_mtus: path_mtus[&c.bind_addr()].clone() };
             let (tap, net) = network::open(c, clock.clone()).with_context(|| format!("network {}", c.dev))?;
-            opened.push((c.clone(), Arc::new(tap), Arc::new(net)));
-        }
-        // Networks on the same (address, port) share a socket and are told apart by VNI.
-        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-        for (i, (c, _, _)) in opened.iter().enumerate() {
-            groups.entry(c.bind_addr()).or_default().push(i);
+            opened.push((c.clone(), Arc::new(tap), Arc::new(net.with_path_policy(path))));
         }
         let mut shared = vec![None; opened.len()];
         for (bind, members) in groups {
@@ -66,6 +72,7 @@ impl Dataplane {
                 udp_csum: first.udp_csum,
                 queues: first.queues(),
                 offload: first.offload,
+                fragmenting: members.iter().any(|&i| opened[i].0.df != Df::Set),
             };
             let underlay = Arc::new(Underlay::bind(bind, opts)?);
             let policy = match first.proto {
@@ -120,6 +127,35 @@ impl Dataplane {
     /// Ages out idle learned entries of every network; runs off the hot path.
     pub fn expire(&self) -> usize {
         self.networks.iter().map(|n| n.net.fdb.expire()).sum()
+    }
+
+    /// Checks again the path MTUs learned towards remote VTEPs: the kernel forgets what an ICMP
+    /// error taught it (net.ipv4.route.mtu_expires, `ip route flush cache`), and a path that is
+    /// wide again stops cutting super-frames small. Runs off the hot path, once a second.
+    pub fn refresh_path_mtus(&self) {
+        let mut done: Vec<&Arc<PathMtus>> = Vec::new();
+        for n in &self.networks {
+            let table = &n.net.path.path_mtus;
+            if table.is_empty() || done.iter().any(|t| Arc::ptr_eq(t, table)) {
+                continue;
+            }
+            done.push(table);
+            // The largest datagram a network of this socket sends: a full frame, tagged.
+            let widest = self
+                .networks
+                .iter()
+                .filter(|m| Arc::ptr_eq(&m.net.path.path_mtus, table))
+                .map(|m| m.config.mtu() + m.config.overhead() + 4)
+                .max()
+                .unwrap_or(u32::MAX);
+            for (dst, old) in table.snapshot() {
+                let now = n.underlay.path_mtu(dst);
+                if now != Some(old) {
+                    info!(vtep = %dst, old, new = ?now, "path MTU changed");
+                }
+                table.set(dst, now.filter(|m| *m < widest));
+            }
+        }
     }
 
     /// A reporter of this dataplane's drops, starting from now.

@@ -52,6 +52,19 @@ pub(crate) fn setsockopt_int(
     }
 }
 
+/// Reads an integer socket option.
+pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value is a writable c_int and len its size, both living for the call.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(value)
+    }
+}
+
 /// Datagrams the kernel dropped at socket `fd` (receive buffer full, bad checksum): the
 /// SK_MEMINFO_DROPS field of SO_MEMINFO. None if the kernel does not say.
 pub(crate) fn socket_drops(fd: RawFd) -> Option<u64> {

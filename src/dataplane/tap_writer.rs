@@ -90,3 +90,25 @@ impl<'t> TapWriter<'t> {
         }
     }
 }
+
+/// Writes frames vxtap makes itself (ICMP replies to an inner sender) into a TAP queue, from the
+/// thread that reads that queue: one frame per write, never merged.
+pub(crate) struct TapReplier<'t> {
+    queue: &'t TapQueue,
+    vnet_hdr: bool,
+}
+
+impl<'t> TapReplier<'t> {
+    pub(crate) fn new(tap: &'t Tap, q: usize) -> TapReplier<'t> {
+        TapReplier { queue: tap.queue(q), vnet_hdr: tap.offloads().vnet_hdr }
+    }
+
+    /// Writes `frame`; false if the TAP refused it.
+    pub(crate) fn write(&self, frame: &[u8]) -> bool {
+        if self.vnet_hdr {
+            self.queue.write2(&PLAIN, frame).is_ok()
+        } else {
+            self.queue.write(frame).is_ok()
+        }
+    }
+}

@@ -43,6 +43,9 @@ pub(super) struct UnderlayOptions {
     pub queues: usize,
     /// Use UDP GSO and GRO when the kernel has them.
     pub offload: bool,
+    /// Also open send sockets that let the kernel fragment (IP_PMTUDISC_DONT), on the same
+    /// ports, for datagrams whose DF bit is clear (`--df unset` or `inherit`).
+    pub fragmenting: bool,
 }
 
 /// A socket with the quinn-udp state that sends and receives on it.
@@ -63,6 +66,9 @@ pub(super) struct Sent {
     /// Datagrams that were not sent, and the error of the last send that failed.
     pub failed: usize,
     pub error: Option<io::Error>,
+    /// Where in the train the kernel refused a send as over the path MTU (EMSGSIZE): the rest
+    /// from there was not sent, nor counted as failed, and is for the caller to deal with.
+    pub too_big_at: Option<usize>,
 }
 
 /// The underlay sockets of one (local address, port).
@@ -73,6 +79,8 @@ pub(super) struct Underlay {
     v6: bool,
     /// Datagrams per GSO send; 1 when GSO is off or unavailable.
     gso_segments: usize,
+    /// The bound address (maybe a wildcard).
+    local: IpAddr,
 }
 
 impl Underlay {
@@ -90,7 +98,7 @@ impl Underlay {
             recv.push(UdpIo::new(s, bind, opts.offload).context("setting up the receive socket")?);
         }
         let v6 = bind.is_ipv6();
-        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port())?;
+        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port(), opts.fragmenting)?;
         if !opts.udp_csum {
             for s in &send.sockets {
                 zero_checksums(&s.socket, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
@@ -102,7 +110,32 @@ impl Underlay {
         } else {
             1
         };
-        Ok(Underlay { recv, send, v6, gso_segments })
+        Ok(Underlay { recv, send, v6, gso_segments, local: bind.ip() })
+    }
+
+    /// The path MTU the kernel knows towards `dst` now (the route's MTU, or the smaller value an
+    /// ICMP error taught it), from a fresh socket connected there: a route lookup, nothing sent.
+    /// None if the kernel cannot say (no route). Runs on cold paths only.
+    pub(super) fn path_mtu(&self, dst: IpAddr) -> Option<u32> {
+        let dst = dst.to_canonical();
+        let local = match (self.local, dst) {
+            (IpAddr::V6(l), IpAddr::V4(_)) if l.is_unspecified() => {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            }
+            (l, _) => l.to_canonical(),
+        };
+        let probe =
+            Socket::new(Domain::for_address(SocketAddr::new(dst, 0)), Type::DGRAM.cloexec(), None).ok()?;
+        if local.is_ipv4() == dst.is_ipv4() {
+            probe.bind(&SocketAddr::new(local, 0).into()).ok()?;
+        }
+        probe.connect(&SocketAddr::new(dst, 9).into()).ok()?;
+        let (level, name) = if dst.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_MTU)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+        };
+        sys::getsockopt_int(probe.as_raw_fd(), level, name).ok().and_then(|m| u32::try_from(m).ok())
     }
 
     /// Datagrams one send may carry (UDP GSO); 1 without GSO. A socket may lower it at run time
@@ -132,37 +165,50 @@ impl Underlay {
 }
 
 /// Sockets bound to distinct ports of the source-port range.
+///
+/// Each port has a socket that never fragments (IP_PMTUDISC_DO: a datagram over the known path
+/// MTU is refused with EMSGSIZE) and, when some network lets the underlay fragment, a second one
+/// on the same port (SO_REUSEPORT) that lets the kernel fragment (IP_PMTUDISC_DONT): Linux has
+/// no per-datagram DF for IPv4, and a flow keeps its source port whichever it uses.
 pub(super) struct SendPool {
+    /// The never-fragmenting sockets, then (if any) the fragmenting ones, port for port.
     sockets: Vec<UdpIo>,
+    /// Ports in the pool.
+    ports: usize,
 }
 
 impl SendPool {
-    fn bind(ip: IpAddr, range: PortRange, listen_port: u16) -> Result<SendPool> {
+    fn bind(ip: IpAddr, range: PortRange, listen_port: u16, fragmenting: bool) -> Result<SendPool> {
         let span = u32::from(range.max() - range.min()) + 1;
         let want = SEND_POOL_SIZE.min(span as usize);
         let mut sockets = Vec::with_capacity(want);
+        let mut frag = Vec::new();
         // Spread the pool over the range; step past ports that are taken.
         let mut tried = 0u32;
         let mut slot = 0u32;
         while sockets.len() < want && tried < span {
             let base = (u64::from(slot) * u64::from(span) / want as u64) as u32;
             let port = range.min() + ((base + tried) % span) as u16;
-            if port != listen_port {
-                match udp_socket(SocketAddr::new(ip, port), false) {
-                    Ok(s) => {
-                        let addr = SocketAddr::new(ip, port);
-                        sockets.push(UdpIo::new(s, addr, false).context("setting up a send socket")?);
-                        // Sends block when the socket buffer is full: back-pressure, not drops.
-                        sockets.last().expect("pushed").socket.set_nonblocking(false)?;
-                        slot += 1;
-                        tried = 0;
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-                    Err(e) => return Err(bind_error(SocketAddr::new(ip, port), &e)),
-                }
-            }
             tried += 1;
+            if port == listen_port {
+                continue;
+            }
+            let addr = SocketAddr::new(ip, port);
+            let pair = match send_socket(addr, fragmenting, false) {
+                Ok(s) if fragmenting => send_socket(addr, true, true).map(|f| (s, Some(f))),
+                Ok(s) => Ok((s, None)),
+                Err(e) => Err(e),
+            };
+            match pair {
+                Ok((s, f)) => {
+                    sockets.push(s);
+                    frag.extend(f);
+                    slot += 1;
+                    tried = 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(bind_error(addr, &e)),
+            }
         }
         if sockets.is_empty() {
             return Err(anyhow!(
@@ -171,19 +217,41 @@ impl SendPool {
                 range.max()
             ));
         }
-        Ok(SendPool { sockets })
+        let ports = sockets.len();
+        sockets.extend(frag);
+        Ok(SendPool { sockets, ports })
     }
 
-    /// The send socket for a flow: the same hash always picks the same socket, so the same
-    /// outer source port.
+    /// The send socket for a flow: the same hash always picks the same port. With `fragment`,
+    /// that port's fragmenting socket, if the pool has them.
     #[inline]
-    pub(super) fn index(&self, flow_hash: u32) -> usize {
-        ((u64::from(flow_hash) * self.sockets.len() as u64) >> 32) as usize
+    pub(super) fn index(&self, flow_hash: u32, fragment: bool) -> usize {
+        let port = ((u64::from(flow_hash) * self.ports as u64) >> 32) as usize;
+        if fragment && self.sockets.len() > self.ports {
+            port + self.ports
+        } else {
+            port
+        }
+    }
+
+    /// The fragmenting socket on the same port as send socket `index` (itself if the pool has
+    /// none, or if it is one).
+    pub(super) fn fragmenting_twin(&self, index: usize) -> usize {
+        if index < self.ports && self.fragmenting() {
+            index + self.ports
+        } else {
+            index
+        }
+    }
+
+    /// Whether [`SendPool::index`] can pick fragmenting sockets.
+    pub(super) fn fragmenting(&self) -> bool {
+        self.sockets.len() > self.ports
     }
 
     #[cfg(test)]
     fn get_for(&self, flow_hash: u32) -> &UdpIo {
-        self.get(self.index(flow_hash))
+        self.get(self.index(flow_hash, false))
     }
 
     #[inline]
@@ -192,7 +260,11 @@ impl SendPool {
     }
 
     pub(super) fn ports(&self) -> Vec<u16> {
-        self.sockets.iter().filter_map(|s| s.socket.local_addr().ok()).map(|a| a.port()).collect()
+        self.sockets[..self.ports]
+            .iter()
+            .filter_map(|s| s.socket.local_addr().ok())
+            .map(|a| a.port())
+            .collect()
     }
 }
 
@@ -201,9 +273,19 @@ impl UdpIo {
     /// (PMTUDISC_PROBE); vxtap keeps PMTUDISC_DO, so a learned path MTU is honoured, and turns
     /// GRO back off without `gro`, and receive timestamps off (unused, a cost per datagram).
     fn new(socket: UdpSocket, addr: SocketAddr, gro: bool) -> io::Result<UdpIo> {
+        UdpIo::with_pmtu_mode(socket, addr, gro, false)
+    }
+
+    /// As [`UdpIo::new`]; with `fragmenting`, the kernel may fragment what this socket sends.
+    fn with_pmtu_mode(
+        socket: UdpSocket,
+        addr: SocketAddr,
+        gro: bool,
+        fragmenting: bool,
+    ) -> io::Result<UdpIo> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let s = socket2::SockRef::from(&socket);
-        dont_fragment(&s, addr)?;
+        pmtu_mode(&s, addr, !fragmenting)?;
         let _ = setsockopt(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
         if !gro {
             let _ = setsockopt(&s, libc::SOL_UDP, libc::UDP_GRO, 0);
@@ -245,6 +327,10 @@ impl UdpIo {
                 }
                 // GSO was just turned off: this chunk goes again, one datagram per send.
                 Err(_) if count > 1 && self.state.max_gso_segments() == 1 => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    sent.too_big_at = Some(train.len() - rest.len());
+                    break;
+                }
                 Err(e) => {
                     sent.failed += count;
                     sent.error = Some(e);
@@ -274,15 +360,28 @@ impl UdpIo {
     }
 }
 
-/// Forbids fragmentation: IPv6 and, on IPv4 or dual-stack sockets, IPv4.
-fn dont_fragment(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+/// Forbids fragmentation (`dont`: IP_PMTUDISC_DO, DF set, EMSGSIZE over the known path MTU) or
+/// allows it (IP_PMTUDISC_DONT: DF clear, fragmented by the kernel when over it): IPv6 and, on
+/// IPv4 or dual-stack sockets, IPv4.
+fn pmtu_mode(socket: &Socket, addr: SocketAddr, dont: bool) -> io::Result<()> {
     if addr.is_ipv6() {
-        setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)?;
+        let mode = if dont { libc::IPV6_PMTUDISC_DO } else { libc::IPV6_PMTUDISC_DONT };
+        setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, mode)?;
     }
     if addr.is_ipv4() || addr.ip().is_unspecified() {
-        setsockopt(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)?;
+        let mode = if dont { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
+        setsockopt(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)?;
     }
     Ok(())
+}
+
+/// A send socket of the pool at `addr` (in a SO_REUSEPORT pair with the fragmenting socket of
+/// its port when `shared`), blocking: when its buffer is full a send waits (back-pressure, not
+/// drops).
+fn send_socket(addr: SocketAddr, shared: bool, fragmenting: bool) -> io::Result<UdpIo> {
+    let s = UdpIo::with_pmtu_mode(udp_socket(addr, shared)?, addr, false, fragmenting)?;
+    s.socket.set_nonblocking(false)?;
+    Ok(s)
 }
 
 /// A UDP socket bound at `addr`, with large buffers and fragmentation forbidden, in a
@@ -295,7 +394,7 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
         // Accept zero UDP checksums from peers that send them over IPv6 (RFC 6935); best effort.
         let _ = setsockopt(&socket, libc::IPPROTO_UDP, libc::UDP_NO_CHECK6_RX, 1);
     }
-    dont_fragment(&socket, addr)?;
+    pmtu_mode(&socket, addr, true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
@@ -361,7 +460,7 @@ mod tests {
     use super::*;
 
     fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
-        UnderlayOptions { src_ports: range, udp_csum, queues, offload: true }
+        UnderlayOptions { src_ports: range, udp_csum, queues, offload: true, fragmenting: false }
     }
 
     #[test]
@@ -463,6 +562,51 @@ mod tests {
         let again = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS);
         assert_eq!((again.datagrams, again.syscalls, again.failed), (count, count, 0));
         assert_eq!(receive(&u.recv[0], train.len()), train);
+    }
+
+    /// A send over the path MTU is not a failure: the train stops there and says where, for the
+    /// caller's too-big handling. Other sockets of the pool are unaffected.
+    #[test]
+    fn emsgsize_stops_the_train_where_it_happened() {
+        let range = PortRange::new(40700, 40715).unwrap();
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40699)), opts(range, true, 1)).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], 40699));
+        let small = vec![7u8; 100];
+        let sent = u.send.get_for(3).send_train(to, &small, 100, 1);
+        assert_eq!((sent.datagrams, sent.too_big_at), (1, None));
+        let huge = vec![7u8; 65_600]; // over the 64 KiB an IPv4 datagram can hold
+        let sent = u.send.get_for(3).send_train(to, &huge, huge.len(), 1);
+        assert_eq!((sent.datagrams, sent.failed, sent.too_big_at), (0, 0, Some(0)));
+        assert!(sent.error.is_none());
+        assert_eq!(receive(&u.recv[0], 100), small);
+    }
+
+    #[test]
+    fn fragmenting_sockets_share_the_ports_of_the_pool() {
+        let range = PortRange::new(40800, 40815).unwrap();
+        let mut o = opts(range, true, 1);
+        o.fragmenting = true;
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40799)), o).unwrap();
+        assert!(u.send.fragmenting());
+        for h in [0u32, 1 << 31, u32::MAX] {
+            let (df, frag) = (u.send.index(h, false), u.send.index(h, true));
+            assert_ne!(df, frag);
+            assert_eq!(u.send.fragmenting_twin(df), frag);
+            let port = |i: usize| u.send.get(i).socket.local_addr().unwrap().port();
+            assert_eq!(port(df), port(frag), "one source port per flow, whatever the DF bit");
+        }
+        let to = SocketAddr::from(([127, 0, 0, 1], 40799));
+        let d = vec![9u8; 1000];
+        assert_eq!(u.send.get(u.send.index(5, true)).send_train(to, &d, 1000, 1).datagrams, 1);
+        assert_eq!(receive(&u.recv[0], 1000), d);
+        let plain = Underlay::bind(
+            SocketAddr::from(([127, 0, 0, 1], 40899)),
+            opts(PortRange::new(40900, 40915).unwrap(), true, 1),
+        )
+        .unwrap();
+        assert!(!plain.send.fragmenting());
+        assert_eq!(plain.send.index(5, true), plain.send.index(5, false));
+        assert!(plain.path_mtu("127.0.0.1".parse().unwrap()).is_some_and(|m| m >= 1500), "loopback's MTU");
     }
 
     /// Trains longer than the limit are cut into several GSO sends, all arriving in order.

@@ -9,7 +9,7 @@
 use super::read_u16;
 
 /// Byte ranges of the header's fields.
-pub(crate) mod field {
+pub mod field {
     use std::ops::Range;
 
     /// Destination MAC address.

@@ -10,7 +10,7 @@
 use super::read_u16;
 
 /// Byte ranges of the header's fields.
-pub(crate) mod field {
+pub mod field {
     use std::ops::Range;
 
     pub const SRC_PORT: Range<usize> = 0..2;
