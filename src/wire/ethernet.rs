@@ -55,14 +55,13 @@ pub fn ethertype(b: &[u8]) -> u16 {
 /// None when the frame ends before the EtherType.
 #[inline]
 pub fn payload_type(frame: &[u8]) -> Option<(u16, usize)> {
-    let at = |r: std::ops::Range<usize>| -> Option<(u16, usize)> {
-        let b = frame.get(r.clone())?;
-        Some((u16::from_be_bytes([b[0], b[1]]), r.end))
-    };
-    match at(field::ETHERTYPE)? {
-        (ETHERTYPE_VLAN, _) => at(field::VLAN_ETHERTYPE),
-        untagged => Some(untagged),
+    let mut at = field::ETHERTYPE;
+    let mut ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
+    if ethertype == ETHERTYPE_VLAN {
+        at = field::VLAN_ETHERTYPE;
+        ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
     }
+    Some((ethertype, at.end))
 }
 
 /// The VLAN ID of a tagged frame (its header is [`VLAN_HEADER_LEN`] long); None when untagged.
