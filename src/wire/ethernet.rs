@@ -14,16 +14,16 @@ pub(crate) mod field {
 
     /// Destination MAC address.
     #[allow(dead_code)] // Part of the map; MacAddr reads the addresses today.
-    pub const DST: Range<usize> = 0..6;
+    pub(crate) const DST: Range<usize> = 0..6;
     /// Source MAC address.
     #[allow(dead_code)]
-    pub const SRC: Range<usize> = 6..12;
+    pub(crate) const SRC: Range<usize> = 6..12;
     /// EtherType, or the VLAN tag's TPID ([`super::ETHERTYPE_VLAN`]).
-    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub(crate) const ETHERTYPE: Range<usize> = 12..14;
     /// Tag control information of a VLAN tag: priority (3 bits), DEI (1), VLAN ID (12).
-    pub const VLAN_TCI: Range<usize> = 14..16;
+    pub(crate) const VLAN_TCI: Range<usize> = 14..16;
     /// The EtherType after one VLAN tag.
-    pub const VLAN_ETHERTYPE: Range<usize> = 16..18;
+    pub(crate) const VLAN_ETHERTYPE: Range<usize> = 16..18;
 }
 
 /// Length of an untagged header.
