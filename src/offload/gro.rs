@@ -89,9 +89,9 @@ struct Pending {
     closed: bool,
     /// PSH and FIN of the merged segments, carried into the super-frame's flags.
     push_fin: u8,
-    /// The latest segment's window: with equal acks TCP would end up using it after processing
-    /// the segments one by one, so the super-frame should advertise it.
-    window: u16,
+    /// The latest segment's window, as on the wire: with equal acks TCP would end up using it
+    /// after processing the segments one by one, so the super-frame should advertise it.
+    window: [u8; 2],
 }
 
 /// Merges consecutive TCP segments (and, with set_udp, UDP datagrams) of one flow into one
@@ -134,7 +134,7 @@ impl Coalescer {
         let Some(p) = &mut self.pending else {
             self.buf[vnet::LEN..vnet::LEN + seg.end].copy_from_slice(&frame[..seg.end]);
             // Read only for TCP: a short UDP datagram may end before the window.
-            let window = if seg.udp { 0 } else { tcp::window(&frame[seg.l4..]) };
+            let window = if seg.udp { [0; 2] } else { tcp::window(&frame[seg.l4..]).to_be_bytes() };
             self.pending = Some(Pending {
                 head: seg,
                 len: seg.end,
@@ -159,7 +159,7 @@ impl Coalescer {
         p.push_fin |= seg.flags & (PSH | FIN);
         p.closed = seg.flags & (PSH | FIN) != 0 || n < p.gso_size;
         if !seg.udp {
-            p.window = tcp::window(&frame[seg.l4..]);
+            p.window = tcp::window(&frame[seg.l4..]).to_be_bytes();
         }
         Offer::Merged
     }
@@ -281,36 +281,33 @@ fn continues(p: &Pending, held: &[u8], seg: &Seg, frame: &[u8]) -> bool {
         return false;
     }
     let (l3, l4) = (h.l3, h.l4);
-    // The bytes `r` of the header that starts at `base`.
-    let same = |base: usize, r: Range<usize>| {
-        held[base + r.start..base + r.end] == frame[base + r.start..base + r.end]
-    };
+    let same = |from: usize, to: usize| held[from..to] == frame[from..to];
     let same_byte = |at: usize| held[at] == frame[at];
     let same_ip = match h.v {
         // Addresses, TOS, TTL and DF (the whole byte: parse() saw the other bits 0 in both); the
         // ID is free (segmentation offloads vary in setting it).
         IpVersion::V4 => {
-            same(l3, ipv4::field::SRC.start..ipv4::field::DST.end)
+            same(l3 + ipv4::field::SRC.start, l3 + ipv4::field::DST.end)
                 && same_byte(l3 + ipv4::field::DSCP_ECN)
                 && same_byte(l3 + ipv4::field::TTL)
                 && same_byte(l3 + ipv4::field::FLAGS_FRAG.start)
         }
         // Version, traffic class and flow label; hop limit; addresses.
         IpVersion::V6 => {
-            same(l3, ipv6::field::VER_TC_FLOW)
+            same(l3 + ipv6::field::VER_TC_FLOW.start, l3 + ipv6::field::VER_TC_FLOW.end)
                 && same_byte(l3 + ipv6::field::HOP_LIMIT)
-                && same(l3, ipv6::field::SRC.start..ipv6::field::DST.end)
+                && same(l3 + ipv6::field::SRC.start, l3 + ipv6::field::DST.end)
         }
     };
     let same_tcp = || {
         // Ack number and data offset; flags but PSH and FIN; options.
         let flags = l4 + tcp::field::FLAGS;
-        same(l4, tcp::field::ACK.start..tcp::field::DATA_OFF + 1)
+        same(l4 + tcp::field::ACK.start, l4 + tcp::field::DATA_OFF + 1)
             && (held[flags] ^ frame[flags]) & !(PSH | FIN) == 0
-            && same(l4, tcp::field::OPTIONS..h.thl)
+            && same(l4 + tcp::field::OPTIONS, l4 + h.thl)
     };
     // Ethernet header; ports.
-    same_ip && same(0, 0..l3) && same(l4, PORTS) && (h.udp || same_tcp())
+    same_ip && same(0, l3) && same(l4 + PORTS.start, l4 + PORTS.end) && (h.udp || same_tcp())
 }
 
 /// Rewrites the first segment's headers in `frame` to describe the whole super-frame, with the
@@ -348,7 +345,7 @@ fn finish_headers(frame: &mut [u8], p: &Pending) -> VnetHdr {
         (vnet::GSO_UDP_L4, udp::field::CHECKSUM)
     } else {
         l4_hdr[tcp::field::FLAGS] |= p.push_fin;
-        l4_hdr[tcp::field::WINDOW].copy_from_slice(&p.window.to_be_bytes());
+        l4_hdr[tcp::field::WINDOW].copy_from_slice(&p.window);
         l4_hdr[tcp::field::CHECKSUM].copy_from_slice(&partial);
         (gso_type, tcp::field::CHECKSUM)
     };

@@ -7,7 +7,7 @@ use super::checksum::{self, pseudo_v4, pseudo_v6, Sum};
 use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use super::{l3_offset, IpVersion};
 use crate::wire::ip::protocol;
-use crate::wire::{ipv4, ipv6, tcp, udp};
+use crate::wire::{ipv4, ipv6, tcp, udp, write_u16};
 
 /// Why a super-frame could not be segmented (the caller counts a drop by reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,9 +202,10 @@ pub fn segment(frame: &[u8], hdr: &VnetHdr, prefix: &[u8], out: &mut [u8]) -> Re
             l4[udp::field::LENGTH].copy_from_slice(&l4_len.to_be_bytes());
             udp::field::CHECKSUM
         };
-        l4[csum.clone()].fill(0);
+        // A two-byte write whichever field it is (a range chosen at run time would cost a memset).
+        write_u16(l4, csum.clone(), 0);
         let sum = pseudo.add_u16(l4_len).add_bytes(l4).combine(data);
-        l4[csum].copy_from_slice(&sum.finish());
+        write_u16(l4, csum, u16::from_be_bytes(sum.finish()));
     }
     Ok(Segments { stride, count, len })
 }

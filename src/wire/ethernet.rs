@@ -14,16 +14,16 @@ pub mod field {
 
     /// Destination MAC address.
     #[allow(dead_code)] // Part of the map; MacAddr reads the addresses today.
-    pub const DST: Range<usize> = 0..6;
+    pub(crate) const DST: Range<usize> = 0..6;
     /// Source MAC address.
     #[allow(dead_code)]
-    pub const SRC: Range<usize> = 6..12;
+    pub(crate) const SRC: Range<usize> = 6..12;
     /// EtherType, or the VLAN tag's TPID ([`super::ETHERTYPE_VLAN`]).
-    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub(crate) const ETHERTYPE: Range<usize> = 12..14;
     /// Tag control information of a VLAN tag: priority (3 bits), DEI (1), VLAN ID (12).
-    pub const VLAN_TCI: Range<usize> = 14..16;
+    pub(crate) const VLAN_TCI: Range<usize> = 14..16;
     /// The EtherType after one VLAN tag.
-    pub const VLAN_ETHERTYPE: Range<usize> = 16..18;
+    pub(crate) const VLAN_ETHERTYPE: Range<usize> = 16..18;
 }
 
 /// Length of an untagged header.
@@ -55,14 +55,13 @@ pub fn ethertype(b: &[u8]) -> u16 {
 /// None when the frame ends before the EtherType.
 #[inline]
 pub fn payload_type(frame: &[u8]) -> Option<(u16, usize)> {
-    let at = |r: std::ops::Range<usize>| -> Option<(u16, usize)> {
-        let b = frame.get(r.clone())?;
-        Some((u16::from_be_bytes([b[0], b[1]]), r.end))
-    };
-    match at(field::ETHERTYPE)? {
-        (ETHERTYPE_VLAN, _) => at(field::VLAN_ETHERTYPE),
-        untagged => Some(untagged),
+    let mut at = field::ETHERTYPE;
+    let mut ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
+    if ethertype == ETHERTYPE_VLAN {
+        at = field::VLAN_ETHERTYPE;
+        ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
     }
+    Some((ethertype, at.end))
 }
 
 /// The VLAN ID of a tagged frame (its header is [`VLAN_HEADER_LEN`] long); None when untagged.

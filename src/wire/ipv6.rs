@@ -16,14 +16,14 @@ pub mod field {
     use std::ops::Range;
 
     /// Version (4 bits), traffic class (8: DSCP and ECN) and flow label (20).
-    pub const VER_TC_FLOW: Range<usize> = 0..4;
+    pub(crate) const VER_TC_FLOW: Range<usize> = 0..4;
     /// Length of what follows the fixed header, extension headers included.
-    pub const PAYLOAD_LEN: Range<usize> = 4..6;
+    pub(crate) const PAYLOAD_LEN: Range<usize> = 4..6;
     /// The protocol of what follows: an extension header or the transport.
-    pub const NEXT_HEADER: usize = 6;
-    pub const HOP_LIMIT: usize = 7;
-    pub const SRC: Range<usize> = 8..24;
-    pub const DST: Range<usize> = 24..40;
+    pub(crate) const NEXT_HEADER: usize = 6;
+    pub(crate) const HOP_LIMIT: usize = 7;
+    pub(crate) const SRC: Range<usize> = 8..24;
+    pub(crate) const DST: Range<usize> = 24..40;
 }
 
 /// Length of the fixed header.

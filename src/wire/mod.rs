@@ -43,6 +43,12 @@ pub(crate) fn read_u32(b: &[u8], r: Range<usize>) -> u32 {
     u32::from_be_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]])
 }
 
+/// Writes `v` big-endian into the 16-bit field at `r` (its first two bytes) of `b`.
+#[inline]
+pub(crate) fn write_u16(b: &mut [u8], r: Range<usize>, v: u16) {
+    b[r.start..r.start + 2].copy_from_slice(&v.to_be_bytes());
+}
+
 /// Why a datagram was rejected or a header could not be emitted. Each receive error has its own
 /// variant, so the dataplane counts drops by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

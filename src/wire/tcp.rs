@@ -18,22 +18,22 @@ use super::{read_u16, read_u32};
 pub mod field {
     use std::ops::Range;
 
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
-    pub const SEQ: Range<usize> = 4..8;
+    pub(crate) const SRC_PORT: Range<usize> = 0..2;
+    pub(crate) const DST_PORT: Range<usize> = 2..4;
+    pub(crate) const SEQ: Range<usize> = 4..8;
     /// Acknowledgment number.
-    pub const ACK: Range<usize> = 8..12;
+    pub(crate) const ACK: Range<usize> = 8..12;
     /// Data offset, the header length in 4-byte words (high nibble), then reserved bits (the
     /// lowest once RFC 3540's NS).
-    pub const DATA_OFF: usize = 12;
+    pub(crate) const DATA_OFF: usize = 12;
     /// The flag bits ([`super::FIN`] and the others).
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: Range<usize> = 14..16;
-    pub const CHECKSUM: Range<usize> = 16..18;
+    pub(crate) const FLAGS: usize = 13;
+    pub(crate) const WINDOW: Range<usize> = 14..16;
+    pub(crate) const CHECKSUM: Range<usize> = 16..18;
     #[allow(dead_code)] // Part of the map; nothing reads it (URG segments are never merged).
-    pub const URGENT: Range<usize> = 18..20;
+    pub(crate) const URGENT: Range<usize> = 18..20;
     /// Where options start, when the data offset leaves room for them.
-    pub const OPTIONS: usize = 20;
+    pub(crate) const OPTIONS: usize = 20;
 }
 
 /// Length of a header without options, the least the data offset allows.

@@ -13,12 +13,12 @@ use super::read_u16;
 pub mod field {
     use std::ops::Range;
 
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
+    pub(crate) const SRC_PORT: Range<usize> = 0..2;
+    pub(crate) const DST_PORT: Range<usize> = 2..4;
     /// Header and payload, in bytes.
-    pub const LENGTH: Range<usize> = 4..6;
+    pub(crate) const LENGTH: Range<usize> = 4..6;
     /// Zero when none was computed (IPv4 only).
-    pub const CHECKSUM: Range<usize> = 6..8;
+    pub(crate) const CHECKSUM: Range<usize> = 6..8;
 }
 
 /// Length of the header.
