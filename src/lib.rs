@@ -6,15 +6,17 @@
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
-//! - [`dataplane`]: the part that owns devices, sockets and threads;
-//! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
+//! - [`dataplane`]: the part that owns devices, sockets and threads.
+//!
+//! The `vxtap` binary adds the command line and `vxtap demo` on top. The test bed (network
+//! namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate crate of
+//! this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
 
 pub mod allow;
 pub mod bench;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod demo;
 pub mod fdb;
 pub mod flow;
 pub mod mac;
@@ -22,7 +24,6 @@ pub mod offload;
 pub mod pipeline;
 pub mod privileges;
 pub mod stats;
-pub mod testbed;
 pub mod wire;
 
 pub use mac::MacAddr;

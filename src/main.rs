@@ -1,6 +1,7 @@
 //! The `vxtap` binary: argument parsing and dispatch.
 
 mod cli;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
-        Command::Demo { proto, megabytes } => vxtap::demo::run(proto, megabytes),
+        Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

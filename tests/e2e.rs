@@ -1,6 +1,6 @@
 //! End-to-end tests of the `vxtap` binary: real TAP devices, real UDP sockets, each test in its
-//! own network namespaces (see `vxtap::testbed`). They need root; without it they skip, unless
-//! `VXTAP_REQUIRE_NETNS=1` makes that a failure.
+//! own network namespaces (see the `vxtap-testbed` crate). They need root; without it they skip,
+//! unless `VXTAP_REQUIRE_NETNS=1` makes that a failure.
 //!
 //! Conventions: node i has underlay address `Underlay::addr(i)`, overlay 198.19.0.(i+1)/24 on
 //! `vxt0`, TAP MAC 02:00:00:00:00:(i+1) and a control socket in the test's temp dir.
@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap::testbed::{require_netns, tcp_transfer, udp_send, vtep_cmd, Family, KernelVxlan, Underlay};
+use vxtap_testbed::{require_netns, tcp_transfer, udp_send, vtep_cmd, Family, KernelVxlan, Underlay};
 
 /// Two vxtap VTEPs: echo both ways, then each has learned the other's TAP MAC at its underlay
 /// address and the protocol's port.

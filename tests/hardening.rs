@@ -1,7 +1,7 @@
 //! Hardening end-to-end tests of the `vxtap` binary: MAC floods and flapping, a locked-down
 //! control socket, peers and links that go away and come back, and frames too big for the path.
-//! Each test runs in its own network namespaces (see `vxtap::testbed`); they need root and skip
-//! without it, unless `VXTAP_REQUIRE_NETNS=1` makes that a failure.
+//! Each test runs in its own network namespaces (see the `vxtap-testbed` crate); they need root
+//! and skip without it, unless `VXTAP_REQUIRE_NETNS=1` makes that a failure.
 //!
 //! Conventions as in `e2e.rs`: node i has underlay address `Underlay::addr(i)` (198.18.0.(i+1)),
 //! overlay 198.19.0.(i+1)/24 on `vxt0`, TAP MAC 02:00:00:00:00:(i+1).
@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap::testbed::{require_netns, udp_send, vtep_cmd, Family, Netns, Underlay};
+use vxtap_testbed::{require_netns, udp_send, vtep_cmd, Family, Netns, Underlay};
 
 const VXLAN_PORT: u16 = 4789;
 /// Queued bytes on vxtap's receive socket above which the flood senders wait for it to drain:
@@ -116,7 +116,7 @@ fn log_of(bed: &Bed, i: usize) -> String {
 /// traffic keeps flowing during and after the flood.
 #[test]
 fn mac_flood_keeps_table_bounded_and_rss_flat() {
-    if !vxtap::testbed::require_netns("mac_flood_keeps_table_bounded_and_rss_flat") {
+    if !vxtap_testbed::require_netns("mac_flood_keeps_table_bounded_and_rss_flat") {
         return;
     }
     const CAP: u64 = 1000;
@@ -184,7 +184,7 @@ fn mac_flood_keeps_table_bounded_and_rss_flat() {
 /// traffic between the real hosts is unaffected.
 #[test]
 fn flapping_mac_is_counted_and_path_keeps_flowing() {
-    if !vxtap::testbed::require_netns("flapping_mac_is_counted_and_path_keeps_flowing") {
+    if !vxtap_testbed::require_netns("flapping_mac_is_counted_and_path_keeps_flowing") {
         return;
     }
     const FLAPS: u32 = 2000;
@@ -231,7 +231,7 @@ fn flapping_mac_is_counted_and_path_keeps_flowing() {
 /// The control socket is 0600: another user can neither read nor change the FDB through it.
 #[test]
 fn unprivileged_user_cannot_change_the_fdb() {
-    if !vxtap::testbed::require_netns("unprivileged_user_cannot_change_the_fdb") {
+    if !vxtap_testbed::require_netns("unprivileged_user_cannot_change_the_fdb") {
         return;
     }
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
@@ -274,7 +274,7 @@ fn unprivileged_user_cannot_change_the_fdb() {
 /// the other side left running.
 #[test]
 fn peer_restart_traffic_resumes() {
-    if !vxtap::testbed::require_netns("peer_restart_traffic_resumes") {
+    if !vxtap_testbed::require_netns("peer_restart_traffic_resumes") {
         return;
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
@@ -303,7 +303,7 @@ fn tap_addresses(bed: &Bed, node: usize) -> String {
 /// and traffic resumes once the link is up.
 #[test]
 fn tap_down_up_traffic_resumes() {
-    if !vxtap::testbed::require_netns("tap_down_up_traffic_resumes") {
+    if !vxtap_testbed::require_netns("tap_down_up_traffic_resumes") {
         return;
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
@@ -312,7 +312,7 @@ fn tap_down_up_traffic_resumes() {
     let ns = bed.ul.node(0);
     bed.check(ns.ip(&["link", "set", "vxt0", "down"]), "link down");
     // While down, a send into the overlay does not reach the peer (the link really is down).
-    let r = vxtap::testbed::udp_roundtrip(ns, overlay(1, ECHO_PORT), b"while down", 2, TRY_TIMEOUT);
+    let r = vxtap_testbed::udp_roundtrip(ns, overlay(1, ECHO_PORT), b"while down", 2, TRY_TIMEOUT);
     assert!(r.is_err(), "echo worked with vxt0 down");
     bed.check(bed.ul.node(0).ip(&["link", "set", "vxt0", "up"]), "link up");
     let addrs = tap_addresses(&bed, 0);
@@ -326,7 +326,7 @@ fn tap_down_up_traffic_resumes() {
 /// error in the log; when the address comes back, traffic resumes without a restart.
 #[test]
 fn underlay_address_loss_is_reported_and_recovered() {
-    if !vxtap::testbed::require_netns("underlay_address_loss_is_reported_and_recovered") {
+    if !vxtap_testbed::require_netns("underlay_address_loss_is_reported_and_recovered") {
         return;
     }
     let mut bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
@@ -359,7 +359,7 @@ fn underlay_address_loss_is_reported_and_recovered() {
 /// it is counted as too big (never fragmented, never fatal) and small traffic still flows.
 #[test]
 fn oversized_frame_is_counted_not_fatal() {
-    if !vxtap::testbed::require_netns("oversized_frame_is_counted_not_fatal") {
+    if !vxtap_testbed::require_netns("oversized_frame_is_counted_not_fatal") {
         return;
     }
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));

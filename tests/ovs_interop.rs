@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use vxtap::testbed::{
+use vxtap_testbed::{
     netns_available, tcp_transfer, udp_echo_server, Family, Netns, TempDir, Underlay, UNDERLAY_DEV,
 };
 
@@ -338,7 +338,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
         .collect();
     for (from, to) in [(0, 1), (1, 0)] {
         let payload = format!("{} echo {from} -> {to}", proto.name());
-        let r = vxtap::testbed::udp_roundtrip(
+        let r = vxtap_testbed::udp_roundtrip(
             bed.ul.node(from),
             overlay(to, ECHO_PORT),
             payload.as_bytes(),

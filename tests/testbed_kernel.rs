@@ -1,12 +1,12 @@
-//! Validates the test bed itself against the kernel's own VXLAN device, without vxtap: if these
-//! fail, the end-to-end tests' failures say nothing about vxtap.
+//! Validates the test bed (the `vxtap-testbed` crate) itself against the kernel's own VXLAN
+//! device, without vxtap: if these fail, the end-to-end tests' failures say nothing about vxtap.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vxtap::testbed::{
+use vxtap_testbed::{
     require_netns, tcp_transfer, udp_echo_server, udp_roundtrip, Family, KernelVxlan, Netns, TempDir,
     Underlay, Vtep,
 };

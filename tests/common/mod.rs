@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vxtap::testbed::{
+use vxtap_testbed::{
     counter, fdb_json, require_netns, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, udp_send,
     vtep_cmd, EchoServer, Family, KernelVxlan, TempDir, Underlay, Vtep,
 };
@@ -26,7 +26,7 @@ macro_rules! netns_test {
     ($name:ident, $body:expr) => {
         #[test]
         fn $name() {
-            if vxtap::testbed::require_netns(stringify!($name)) {
+            if vxtap_testbed::require_netns(stringify!($name)) {
                 $body;
             }
         }
