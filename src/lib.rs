@@ -8,12 +8,11 @@
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
 //! - [`dataplane`]: the part that owns devices, sockets and threads.
 //!
-//! The `vxtap` binary adds the command line and `vxtap demo` on top. The test bed (network
-//! namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate crate of
-//! this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
+//! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
+//! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
+//! crate of this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
 
 pub mod allow;
-pub mod bench;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -1,5 +1,6 @@
 //! The `vxtap` binary: argument parsing and dispatch.
 
+mod bench;
 mod cli;
 mod demo;
 
@@ -180,12 +181,12 @@ fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {
     if !(seconds > 0.0 && seconds <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
-    let sizes = if sizes.is_empty() { &vxtap::bench::DEFAULT_SIZES[..] } else { sizes };
-    let results = vxtap::bench::run(sizes, Duration::from_secs_f64(seconds), !json)?;
+    let sizes = if sizes.is_empty() { &bench::DEFAULT_SIZES[..] } else { sizes };
+    let results = bench::run(sizes, Duration::from_secs_f64(seconds), !json)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        print!("{}", vxtap::bench::table(&results));
+        print!("{}", bench::table(&results));
     }
     Ok(())
 }
