@@ -20,7 +20,7 @@ fn pair_echo_and_learning(family: Family, proto: Proto) {
     let _servers = bed.echo_servers();
     bed.echo_pair();
     for (me, peer) in [(0, 1), (1, 0)] {
-        assert_fdb_entry(&bed.fdb(me), &mac(peer), "learned", bed.ul.addr(peer), proto.port());
+        assert_fdb_entry(&bed.fdb(me), &mac(peer), "learned", bed.ul.addr(peer), proto.default_port());
     }
 }
 
@@ -161,11 +161,8 @@ fn tcp_50mb(proto: Proto, extra: &[&str]) {
     let r = tcp_transfer(bed.ul.node(1), overlay(1, 5001), bed.ul.node(0), 50 << 20);
     let report = bed.check(r, "tcp transfer");
     eprintln!(
-        "{} {extra:?}: {} bytes in {:?}: {:.0} Mbit/s",
-        proto.name(),
-        report.bytes,
-        report.duration,
-        report.mbit_per_s
+        "{proto} {extra:?}: {} bytes in {:?}: {:.0} Mbit/s",
+        report.bytes, report.duration, report.mbit_per_s
     );
     assert!(bed.rx(1) > 0 && bed.rx(0) > 0);
     assert_offloads_used(&bed, 0, 1, !extra.contains(&"--no-offload"));
@@ -186,7 +183,7 @@ netns_test!(
 /// the named drop counter rises; afterwards, real traffic still flows.
 fn assert_drops(proto: Proto, cases: &[(&str, Vec<u8>)]) {
     let bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), proto);
-    let target = SocketAddr::new(bed.ul.addr(0), proto.port());
+    let target = SocketAddr::new(bed.ul.addr(0), proto.default_port());
     let ctl = bed.control(0);
     for (key, datagram) in cases {
         let before = bed.counter_at(&ctl, key);

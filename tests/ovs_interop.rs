@@ -265,7 +265,7 @@ fn configure(ovs: &OvsPeer, ns: &Netns, proto: Proto) {
     ip(&["addr", "add", "198.18.0.2/24", "dev", "br-phy"]);
     ip(&["link", "set", "br-phy", "up"]);
 
-    let tunnel = format!("type={}", proto.name());
+    let tunnel = format!("type={proto}");
     ovs.vsctl(&[
         "add-br",
         "br-int",
@@ -301,7 +301,8 @@ fn configure(ovs: &OvsPeer, ns: &Netns, proto: Proto) {
     });
     assert!(routed, "OVS never routed the underlay via br-phy\n{}", ovs.logs());
     let ports = ovs.appctl(&["tnl/ports/show"]);
-    assert!(ports.contains(&proto.port().to_string()), "no tunnel port {} listening: {ports}", proto.port());
+    let port = proto.default_port();
+    assert!(ports.contains(&port.to_string()), "no tunnel port {port} listening: {ports}");
 }
 
 /// How vxtap's datagrams get a checksum OVS's AF_PACKET reader accepts over veth.
@@ -337,7 +338,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
         .map(|i| udp_echo_server(bed.ul.node(i), any).unwrap_or_else(|e| fail("echo server", e)))
         .collect();
     for (from, to) in [(0, 1), (1, 0)] {
-        let payload = format!("{} echo {from} -> {to}", proto.name());
+        let payload = format!("{proto} echo {from} -> {to}");
         let r = vxtap_testbed::udp_roundtrip(
             bed.ul.node(from),
             overlay(to, ECHO_PORT),
@@ -352,7 +353,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
 
     // vxtap learned the MAC of OVS's br-int at node 1's underlay address and the protocol's port.
     let ovs_mac = bed.ul.node(1).link_mac("br-int").unwrap_or_else(|e| fail("br-int MAC", e));
-    assert_fdb_entry(&bed.fdb(0), &ovs_mac, "learned", bed.ul.addr(1), proto.port());
+    assert_fdb_entry(&bed.fdb(0), &ovs_mac, "learned", bed.ul.addr(1), proto.default_port());
     // And OVS's NORMAL switch learned vxtap's TAP MAC on the tunnel port.
     let ofport = ovs.vsctl(&["get", "interface", "tun0", "ofport"]);
     let fdb = ovs.appctl(&["fdb/show", "br-int"]);
@@ -366,7 +367,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
     for (server, client) in [(1, 0), (0, 1)] {
         let r = tcp_transfer(bed.ul.node(server), overlay(server, 5001), bed.ul.node(client), 4 << 20);
         let report = r.unwrap_or_else(|e| fail(&format!("tcp {client} -> {server}"), e));
-        eprintln!("{} via OVS, tcp {client} -> {server}: {:.0} Mbit/s", proto.name(), report.mbit_per_s);
+        eprintln!("{proto} via OVS, tcp {client} -> {server}: {:.0} Mbit/s", report.mbit_per_s);
     }
     let stats = bed.stats(0);
     let drops: Vec<_> = stats

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+/// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
+pub use vxtap::wire::Proto;
 use vxtap_testbed::{
     counter, fdb_json, require_netns, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, udp_send,
     vtep_cmd, EchoServer, Family, KernelVxlan, TempDir, Underlay, Vtep,
@@ -35,28 +37,6 @@ macro_rules! netns_test {
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vxtap"))
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Proto {
-    Vxlan,
-    Geneve,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Vxlan => "vxlan",
-            Proto::Geneve => "geneve",
-        }
-    }
-
-    pub fn port(self) -> u16 {
-        match self {
-            Proto::Vxlan => 4789,
-            Proto::Geneve => 6081,
-        }
-    }
 }
 
 pub fn mac(i: usize) -> String {
@@ -121,7 +101,8 @@ impl Bed {
     pub fn start_with(&mut self, i: usize, proto: Proto, peers: &[usize], extra: &[&str]) {
         let (local, cidr, ctl) =
             (self.ul.addr(i).to_string(), format!("198.19.0.{}/24", i + 1), self.control(i));
-        let mut args = strings(&["--dev", "vxt0", "--vni", "42", "--proto", proto.name(), "--local", &local]);
+        let mut args =
+            strings(&["--dev", "vxt0", "--vni", "42", "--proto", &proto.to_string(), "--local", &local]);
         args.extend(strings(&["--address", &cidr, "--mac", &mac(i), "--control", &ctl.to_string_lossy()]));
         for &j in peers {
             args.extend(["--remote".to_string(), self.ul.addr(j).to_string()]);
