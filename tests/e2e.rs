@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap_testbed::{require_netns, tcp_transfer, udp_send, vtep_cmd, Family, KernelVxlan, Underlay};
+use vxtap_testbed::{netns_test, tcp_transfer, udp_send, vtep_cmd, Family, KernelVxlan, Underlay};
 
 /// Two vxtap VTEPs: echo both ways, then each has learned the other's TAP MAC at its underlay
 /// address and the protocol's port.
@@ -79,13 +79,9 @@ fn assert_offloads_used(bed: &Bed, tx: usize, rx: usize, on: bool) {
     }
 }
 
-/// Three VTEPs on a bridge: a broadcast reaches each peer exactly once (no re-flooding by the
-/// receivers), and learned unicast goes to its one destination only.
-#[test]
-fn star_flood_once_and_unicast_stays_unicast() {
-    if !require_netns("star_flood_once_and_unicast_stays_unicast") {
-        return;
-    }
+// Three VTEPs on a bridge: a broadcast reaches each peer exactly once (no re-flooding by the
+// receivers), and learned unicast goes to its one destination only.
+netns_test!(star_flood_once_and_unicast_stays_unicast, {
     let bed = Bed::mesh(Underlay::star(3).expect("underlay"), Proto::Vxlan);
     let servers = bed.echo_servers();
     let bcast = b"broadcast from A";
@@ -106,7 +102,7 @@ fn star_flood_once_and_unicast_stays_unicast() {
     bed.wait_counter(&bed.control(1), "rx_packets", b0 + 100);
     std::thread::sleep(QUIET);
     assert_eq!(bed.rx(2), c0, "unicast A->B leaked to C: {}", bed.stats(2));
-}
+});
 
 /// One `[[network]]` table of a node's config file.
 fn network_toml(bed: &Bed, node: usize, vni: u32, host: u8) -> String {
@@ -122,13 +118,9 @@ fn network_toml(bed: &Bed, node: usize, vni: u32, host: u8) -> String {
     )
 }
 
-/// Two VNIs in one process per node, sharing one socket: both carry traffic, and traffic on one
-/// does not show up on the other.
-#[test]
-fn config_file_two_vnis_are_isolated() {
-    if !require_netns("config_file_two_vnis_are_isolated") {
-        return;
-    }
+// Two VNIs in one process per node, sharing one socket: both carry traffic, and traffic on one
+// does not show up on the other.
+netns_test!(config_file_two_vnis_are_isolated, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     for node in 0..2 {
         let text =
@@ -150,7 +142,7 @@ fn config_file_two_vnis_are_isolated() {
     bed.wait_counter(&ctl42, "rx_packets", rx42 + 100);
     std::thread::sleep(QUIET);
     assert_eq!(bed.counter_at(&ctl43, "rx_packets"), rx43, "VNI 42 traffic reached VNI 43");
-}
+});
 
 /// 50 MB over TCP across the overlay, verified by hash at the far end, with offloads on (the
 /// default: TSO super-frames segmented, UDP GSO/GRO, coalesced writes) or off.
@@ -221,12 +213,8 @@ netns_test!(
     )
 );
 
-/// Static entries added over the control socket show up as static and go away on delete.
-#[test]
-fn fdb_add_and_del_static_entry() {
-    if !require_netns("fdb_add_and_del_static_entry") {
-        return;
-    }
+// Static entries added over the control socket show up as static and go away on delete.
+netns_test!(fdb_add_and_del_static_entry, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     bed.start(0, Proto::Vxlan);
     let (ctl, m) = (bed.control(0), "02:00:00:00:00:99");
@@ -237,14 +225,10 @@ fn fdb_add_and_del_static_entry() {
     assert!(format!("{err:#}").contains("address families differ"), "{err:#}");
     bed.check(vtep_cmd(bin(), &ctl, &["fdb", "del", m]), "fdb del");
     assert!(fdb_entry(&bed.fdb(0), m).is_none(), "{m} still in fdb: {}", bed.fdb(0));
-}
+});
 
-/// SIGTERM: exit 0 promptly, with the TAP and the control socket removed.
-#[test]
-fn sigterm_exits_cleanly() {
-    if !require_netns("sigterm_exits_cleanly") {
-        return;
-    }
+// SIGTERM: exit 0 promptly, with the TAP and the control socket removed.
+netns_test!(sigterm_exits_cleanly, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     bed.start(0, Proto::Vxlan);
     assert!(bed.control(0).exists(), "control socket missing while running");
@@ -255,7 +239,7 @@ fn sigterm_exits_cleanly() {
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
     assert!(bed.ul.node(0).ip(&["link", "show", "vxt0"]).is_err(), "vxt0 survived SIGTERM");
     assert!(!bed.control(0).exists(), "control socket survived SIGTERM");
-}
+});
 
 /// Sets offloads on the TAP `dev` the way an earlier process with a virtio-net header would have
 /// left them on a persistent device (TUNSETOFFLOAD is device-wide and outlives the process).
@@ -285,14 +269,10 @@ fn tso_on(bed: &Bed, node: usize) -> bool {
     String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "tcp-segmentation-offload: on")
 }
 
-/// A persistent (single-queue) TAP that exists already is reused: with --no-offload its stale
-/// offloads are reset (or bulk TCP would break while ping works), traffic flows, and it is left
-/// in place on exit since vxtap did not create it.
-#[test]
-fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
-    if !require_netns("reused_persistent_tap_has_offloads_reset_and_survives_exit") {
-        return;
-    }
+// A persistent (single-queue) TAP that exists already is reused: with --no-offload its stale
+// offloads are reset (or bulk TCP would break while ping works), traffic flows, and it is left
+// in place on exit since vxtap did not create it.
+netns_test!(reused_persistent_tap_has_offloads_reset_and_survives_exit, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     bed.check(bed.ul.node(0).ip(&["tuntap", "add", "dev", "vxt0", "mode", "tap"]), "tuntap add");
     bed.check(
@@ -309,7 +289,7 @@ fn reused_persistent_tap_has_offloads_reset_and_survives_exit() {
     let status = bed.vtep(0).terminate(Duration::from_secs(2));
     assert!(bed.check(status, "terminate").success());
     assert!(bed.ul.node(0).ip(&["link", "show", "vxt0"]).is_ok(), "a TAP vxtap did not create was removed");
-}
+});
 
 /// Node 2 is no VTEP of node 0's: its datagrams, with a valid header and node 0's VNI, are dropped
 /// before parsing and nothing is learned from them; `--allow-from any` (the kernel's behaviour)
@@ -345,13 +325,9 @@ netns_test!(unlisted_source_cannot_inject_frames, spoofed_vni(false));
 
 netns_test!(allow_from_any_accepts_every_source, spoofed_vni(true));
 
-/// `--user`: once set up, vxtap runs as that user with no capability left, its control socket
-/// belongs to the user, traffic flows, and SIGTERM still exits cleanly.
-#[test]
-fn runs_unprivileged_after_setup() {
-    if !require_netns("runs_unprivileged_after_setup") {
-        return;
-    }
+// `--user`: once set up, vxtap runs as that user with no capability left, its control socket
+// belongs to the user, traffic flows, and SIGTERM still exits cleanly.
+netns_test!(runs_unprivileged_after_setup, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     bed.start_with(0, Proto::Vxlan, &[1], &["--user", "nobody"]);
     bed.start(1, Proto::Vxlan);
@@ -368,7 +344,7 @@ fn runs_unprivileged_after_setup() {
     bed.echo_pair();
     let status = bed.vtep(0).terminate(Duration::from_secs(2));
     assert!(bed.check(status, "terminate").success());
-}
+});
 
 /// A burst of same-size UDP datagrams crosses intact and in order. With offloads on and a TAP
 /// that took USO, the receiver merged them into UDP super-frames (fewer TAP writes than

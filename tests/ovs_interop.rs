@@ -13,7 +13,8 @@
 //!   address 198.19.0.2/24 (MTU 1450) on its internal port; NORMAL learning switch on both.
 //!
 //! Needs the Debian package openvswitch-switch (and ethtool). Without the OVS binaries the tests
-//! skip with a message, unless `VXTAP_REQUIRE_NETNS=1`, where that is a failure.
+//! skip with a message, unless `VXTAP_REQUIRE_NETNS=1`, where that is a failure (`netns_test!`'s
+//! `requires = ovs_installed`).
 //!
 //! The sender's veth in node 0 has transmit checksum offload turned off: OVS reads `ul0` with
 //! AF_PACKET and would see vxtap's outer UDP checksum unfinished (a veth never completes it, a NIC
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use common::*;
 use vxtap_testbed::{
-    netns_available, tcp_transfer, udp_echo_server, Family, Netns, TempDir, Underlay, UNDERLAY_DEV,
+    netns_test, tcp_transfer, udp_echo_server, udp_roundtrip, Family, Netns, TempDir, Underlay, UNDERLAY_DEV,
 };
 
 /// Generous: two `ovs-vswitchd` start on a busy 2-core machine while other tests run.
@@ -78,20 +79,11 @@ impl OvsTools {
     }
 }
 
-/// Like `require_netns`, and OVS must be installed too. Skips with the reason, or panics under
-/// `VXTAP_REQUIRE_NETNS=1` (CI installs OVS).
-fn require_ovs(test: &str) -> Option<OvsTools> {
-    let found = netns_available().and_then(|()| OvsTools::find());
-    match found {
-        Ok(t) => Some(t),
-        Err(reason) => {
-            if std::env::var("VXTAP_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("{test}: OVS interop required but unavailable: {reason}");
-            }
-            eprintln!("skipping {test}: {reason}");
-            None
-        }
-    }
+/// The extra requirement of these tests (`netns_test!(name, requires = ovs_installed, ...)`):
+/// the OVS programs and schema are there. Without them the tests skip with the reason, or fail
+/// under `VXTAP_REQUIRE_NETNS=1` (CI installs OVS), exactly like a missing namespace.
+fn ovs_installed() -> Result<(), String> {
+    OvsTools::find().map(drop)
 }
 
 /// A daemon started in the foreground by `ip netns exec` (which execs in place, so the PID is the
@@ -315,7 +307,7 @@ enum Checksum {
 }
 
 fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
-    let Some(tools) = require_ovs(test) else { return };
+    let tools = OvsTools::find().unwrap_or_else(|reason| panic!("{test}: {reason}"));
     let start = std::time::Instant::now();
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     match csum {
@@ -339,13 +331,8 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
         .collect();
     for (from, to) in [(0, 1), (1, 0)] {
         let payload = format!("{proto} echo {from} -> {to}");
-        let r = vxtap_testbed::udp_roundtrip(
-            bed.ul.node(from),
-            overlay(to, ECHO_PORT),
-            payload.as_bytes(),
-            TRIES,
-            TRY_TIMEOUT,
-        );
+        let r =
+            udp_roundtrip(bed.ul.node(from), overlay(to, ECHO_PORT), payload.as_bytes(), TRIES, TRY_TIMEOUT);
         r.unwrap_or_else(|e| fail(&format!("overlay echo {from} -> {to}"), e));
     }
 
@@ -383,17 +370,20 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
     );
 }
 
-#[test]
-fn ovs_geneve_interop() {
-    ovs_interop("ovs_geneve_interop", Proto::Geneve, Checksum::Computed);
-}
+netns_test!(
+    ovs_geneve_interop,
+    requires = ovs_installed,
+    ovs_interop("ovs_geneve_interop", Proto::Geneve, Checksum::Computed)
+);
 
-#[test]
-fn ovs_vxlan_interop() {
-    ovs_interop("ovs_vxlan_interop", Proto::Vxlan, Checksum::Computed);
-}
+netns_test!(
+    ovs_vxlan_interop,
+    requires = ovs_installed,
+    ovs_interop("ovs_vxlan_interop", Proto::Vxlan, Checksum::Computed)
+);
 
-#[test]
-fn ovs_geneve_interop_zero_udp_checksum() {
-    ovs_interop("ovs_geneve_interop_zero_udp_checksum", Proto::Geneve, Checksum::Zero);
-}
+netns_test!(
+    ovs_geneve_interop_zero_udp_checksum,
+    requires = ovs_installed,
+    ovs_interop("ovs_geneve_interop_zero_udp_checksum", Proto::Geneve, Checksum::Zero)
+);

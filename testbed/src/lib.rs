@@ -6,8 +6,8 @@
 //! passes to [`Vtep::spawn`] (the tests pass `env!("CARGO_BIN_EXE_vxtap")`).
 //!
 //! It needs root and iproute2 (`ip`, `bridge`); [`netns_available`] says whether that holds, and
-//! tests gate on [`require_netns`] so that they skip (or fail under `VXTAP_REQUIRE_NETNS=1`)
-//! without it. Every resource is owned by a guard whose `Drop` removes it
+//! tests are declared with [`netns_test!`] so that they skip (or fail under
+//! `VXTAP_REQUIRE_NETNS=1`) without it. Every resource is owned by a guard whose `Drop` removes it
 //! (namespaces deleted, processes killed by PID, temporary directories removed), so a test that
 //! panics leaves nothing behind. A process killed outright (SIGKILL) cannot clean up; its
 //! leftovers are named `vxt-<tag>-<pid>-<n>` and can be removed with `ip netns del`.
@@ -19,7 +19,8 @@
 //! the network namespace is a per-thread attribute, so the rest of the process is unaffected.
 //!
 //! The modules, all re-exported here:
-//! - `netns`: [`Netns`], the availability probe and test gate ([`require_netns`]), [`TempDir`];
+//! - `netns`: [`Netns`], the availability probe and test gate ([`require_netns`],
+//!   [`netns_test!`]), [`TempDir`];
 //! - `underlay`: [`Family`], [`Underlay`] (veth pair or bridge star), [`KernelVxlan`];
 //! - `vtep`: the [`Vtep`] process guard and control-socket helpers ([`vtep_cmd`], [`stats_json`],
 //!   [`fdb_json`], [`counter`]);
@@ -36,7 +37,7 @@ mod traffic;
 mod underlay;
 mod vtep;
 
-pub use netns::{netns_available, require_netns, Netns, TempDir};
+pub use netns::{netns_available, require_netns, require_netns_and, Netns, TempDir};
 pub use traffic::{
     tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, EchoServer, Fnv1a, TransferReport,
 };

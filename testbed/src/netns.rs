@@ -1,5 +1,6 @@
 //! Network namespaces and the gate that decides whether the tests that need them run: the
-//! availability probe and [`require_netns`], plus [`TempDir`] for per-test files.
+//! availability probe, [`require_netns`] and the [`netns_test!`](crate::netns_test) macro, plus
+//! [`TempDir`] for per-test files.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -31,19 +32,82 @@ fn probe() -> Result<(), String> {
 /// Gate for tests: true if namespaces work. Otherwise the test is skipped with a message, unless
 /// `VXTAP_REQUIRE_NETNS=1`, where a skip would hide a broken CI setup.
 ///
+/// Tests do not call this directly: they are declared with [`netns_test!`](crate::netns_test),
+/// which calls it (through [`require_netns_and`]) before the body.
+///
 /// # Panics
 /// When namespaces are unavailable and `VXTAP_REQUIRE_NETNS=1` is set (deliberately).
 pub fn require_netns(test: &str) -> bool {
-    match netns_available() {
+    require_netns_and(test, || Ok(()))
+}
+
+/// [`require_netns`] with one more requirement of the test's own (for example, Open vSwitch
+/// installed), checked once namespaces work: `extra` returns `Err(reason)` when it is not met.
+/// Either way the outcome is the same as for missing namespaces: skipped with the reason
+/// printed, or a panic under `VXTAP_REQUIRE_NETNS=1`.
+///
+/// # Panics
+/// When namespaces or the extra requirement are unavailable and `VXTAP_REQUIRE_NETNS=1` is set.
+pub fn require_netns_and(test: &str, extra: impl FnOnce() -> Result<(), String>) -> bool {
+    let required = std::env::var("VXTAP_REQUIRE_NETNS").as_deref() == Ok("1");
+    gate(test, netns_available().and_then(|()| extra()), required)
+}
+
+/// The decision behind [`require_netns_and`]: run, skip with the reason, or panic if `required`.
+fn gate(test: &str, available: Result<(), String>, required: bool) -> bool {
+    match available {
         Ok(()) => true,
         Err(reason) => {
-            if std::env::var("VXTAP_REQUIRE_NETNS").as_deref() == Ok("1") {
+            if required {
                 panic!("{test}: netns required but unavailable: {reason}");
             }
             eprintln!("skipping {test}: {reason}");
             false
         }
     }
+}
+
+/// Declares a `#[test]` that needs network namespaces: the one way every netns test is written.
+///
+/// The body runs only if [`require_netns`] says namespaces work; otherwise the test prints why
+/// and passes as skipped, or panics when `VXTAP_REQUIRE_NETNS=1` (CI), where a skip would hide a
+/// broken setup. `requires = check` adds a requirement of the test's own, a
+/// `FnOnce() -> Result<(), String>` whose `Err` is the reason (see [`require_netns_and`]).
+///
+/// The body is an expression: a call to a helper shared by several tests, or a block.
+///
+/// ```
+/// use vxtap_testbed::{netns_test, Netns};
+///
+/// netns_test!(loopback_is_up, {
+///     let ns = Netns::new("doc").expect("namespace");
+///     assert!(ns.ip_out(&["link", "show", "lo"]).expect("ip").contains("UP"));
+/// });
+///
+/// fn tool_installed() -> Result<(), String> {
+///     Err("not installed here".into())
+/// }
+///
+/// netns_test!(needs_a_tool, requires = tool_installed, unreachable!());
+/// # fn main() {}
+/// ```
+///
+/// It lives here, beside the gate it calls, rather than in one test file's helpers, so that every
+/// test target (with or without the shared harness of `tests/common`) declares its netns tests
+/// the same way.
+#[macro_export]
+macro_rules! netns_test {
+    ($name:ident, requires = $requirement:expr, $body:expr $(,)?) => {
+        #[test]
+        fn $name() {
+            if $crate::require_netns_and(stringify!($name), $requirement) {
+                $body;
+            }
+        }
+    };
+    ($name:ident, $body:expr $(,)?) => {
+        $crate::netns_test!($name, requires = || Ok(()), $body);
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,5 +293,23 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_runs_skips_or_fails() {
+        assert!(gate("t", Ok(()), false));
+        assert!(gate("t", Ok(()), true));
+        assert!(!gate("t", Err("no OVS".into()), false));
+    }
+
+    #[test]
+    #[should_panic(expected = "t: netns required but unavailable: no OVS")]
+    fn gate_fails_when_required() {
+        gate("t", Err("no OVS".into()), true);
     }
 }

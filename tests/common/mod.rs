@@ -1,7 +1,8 @@
 //! Shared harness of the netns end-to-end test files: a `Bed` of namespaces with vxtap
-//! processes, traffic and counter helpers, and hand-built tunnel datagrams.
+//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, and hand-built
+//! tunnel datagrams. Tests are declared with `vxtap_testbed::netns_test!`.
 //! Each test file uses a subset, hence the `dead_code` allowance.
-#![allow(dead_code, unused_imports, unused_macros)]
+#![allow(dead_code)]
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,8 +11,8 @@ use serde_json::Value;
 /// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
 pub use vxtap::wire::Proto;
 use vxtap_testbed::{
-    counter, fdb_json, require_netns, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, udp_send,
-    vtep_cmd, EchoServer, Family, KernelVxlan, TempDir, Underlay, Vtep,
+    counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, TempDir, Underlay,
+    Vtep,
 };
 
 pub const ECHO_PORT: u16 = 7000;
@@ -21,19 +22,6 @@ pub const TRY_TIMEOUT: Duration = Duration::from_millis(500);
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// Quiet period in which a duplicate or leaked packet would have shown up.
 pub const QUIET: Duration = Duration::from_millis(300);
-
-/// A test that skips (or fails, see `require_netns`) when namespaces are unavailable.
-#[macro_export]
-macro_rules! netns_test {
-    ($name:ident, $body:expr) => {
-        #[test]
-        fn $name() {
-            if vxtap_testbed::require_netns(stringify!($name)) {
-                $body;
-            }
-        }
-    };
-}
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vxtap"))
