@@ -47,19 +47,29 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
 
-/// (receive queue bytes, drops) of the UDP socket bound to local port `port`, from the
-/// namespace of the calling thread (`/proc/thread-self/net/udp`); zeros if there is none.
+/// (receive queue bytes, drops) summed over every UDP socket bound to local port `port`, IPv4
+/// and IPv6, in the namespace of the calling thread (`/proc/thread-self/net/udp{,6}`); zeros if
+/// there is none. vxtap binds several SO_REUSEPORT sockets to its port and the kernel hashes
+/// each flow to one of them, so a flood may land on any: reading only the first would miss its
+/// queue and its drops.
 fn udp_socket_queue(port: u16) -> (u64, u64) {
-    let table = std::fs::read_to_string("/proc/thread-self/net/udp").expect("read net/udp");
     let local = format!(":{port:04X}");
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 13 && f[1].ends_with(&local) {
-            let rx_queue = f[4].split(':').nth(1).and_then(|q| u64::from_str_radix(q, 16).ok()).unwrap_or(0);
-            return (rx_queue, f[12].parse().unwrap_or(0));
+    let (mut rx_queue, mut drops) = (0, 0);
+    for file in ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"] {
+        let table = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // no IPv6 in this kernel
+            Err(e) => panic!("reading {file}: {e}"),
+        };
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 13 && f[1].ends_with(&local) {
+                rx_queue += f[4].split(':').nth(1).and_then(|q| u64::from_str_radix(q, 16).ok()).unwrap_or(0);
+                drops += f[12].parse::<u64>().unwrap_or(0);
+            }
         }
     }
-    (0, 0)
+    (rx_queue, drops)
 }
 
 /// Waits (polling, bounded) until the receive queue of `port` in the calling thread's namespace
