@@ -53,6 +53,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Reads `read` until its value has stayed the same for [`QUIET`] and returns it (or the last
+/// value once [`SETTLE`] has passed): a baseline taken once the stragglers of earlier traffic have
+/// been processed, however slow this build is, instead of after a fixed sleep.
+pub fn settled<T: PartialEq>(mut read: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + SETTLE;
+    let (mut value, mut since) = (read(), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        if now != value {
+            (value, since) = (now, Instant::now());
+        } else if since.elapsed() >= QUIET || Instant::now() >= deadline {
+            return value;
+        }
+    }
+}
+
 /// An underlay with vxtap processes in some of its nodes. Fields drop in declaration order:
 /// processes first, then namespaces, then the temp dir with sockets and configs.
 pub struct Bed {
