@@ -99,8 +99,7 @@ netns_test!(star_flood_once_and_unicast_stays_unicast, {
 
     // Learn A<->B first (ARP and FDB), let the noise die down, then count.
     bed.echo(0, 1);
-    std::thread::sleep(QUIET);
-    let (b0, c0) = (bed.rx(1), bed.rx(2));
+    let (b0, c0) = settled(|| (bed.rx(1), bed.rx(2)));
     bed.blast(0, overlay(1, ECHO_PORT), b"unicast A->B", 100);
     bed.wait_counter(&bed.control(1), "rx_packets", b0 + 100);
     std::thread::sleep(QUIET);
@@ -137,10 +136,10 @@ netns_test!(config_file_two_vnis_are_isolated, {
         (SocketAddr::from(([198, 19, 0, 2], ECHO_PORT)), SocketAddr::from(([198, 19, 0, 130], ECHO_PORT)));
     bed.echo_to(0, vni42_b);
     bed.echo_to(0, vni43_b);
-    std::thread::sleep(QUIET);
 
     let (ctl42, ctl43) = (bed.tmp.join("n1-42.sock"), bed.tmp.join("n1-43.sock"));
-    let (rx42, rx43) = (bed.counter_at(&ctl42, "rx_packets"), bed.counter_at(&ctl43, "rx_packets"));
+    let (rx42, rx43) =
+        settled(|| (bed.counter_at(&ctl42, "rx_packets"), bed.counter_at(&ctl43, "rx_packets")));
     bed.blast(0, vni42_b, b"only on VNI 42", 100);
     bed.wait_counter(&ctl42, "rx_packets", rx42 + 100);
     std::thread::sleep(QUIET);
@@ -303,9 +302,8 @@ fn spoofed_vni(open: bool) {
     bed.start_with(1, Proto::Vxlan, &[0], &[]);
     let _servers = bed.echo_servers();
     bed.echo(0, 1);
-    std::thread::sleep(QUIET);
     let ctl = bed.control(0);
-    let rx = bed.rx(0);
+    let rx = settled(|| bed.rx(0));
     let spoof = vxlan_packet(0x08, 42);
     let spoofed_mac = "02:00:00:00:00:63"; // the inner frame's source
     bed.blast(2, SocketAddr::new(bed.ul.addr(0), 4789), &spoof, 10);
