@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Cidr;
+use crate::cidr::Cidr;
 
 /// The sources one socket accepts. The host list changes at runtime (`fdb add`/`del`); readers
 /// on the packet path load it without a lock.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use vxtap::config::{self, AllowFrom, Cidr, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
+use vxtap::cidr::Cidr;
+use vxtap::config::{self, AllowFrom, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
 use vxtap::mac::MacAddr;
 use vxtap::wire::{Proto, MAX_VNI};
 

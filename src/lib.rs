@@ -12,17 +12,23 @@
 //! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
 //! crate of this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
 
+#![deny(unsafe_code)]
+#![warn(unreachable_pub)]
+
 pub mod allow;
+pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fdb;
 pub mod flow;
+pub mod ifname;
 pub mod mac;
 pub mod offload;
 pub mod pipeline;
 pub mod privileges;
 pub mod stats;
+pub mod train;
 pub mod wire;
 
 pub use mac::MacAddr;

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde_json::Value;
 use tracing::{info, warn};
 
 use cli::{Cli, Command, FdbCommand, RunArgs, Target};
-use vxtap::control::{self, Request};
+use vxtap::control::{self, FdbKind, FdbRow, Request, Stats};
 use vxtap::dataplane::Dataplane;
 use vxtap::fdb::MonotonicClock;
 use vxtap::privileges::User;
@@ -29,10 +28,10 @@ fn main() -> ExitCode {
         Command::Run(args) => return run(&args),
         Command::Fdb(FdbCommand::Show { target, json }) => show(&target, &Request::FdbShow, json, print_fdb),
         Command::Fdb(FdbCommand::Add { mac, dst, target }) => {
-            control::request(&target.path(), &Request::FdbAdd { mac, dst }).map(drop)
+            control::request(&target.path(), &Request::FdbAdd { mac, dst })
         }
         Command::Fdb(FdbCommand::Del { mac, dst, target }) => {
-            control::request(&target.path(), &Request::FdbDel { mac, dst }).map(drop)
+            control::request(&target.path(), &Request::FdbDel { mac, dst })
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
@@ -114,7 +113,7 @@ fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<
     for i in 0..dataplane.networks.len() {
         let path = dataplane.networks[i].config.control_path();
         let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
-        let listener = control::bind(&path)?;
+        let listener = control::server::bind(&path)?;
         if let Some(user) = user {
             user.chown(&path)?;
             if let (false, Some(dir)) = (dir_existed, path.parent()) {
@@ -123,7 +122,7 @@ fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<
         }
         sockets.push(path);
         let dp = dataplane.clone();
-        tokio::spawn(control::serve(listener, move |req| dp.networks[i].handle(req)));
+        tokio::spawn(control::server::serve(listener, move |req| dp.networks[i].handle(req)));
     }
     Ok(sockets)
 }
@@ -191,37 +190,30 @@ fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show(target: &Target, req: &Request, json: bool, human: fn(&Value)) -> Result<()> {
-    let v = control::request(&target.path(), req)?;
+/// Asks the VTEP behind `target` and prints the typed result: as JSON, or for people.
+fn show<R>(target: &Target, req: &Request, json: bool, human: fn(&R)) -> Result<()>
+where
+    R: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let reply: R = control::request(&target.path(), req)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
-        human(&v);
+        human(&reply);
     }
     Ok(())
 }
 
 /// One line per entry, in the spirit of `bridge fdb show`.
-fn print_fdb(v: &Value) {
-    for e in v.as_array().into_iter().flatten() {
-        let kind = e["kind"].as_str().unwrap_or("?");
-        let age = if kind == "learned" { format!(" age {}s", e["age_secs"]) } else { String::new() };
-        println!(
-            "{} dst {} port {} vni {} {kind}{age}",
-            str_of(&e["mac"]),
-            str_of(&e["dst"]),
-            e["port"],
-            e["vni"]
-        );
+fn print_fdb(rows: &Vec<FdbRow>) {
+    for e in rows {
+        let age = if e.kind == FdbKind::Learned { format!(" age {}s", e.age_secs) } else { String::new() };
+        println!("{} dst {} port {} vni {} {}{age}", e.mac, e.dst, e.port, e.vni, e.kind.as_str());
     }
 }
 
-fn print_stats(v: &Value) {
-    for (k, val) in v.as_object().into_iter().flatten() {
+fn print_stats(stats: &Stats) {
+    for (k, val) in &stats.0 {
         println!("{k:<28} {val}");
     }
-}
-
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
 }

@@ -5,6 +5,8 @@
 //! everything is open vxtap can become an ordinary user, keeping no capability at all: a bug in
 //! the packet path then cannot be used to reconfigure the host.
 
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
@@ -22,6 +24,8 @@ pub struct User {
 impl User {
     /// Looks up a user name, or a numeric uid, in the password database.
     pub fn lookup(spec: &str) -> Result<User> {
+        // SAFETY: passwd is plain old data (integers and pointers); all-zero is a valid value,
+        // and getpw*_r fills it before anything reads it.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut found: *mut libc::passwd = std::ptr::null_mut();
@@ -55,23 +59,24 @@ impl User {
     /// that changes its uid from 0 loses every capability; `no_new_privs` keeps it from gaining
     /// any back through a set-uid program.
     pub fn become_user(&self) -> Result<()> {
-        // SAFETY: plain system calls with valid arguments; the order (groups, gid, uid) matters
-        // because dropping the uid first would forbid the others.
-        unsafe {
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(io::Error::last_os_error()).context("clearing supplementary groups");
-            }
-            if libc::setresgid(self.gid, self.gid, self.gid) != 0 {
-                return Err(io::Error::last_os_error()).context("setting the group id");
-            }
-            if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
-                return Err(io::Error::last_os_error()).context("setting the user id");
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error()).context("setting no_new_privs");
-            }
+        // The order (groups, gid, uid) matters: dropping the uid first would forbid the others.
+        // SAFETY: setgroups with a count of 0 reads no list, so a null pointer is allowed.
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+            return Err(io::Error::last_os_error()).context("clearing supplementary groups");
         }
-        // SAFETY: getuid/geteuid cannot fail.
+        // SAFETY: plain system call with integer arguments.
+        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
+            return Err(io::Error::last_os_error()).context("setting the group id");
+        }
+        // SAFETY: plain system call with integer arguments.
+        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
+            return Err(io::Error::last_os_error()).context("setting the user id");
+        }
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error()).context("setting no_new_privs");
+        }
+        // SAFETY: setuid with an integer argument; geteuid cannot fail.
         if self.uid != 0 && (unsafe { libc::setuid(0) } == 0 || unsafe { libc::geteuid() } != self.uid) {
             bail!("could not drop root: still able to regain uid 0");
         }

@@ -4,21 +4,20 @@
 //! TUNSETOFFLOAD and IFF_MULTI_QUEUE for the offload work, plus MTU, MAC and addresses; the
 //! ioctls are few and documented (Documentation/networking/tuntap.rst).
 
-use std::ffi::CString;
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::mem;
-use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
-use crate::config::Cidr;
+use super::netdev::{self, ifreq};
+use super::sys;
+use crate::cidr::Cidr;
+use crate::ifname;
 use crate::mac::MacAddr;
-
-/// Longest interface name the kernel takes (IFNAMSIZ less the NUL).
-pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 /// TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h).
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -79,8 +78,8 @@ impl Tap {
     /// stale TSO setting would hand a reader without virtio-net headers super-frames it cannot
     /// parse (bulk TCP breaks while ping still works).
     pub fn open(name: &str, opts: TapOptions) -> Result<Tap> {
-        check_name(name)?;
-        let existed = if_index(name).is_some();
+        ifname::check("TAP", name).map_err(|e| anyhow!(e))?;
+        let existed = netdev::if_index(name).is_some();
         let want = opts.queues.max(1);
         let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
         if opts.offload {
@@ -123,10 +122,9 @@ impl Tap {
     }
 
     /// Frames the kernel dropped on their way to this TAP because its queue was full (vxtap did
-    /// not read them in time): the device's TX drop count, from `/proc/self/net/dev`, which
-    /// shows vxtap's own network namespace. None if the device is not listed.
+    /// not read them in time): the device's TX drop count. None if the device is not listed.
     pub fn kernel_drops(&self) -> Option<u64> {
-        tx_dropped(&std::fs::read_to_string("/proc/self/net/dev").ok()?, &self.name)
+        netdev::tx_dropped(&self.name)
     }
 
     /// The queue a thread numbered `i` uses.
@@ -135,65 +133,25 @@ impl Tap {
     }
 
     pub fn mac(&self) -> Result<MacAddr> {
-        let mut req = ifreq(&self.name);
-        ctl_ioctl(libc::AF_INET, libc::SIOCGIFHWADDR, &mut req).context("reading the TAP's MAC")?;
-        // SAFETY: SIOCGIFHWADDR filled the hwaddr member.
-        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-        Ok(MacAddr(std::array::from_fn(|i| data[i] as u8)))
+        netdev::mac(&self.name)
     }
 
     pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
-        let mut req = ifreq(&self.name);
-        // SAFETY: writing plain data into the union member SIOCSIFHWADDR reads.
-        unsafe {
-            req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
-            for (d, s) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac.0) {
-                *d = s as libc::c_char;
-            }
-        }
-        ctl_ioctl(libc::AF_INET, libc::SIOCSIFHWADDR, &mut req).with_context(|| format!("setting MAC {mac}"))
+        netdev::set_mac(&self.name, mac)
     }
 
     pub fn set_mtu(&self, mtu: u32) -> Result<()> {
-        let mut req = ifreq(&self.name);
-        req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-        ctl_ioctl(libc::AF_INET, libc::SIOCSIFMTU, &mut req).with_context(|| format!("setting MTU {mtu}"))
+        netdev::set_mtu(&self.name, mtu)
     }
 
     /// Sets the device administratively up.
     pub fn set_up(&self) -> Result<()> {
-        let mut req = ifreq(&self.name);
-        ctl_ioctl(libc::AF_INET, libc::SIOCGIFFLAGS, &mut req).context("reading interface flags")?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member.
-        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        ctl_ioctl(libc::AF_INET, libc::SIOCSIFFLAGS, &mut req).context("setting the TAP up")
+        netdev::set_up(&self.name).context("setting the TAP up")
     }
 
-    /// Assigns an address: IPv4 through SIOCSIFADDR and SIOCSIFNETMASK, IPv6 through in6_ifreq.
+    /// Assigns an address to the TAP.
     pub fn add_address(&self, cidr: &Cidr) -> Result<()> {
-        match cidr.addr {
-            IpAddr::V4(ip) => {
-                let mut req = ifreq(&self.name);
-                req.ifr_ifru.ifru_addr = sockaddr_v4(u32::from(ip));
-                ctl_ioctl(libc::AF_INET, libc::SIOCSIFADDR, &mut req)
-                    .with_context(|| format!("assigning {cidr}"))?;
-                let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
-                let mut req = ifreq(&self.name);
-                req.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
-                ctl_ioctl(libc::AF_INET, libc::SIOCSIFNETMASK, &mut req)
-                    .with_context(|| format!("setting the netmask of {cidr}"))
-            }
-            IpAddr::V6(ip) => {
-                let index = if_index(&self.name).ok_or_else(|| anyhow!("TAP {} vanished", self.name))?;
-                let mut req = libc::in6_ifreq {
-                    ifr6_addr: libc::in6_addr { s6_addr: ip.octets() },
-                    ifr6_prefixlen: u32::from(cidr.prefix),
-                    ifr6_ifindex: index as libc::c_int,
-                };
-                ctl_ioctl(libc::AF_INET6, libc::SIOCSIFADDR, &mut req)
-                    .with_context(|| format!("assigning {cidr} (is IPv6 disabled on {}?)", self.name))
-            }
-        }
+        netdev::add_address(&self.name, cidr)
     }
 }
 
@@ -201,20 +159,12 @@ impl TapQueue {
     /// Makes reads return WouldBlock instead of waiting, so a reader can tell when the queue
     /// is drained (and send what it batched) and then wait with [`TapQueue::wait_readable`].
     pub fn set_nonblocking(&self) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on an fd this queue owns.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        sys::set_nonblocking(self.file.as_raw_fd())
     }
 
     /// Blocks until a frame is waiting.
     pub fn wait_readable(&self) -> io::Result<()> {
-        super::wait_readable(self.file.as_raw_fd())
+        sys::wait_readable(self.file.as_raw_fd())
     }
 
     /// Reads one frame (after its virtio-net header when offloads are on); blocks until there is one.
@@ -222,7 +172,7 @@ impl TapQueue {
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for buf.len() bytes of writes.
         let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        byte_count(n)
+        sys::byte_count(n)
     }
 
     /// Writes one frame, or with offloads on a virtio-net header and its frame, contiguous.
@@ -230,7 +180,7 @@ impl TapQueue {
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         // SAFETY: frame is valid for frame.len() bytes of reads.
         let n = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        byte_count(n)
+        sys::byte_count(n)
     }
 
     /// Writes `head` then `frame` as one frame (a virtio-net header before a frame that lies
@@ -243,13 +193,8 @@ impl TapQueue {
         ];
         // SAFETY: both iovecs point at live slices of their lengths; writev only reads them.
         let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), 2) };
-        byte_count(n)
+        sys::byte_count(n)
     }
-}
-
-/// The byte count a read or write system call returned, or its error.
-fn byte_count(n: isize) -> io::Result<usize> {
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Opens /dev/net/tun and attaches it to `name` with `flags` (TUNSETIFF).
@@ -315,103 +260,16 @@ fn attach_error(name: &str, existed: bool, e: &io::Error) -> anyhow::Error {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        bail!("TAP name {name:?} must be 1 to {MAX_NAME_LEN} bytes long");
-    }
-    if name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':')
-        || name == "."
-        || name == ".."
-    {
-        bail!("TAP name {name:?} is not a valid interface name");
-    }
-    Ok(())
-}
-
-/// The interface index of `name` in this network namespace, if it exists.
-pub fn if_index(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
-fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(MAX_NAME_LEN)) {
-        *d = s as libc::c_char;
-    }
-    req
-}
-
-fn sockaddr_v4(addr: u32) -> libc::sockaddr {
-    // SAFETY: sockaddr_in and sockaddr have the same size; all-zero is valid for both.
-    let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
-    sin.sin_family = libc::AF_INET as libc::sa_family_t;
-    sin.sin_addr.s_addr = addr.to_be();
-    // SAFETY: same size, plain data.
-    unsafe { mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// Runs an interface ioctl on a throw-away datagram socket of `family`.
-fn ctl_ioctl<T>(family: libc::c_int, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: arg points at the structure this request expects, valid for the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, arg as *mut T) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The "TX drop" column of `name` in a `/proc/net/dev` table: after the name, 8 receive
-/// columns, then bytes, packets, errs, drop.
-fn tx_dropped(table: &str, name: &str) -> Option<u64> {
-    table.lines().find_map(|line| {
-        let (dev, counters) = line.split_once(':')?;
-        (dev.trim() == name).then(|| counters.split_whitespace().nth(11)?.parse().ok())?
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tx_dropped_is_read_from_the_device_line() {
-        let table = "Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
-  vxt0: 2073 24 0 0 0 0 0 0 163768857 1544993 0 60682 0 0 0 0
- vxt01: 1 1 0 0 0 0 0 0 1 1 0 7 0 0 0 0
-";
-        assert_eq!(tx_dropped(table, "vxt0"), Some(60682));
-        assert_eq!(tx_dropped(table, "vxt01"), Some(7), "a name that extends another is its own line");
-        assert_eq!(tx_dropped(table, "lo"), Some(0));
-        assert_eq!(tx_dropped(table, "eth9"), None);
-        assert_eq!(tx_dropped("  vxt0: 1 2 3\n", "vxt0"), None, "a short line is no figure");
-    }
-
-    #[test]
-    fn names_are_checked_before_any_syscall() {
-        assert!(check_name("vxt0").is_ok());
-        assert!(check_name("a23456789012345").is_ok());
-        let long = check_name("a234567890123456").unwrap_err().to_string();
-        assert!(long.contains("1 to 15 bytes"), "{long}");
-        for bad in ["", "a/b", "a b", ".", "..", "a:b"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+    fn bad_names_are_refused_before_any_syscall() {
+        let opts = TapOptions { queues: 1, offload: false };
+        for bad in ["", "a234567890123456", "a/b"] {
+            let e = Tap::open(bad, opts).err().expect("refused").to_string();
+            assert!(e.starts_with("TAP name"), "{bad:?}: {e}");
         }
-    }
-
-    #[test]
-    fn ifreq_holds_the_name_nul_terminated() {
-        let r = ifreq("vxt0");
-        assert_eq!(r.ifr_name[..5].iter().map(|&c| c as u8).collect::<Vec<_>>(), b"vxt0\0");
     }
 }

@@ -12,28 +12,29 @@
 //! the path MTU then fails with EMSGSIZE and is counted as `too_big`.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::sys;
 use crate::flow::PortRange;
 
 /// Socket buffer size asked for: a few milliseconds of line rate, so bursts are not dropped.
 const BUFFER_BYTES: usize = 4 << 20;
 /// Number of send sockets, so of distinct outer source ports, per socket group.
-pub const SEND_POOL_SIZE: usize = 16;
+pub(super) const SEND_POOL_SIZE: usize = 16;
 /// Most datagrams in one GSO send: the kernel's UDP_MAX_SEGMENTS before Linux 6.9.
-pub const MAX_GSO_SEGMENTS: usize = 64;
+pub(super) const MAX_GSO_SEGMENTS: usize = 64;
 /// Most UDP payload bytes in one GSO send: the 64 KiB IP datagram less the IPv4 and UDP
 /// headers (the kernel refuses more with EMSGSIZE).
-pub const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
+pub(super) const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
 
 /// How the underlay sockets of one (local address, port) are set up.
 #[derive(Clone, Copy, Debug)]
-pub struct UnderlayOptions {
+pub(super) struct UnderlayOptions {
     pub src_ports: PortRange,
     /// Without it, datagrams go out with a zero UDP checksum (and GSO, which needs the
     /// checksum, is off).
@@ -45,7 +46,7 @@ pub struct UnderlayOptions {
 }
 
 /// A socket with the quinn-udp state that sends and receives on it.
-pub struct UdpIo {
+pub(super) struct UdpIo {
     pub socket: UdpSocket,
     state: UdpSocketState,
     /// UDP GRO is on: a received message may be a train of datagrams.
@@ -54,7 +55,7 @@ pub struct UdpIo {
 
 /// What [`UdpIo::send_train`] did.
 #[derive(Debug, Default)]
-pub struct Sent {
+pub(super) struct Sent {
     /// Datagrams and their bytes the kernel took.
     pub datagrams: usize,
     pub bytes: usize,
@@ -65,7 +66,7 @@ pub struct Sent {
 }
 
 /// The underlay sockets of one (local address, port).
-pub struct Underlay {
+pub(super) struct Underlay {
     pub recv: Vec<UdpIo>,
     pub send: SendPool,
     /// The socket is IPv6 (possibly dual-stack): IPv4 peers are addressed as v4-mapped.
@@ -76,7 +77,7 @@ pub struct Underlay {
 
 impl Underlay {
     /// Binds the receive sockets at `bind` and the send pool on the same address.
-    pub fn bind(bind: SocketAddr, opts: UnderlayOptions) -> Result<Underlay> {
+    pub(super) fn bind(bind: SocketAddr, opts: UnderlayOptions) -> Result<Underlay> {
         let queues = opts.queues.max(1);
         if queues > 1 {
             // Every socket of a SO_REUSEPORT group must set it, so a busy port would not be
@@ -106,23 +107,23 @@ impl Underlay {
 
     /// Datagrams one send may carry (UDP GSO); 1 without GSO. A socket may lower it at run time
     /// ([`UdpIo::send_train`]).
-    pub fn gso_segments(&self) -> usize {
+    pub(super) fn gso_segments(&self) -> usize {
         self.gso_segments
     }
 
     /// Datagrams the kernel dropped at the receive sockets ([`UdpIo::kernel_drops`]).
-    pub fn kernel_drops(&self) -> u64 {
+    pub(super) fn kernel_drops(&self) -> u64 {
         self.recv.iter().filter_map(UdpIo::kernel_drops).sum()
     }
 
     /// Whether the receive sockets coalesce trains of datagrams (UDP GRO).
-    pub fn gro(&self) -> bool {
+    pub(super) fn gro(&self) -> bool {
         self.recv[0].gro
     }
 
     /// `addr` in the form this socket's family sends to.
     #[inline]
-    pub fn peer(&self, addr: SocketAddr) -> SocketAddr {
+    pub(super) fn peer(&self, addr: SocketAddr) -> SocketAddr {
         match (self.v6, addr.ip()) {
             (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port()),
             _ => addr,
@@ -131,7 +132,7 @@ impl Underlay {
 }
 
 /// Sockets bound to distinct ports of the source-port range.
-pub struct SendPool {
+pub(super) struct SendPool {
     sockets: Vec<UdpIo>,
 }
 
@@ -173,24 +174,24 @@ impl SendPool {
         Ok(SendPool { sockets })
     }
 
-    /// The socket for a flow: the same hash always picks the same socket, so the same port.
+    /// The send socket for a flow: the same hash always picks the same socket, so the same
+    /// outer source port.
     #[inline]
-    pub fn pick(&self, flow_hash: u32) -> &UdpIo {
-        &self.sockets[self.index(flow_hash)]
-    }
-
-    /// The index of [`SendPool::pick`]'s socket.
-    #[inline]
-    pub fn index(&self, flow_hash: u32) -> usize {
+    pub(super) fn index(&self, flow_hash: u32) -> usize {
         ((u64::from(flow_hash) * self.sockets.len() as u64) >> 32) as usize
     }
 
+    #[cfg(test)]
+    fn get_for(&self, flow_hash: u32) -> &UdpIo {
+        self.get(self.index(flow_hash))
+    }
+
     #[inline]
-    pub fn get(&self, index: usize) -> &UdpIo {
+    pub(super) fn get(&self, index: usize) -> &UdpIo {
         &self.sockets[index]
     }
 
-    pub fn ports(&self) -> Vec<u16> {
+    pub(super) fn ports(&self) -> Vec<u16> {
         self.sockets.iter().filter_map(|s| s.socket.local_addr().ok()).map(|a| a.port()).collect()
     }
 }
@@ -214,7 +215,12 @@ impl UdpIo {
     /// Sends `contents` to `to`: one datagram, or with `segment_size` a GSO train of datagrams of
     /// that size (the last may be shorter).
     #[inline]
-    pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
+    pub(super) fn send(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
         let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
         self.state.try_send(UdpSockRef::from(&self.socket), &t)
     }
@@ -223,7 +229,7 @@ impl UdpIo {
     /// few GSO sends as `limit` datagrams per send and the socket allow. When the kernel refuses
     /// GSO at run time (EIO or EINVAL from a device without it), quinn-udp turns GSO off on this
     /// socket, and the refused datagrams go out again one per send, so the switch loses none.
-    pub fn send_train(&self, to: SocketAddr, train: &[u8], stride: usize, limit: usize) -> Sent {
+    pub(super) fn send_train(&self, to: SocketAddr, train: &[u8], stride: usize, limit: usize) -> Sent {
         let stride = stride.max(1);
         let mut sent = Sent::default();
         let mut rest = train;
@@ -252,32 +258,19 @@ impl UdpIo {
     /// Receives up to `bufs.len()` messages without blocking (WouldBlock when there is none);
     /// with GRO a message may hold a train of datagrams, `meta.stride` bytes apart.
     #[inline]
-    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+    pub(super) fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)
     }
 
     /// Datagrams the kernel dropped at this socket (receive buffer full, or a bad checksum):
     /// the socket's drop count (SO_MEMINFO). None if the kernel does not say.
-    pub fn kernel_drops(&self) -> Option<u64> {
-        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
-        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-        // SAFETY: info is a writable buffer of len bytes, and len is passed by pointer.
-        let r = unsafe {
-            libc::getsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_MEMINFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        let drops = libc::SK_MEMINFO_DROPS as usize;
-        (r == 0 && len as usize >= (drops + 1) * 4).then(|| u64::from(info[drops]))
+    pub(super) fn kernel_drops(&self) -> Option<u64> {
+        sys::socket_drops(self.socket.as_raw_fd())
     }
 
     /// Blocks until the socket has something to read (or an error to report).
-    pub fn wait_readable(&self) -> io::Result<()> {
-        super::wait_readable(self.socket.as_raw_fd())
+    pub(super) fn wait_readable(&self) -> io::Result<()> {
+        sys::wait_readable(self.socket.as_raw_fd())
     }
 }
 
@@ -335,21 +328,7 @@ fn zero_checksums(socket: &UdpSocket, bind: SocketAddr) -> io::Result<()> {
 }
 
 fn setsockopt(s: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: value is a c_int living for the call, and its size is passed.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    sys::setsockopt_int(s.as_raw_fd(), level, name, value)
 }
 
 /// One clear line for the bind errors users meet.
@@ -375,17 +354,10 @@ fn family(addr: SocketAddr) -> &'static str {
     }
 }
 
-/// The wildcard of `v6`'s family.
-pub fn wildcard(v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
@@ -403,11 +375,11 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(dedup.len(), ports.len());
-        let a = u.send.pick(12345).socket.local_addr().unwrap();
-        assert_eq!(a, u.send.pick(12345).socket.local_addr().unwrap());
+        let a = u.send.get_for(12345).socket.local_addr().unwrap();
+        assert_eq!(a, u.send.get_for(12345).socket.local_addr().unwrap());
         assert_ne!(
-            u.send.pick(0).socket.local_addr().unwrap(),
-            u.send.pick(u32::MAX).socket.local_addr().unwrap()
+            u.send.get_for(0).socket.local_addr().unwrap(),
+            u.send.get_for(u32::MAX).socket.local_addr().unwrap()
         );
     }
 
@@ -475,7 +447,7 @@ mod tests {
             eprintln!("skipped: this kernel has no UDP GSO");
             return;
         }
-        let socket = u.send.pick(7);
+        let socket = u.send.get_for(7);
         zero_checksums(&socket.socket, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let to = SocketAddr::from(([127, 0, 0, 1], 40499));
         let (stride, count) = (700, 6);
@@ -501,7 +473,7 @@ mod tests {
         let to = SocketAddr::from(([127, 0, 0, 1], 40599));
         let (stride, count) = (1000, 10);
         let train: Vec<u8> = (0..stride * count).map(|i| (i / stride) as u8).collect();
-        let sent = u.send.pick(1).send_train(to, &train, stride, 4);
+        let sent = u.send.get_for(1).send_train(to, &train, stride, 4);
         assert_eq!((sent.datagrams, sent.failed), (count, 0));
         let expect = if u.gso_segments() > 1 { 3 } else { count };
         assert_eq!(sent.syscalls, expect, "sends of 4, 4 and 2 datagrams");
@@ -518,7 +490,7 @@ mod tests {
         let (seg, count) = (1000, gso.min(5));
         let mut train: Vec<u8> = (0..seg * count - 300).map(|i| (i / seg) as u8 + 1).collect();
         train[0] = 0xee;
-        u.send.pick(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg)).unwrap();
+        u.send.get_for(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg)).unwrap();
         let got = receive_checked(&u.recv[0], train.len(), |meta| {
             assert_eq!(meta.stride, seg.min(meta.len), "datagram boundaries at the segment size");
         });

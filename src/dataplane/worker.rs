@@ -1,30 +1,23 @@
-//! The two packet loops. Each owns its buffers (allocated once, with headroom for the tunnel
-//! header) and blocks in its system call; the per-packet work is in [`crate::pipeline`] and
-//! [`crate::offload`]. Nothing here logs: every failure is a counter, reported periodically by
-//! the drop summary.
-//!
-//! With offloads on, a TAP read may return a TCP super-frame of up to 64 KB: it is segmented
-//! straight into a train of tunnel datagrams that leaves in one UDP GSO send. A receive returns
-//! up to [`RECV_BATCH`] messages, each possibly a UDP GRO train; consecutive segments of one
-//! inner TCP flow are merged back into one super-frame for one TAP write.
+//! The two packet loops. Each owns its buffers (allocated once) and blocks in its system call;
+//! they only route and batch: the per-packet work is in [`crate::pipeline`], the TAP's offloads
+//! behind [`TapReader`] and [`TapWriter`], the grouping of datagrams into GSO sends in
+//! [`Train`]. Nothing here logs: every failure is a counter, reported periodically by the drop
+//! summary.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quinn_udp::RecvMeta;
 
-use super::tap::{Tap, TapQueue};
+use super::tap::Tap;
+use super::tap_reader::{Read, SuperFrame, TapReader};
+use super::tap_writer::TapWriter;
 use super::udp::{Sent, Underlay, MAX_GSO_BYTES};
-use crate::offload::gro::{Coalescer, Offer};
-use crate::offload::tso;
-use crate::offload::vnet::{self, VnetHdr};
-use crate::pipeline::{Demux, Destinations, Network, HEADROOM};
+use crate::pipeline::{Demux, Destinations, Encapsulated, Network};
 use crate::stats::DropReason;
+use crate::train::{Train, Transmit};
 
-/// Largest frame a TAP hands over, and largest UDP payload.
-const MAX_PACKET: usize = 65535;
 /// Room for the segments of one super-frame: 64 KB of payload cut at an MSS as small as 88
 /// bytes, each segment with up to 398 bytes of headers, still fits.
 const SEGMENT_BUF: usize = 512 << 10;
@@ -35,185 +28,164 @@ const RECV_MSG: usize = 64 << 10;
 /// Back-off after a TAP read error, which may repeat at once (e.g. a device being removed).
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
-/// TAP queue `q` -> underlay: read a frame, encapsulate it in place (or segment a super-frame
-/// into a train of datagrams), send to its VTEP or the flood list. Reads do not block while
-/// frames are queued: datagrams for one VTEP and flow collect in a [`Train`] that leaves in one
-/// GSO send once the queue is drained (or the train is full), so small packets share system
-/// calls too; nothing waits for more traffic.
-pub fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, q: usize, underlay: Arc<Underlay>) {
-    let queue = tap.queue(q);
-    let hlen = tap.offloads().header_len();
-    let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
+/// TAP queue `q` -> underlay: read a frame, encapsulate it in place (or cut a super-frame into
+/// a train of datagrams), send to its VTEP or the flood list. Reads do not block while frames
+/// are queued: datagrams for one VTEP and flow collect in a [`Train`] that leaves in one GSO
+/// send once the queue is drained (or the train is full), so small packets share system calls
+/// too; nothing waits for more traffic.
+pub(crate) fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, q: usize, underlay: Arc<Underlay>) {
+    let mut reader = TapReader::new(&tap, q);
     let mut segments = if tap.offloads().tso { vec![0u8; SEGMENT_BUF] } else { Vec::new() };
     // Without a non-blocking queue (or GSO), a train would wait for the next frame: send each now.
-    let batching = underlay.gso_segments() > 1 && queue.set_nonblocking().is_ok();
-    let mut train = Train::new(if batching { underlay.gso_segments() } else { 1 });
+    let batching = underlay.gso_segments() > 1 && reader.set_nonblocking().is_ok();
+    let mut train = Train::new(if batching { underlay.gso_segments() } else { 1 }, MAX_GSO_BYTES);
+    let out = Sender { net: &net, underlay: &underlay };
     loop {
-        let n = match queue.read(&mut buf[HEADROOM - hlen..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                train.send(&net, &underlay);
-                if queue.wait_readable().is_err() {
+        match reader.read() {
+            Ok(Read::Empty) => {
+                out.flush(&mut train);
+                if reader.wait().is_err() {
                     std::thread::sleep(ERROR_PAUSE);
                 }
-                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Read::Frame { buf, len }) => {
+                net.counters.tx_syscalls(1);
+                if let Some(e) = net.encapsulate(buf, len) {
+                    out.frame(&mut train, &buf[e.datagram.clone()], &e);
+                }
+            }
+            Ok(Read::Super(frame)) => {
+                net.counters.tx_syscalls(1);
+                out.flush(&mut train);
+                net.counters.tx_segmented();
+                out.super_frame(&frame, &mut segments);
+            }
+            Ok(Read::Dropped(reason)) => {
+                net.counters.tx_syscalls(1);
+                net.counters.drop(reason);
+            }
             Err(_) => {
                 // Counted and reported by the periodic drop summary; pause so a persistent error
                 // cannot spin a core.
                 net.counters.drop(DropReason::TapRead);
-                train.send(&net, &underlay);
+                out.flush(&mut train);
                 std::thread::sleep(ERROR_PAUSE);
-                continue;
-            }
-        };
-        net.counters.tx_syscalls(1);
-        let Some(frame_len) = n.checked_sub(hlen) else {
-            net.counters.drop(DropReason::ShortFrame);
-            continue;
-        };
-        if hlen > 0 {
-            let hdr = VnetHdr::parse(&buf[HEADROOM - hlen..]).expect("header read");
-            if hdr.gso() != vnet::GSO_NONE {
-                train.send(&net, &underlay);
-                net.counters.tx_segmented();
-                send_segmented(&net, &underlay, &buf[HEADROOM..][..frame_len], &hdr, &mut segments);
-                continue;
-            }
-            if hdr.flags & vnet::F_NEEDS_CSUM != 0
-                && tso::complete_checksum(&mut buf[HEADROOM..][..frame_len], &hdr).is_err()
-            {
-                net.counters.drop(DropReason::Offload);
-                continue;
             }
         }
-        let Some(out) = net.encapsulate(&mut buf, frame_len) else { continue };
-        let datagram = &buf[out.datagram];
-        let socket = underlay.send.index(out.flow_hash);
-        match &out.to {
-            Destinations::One(to) => train.push(&net, &underlay, datagram, underlay.peer(*to), socket),
+    }
+}
+
+/// Sends a network's datagrams on its underlay and counts what happened.
+struct Sender<'a> {
+    net: &'a Network,
+    underlay: &'a Underlay,
+}
+
+impl Sender<'_> {
+    /// An encapsulated frame: joins the train towards its VTEP, or is copied to every flood-list
+    /// remote (after the train, to keep the order).
+    #[inline]
+    fn frame(&self, train: &mut Train, datagram: &[u8], e: &Encapsulated) {
+        let socket = self.underlay.send.index(e.flow_hash);
+        match &e.to {
+            Destinations::One(to) => {
+                let to = self.underlay.peer(*to);
+                if !train.joins(datagram.len(), to, socket) {
+                    self.flush(train);
+                }
+                if train.holds(datagram.len()) {
+                    train.push(datagram, to, socket);
+                } else {
+                    self.flush(train);
+                    self.send(Transmit {
+                        destination: to,
+                        socket,
+                        contents: datagram,
+                        segment_size: datagram.len(),
+                    });
+                }
+            }
             Destinations::Flood(list) => {
-                train.send(&net, &underlay);
+                self.flush(train);
                 for &to in list.iter() {
-                    net.counters.tx_syscalls(1);
-                    match underlay.send.get(socket).send(underlay.peer(to), datagram, None) {
-                        Ok(()) => net.counters.tx(datagram.len()),
-                        Err(e) => send_failed(&net, &e, 1),
-                    }
+                    let destination = self.underlay.peer(to);
+                    self.send(Transmit {
+                        destination,
+                        socket,
+                        contents: datagram,
+                        segment_size: datagram.len(),
+                    });
                 }
             }
         }
     }
-}
 
-/// Datagrams waiting to leave together in one GSO send: same VTEP, same source socket, all of
-/// one size but the last (which closes the train if it is shorter).
-struct Train {
-    buf: Vec<u8>,
-    len: usize,
-    stride: usize,
-    count: usize,
-    max_count: usize,
-    to: Option<SocketAddr>,
-    socket: usize,
-}
-
-impl Train {
-    fn new(max_count: usize) -> Train {
-        let buf = if max_count > 1 { vec![0u8; MAX_GSO_BYTES] } else { Vec::new() };
-        Train { buf, len: 0, stride: 0, count: 0, max_count, to: None, socket: 0 }
-    }
-
-    /// Adds a datagram, sending the train first if the datagram cannot join it. Without trains
-    /// (no GSO), or for a datagram too big for one, sends it at once without copying.
-    #[inline]
-    fn push(&mut self, net: &Network, underlay: &Underlay, datagram: &[u8], to: SocketAddr, socket: usize) {
-        if self.max_count == 1 || datagram.len() > self.buf.len() {
-            self.send(net, underlay);
-            net.counters.tx_syscalls(1);
-            match underlay.send.get(socket).send(to, datagram, None) {
-                Ok(()) => net.counters.tx(datagram.len()),
-                Err(e) => send_failed(net, &e, 1),
+    /// Cuts a super-frame into a train of datagrams in `out` and sends it to each destination, in
+    /// as few GSO sends as the kernel's limits allow.
+    fn super_frame(&self, frame: &SuperFrame<'_>, out: &mut [u8]) {
+        let Some((to, flow_hash)) = self.net.route(frame.frame()) else { return };
+        let segs = match frame.segment(self.net.header().as_bytes(), out) {
+            Ok(s) => s,
+            Err(_) => {
+                self.net.counters.drop(DropReason::Offload);
+                return;
             }
-            return;
+        };
+        let socket = self.underlay.send.index(flow_hash);
+        for &dst in to.as_slice() {
+            let destination = self.underlay.peer(dst);
+            self.send(Transmit {
+                destination,
+                socket,
+                contents: &out[..segs.len],
+                segment_size: segs.stride,
+            });
         }
-        let joins = self.count > 0
-            && self.to == Some(to)
-            && self.socket == socket
-            && datagram.len() <= self.stride
-            && self.len == self.count * self.stride
-            && self.count < self.max_count
-            && self.len + datagram.len() <= self.buf.len();
-        if !joins {
-            self.send(net, underlay);
-            self.to = Some(to);
-            self.socket = socket;
-            self.stride = datagram.len();
-        }
-        self.buf[self.len..self.len + datagram.len()].copy_from_slice(datagram);
-        self.len += datagram.len();
-        self.count += 1;
     }
 
     /// Sends what the train holds, if anything.
-    fn send(&mut self, net: &Network, underlay: &Underlay) {
-        let Some(to) = self.to.take() else { return };
-        let sent =
-            underlay.send.get(self.socket).send_train(to, &self.buf[..self.len], self.stride, self.count);
-        account(net, &sent);
-        self.len = 0;
-        self.count = 0;
-    }
-}
-
-/// Segments a TAP super-frame into `out` and sends the train to each destination, in as few
-/// GSO sends as the kernel's limits allow (one datagram per send without GSO).
-fn send_segmented(net: &Network, underlay: &Underlay, frame: &[u8], hdr: &VnetHdr, out: &mut [u8]) {
-    let Some((to, flow_hash)) = net.route(frame) else { return };
-    let segs = match tso::segment(frame, hdr, net.header().as_bytes(), out) {
-        Ok(s) => s,
-        Err(_) => {
-            net.counters.drop(DropReason::Offload);
-            return;
+    #[inline]
+    fn flush(&self, train: &mut Train) {
+        if let Some(t) = train.flush() {
+            self.send(t);
         }
-    };
-    let socket = underlay.send.pick(flow_hash);
-    for &dst in to.as_slice() {
-        let sent =
-            socket.send_train(underlay.peer(dst), &out[..segs.len], segs.stride, underlay.gso_segments());
-        account(net, &sent);
     }
-}
 
-/// Counts what a train send did.
-fn account(net: &Network, sent: &Sent) {
-    net.counters.tx_syscalls(sent.syscalls as u64);
-    if sent.datagrams > 0 {
-        net.counters.tx_many(sent.datagrams, sent.bytes);
+    #[inline]
+    fn send(&self, t: Transmit<'_>) {
+        let socket = self.underlay.send.get(t.socket);
+        let sent = socket.send_train(t.destination, t.contents, t.segment_size, self.underlay.gso_segments());
+        self.account(&sent);
     }
-    if let Some(e) = &sent.error {
-        send_failed(net, e, sent.failed);
-    }
-}
 
-fn send_failed(net: &Network, e: &io::Error, datagrams: usize) {
-    for _ in 0..datagrams {
-        match send_drop_reason(e) {
-            DropReason::TooBig => net.counters.drop(DropReason::TooBig),
-            _ => net.counters.send_failed(e.raw_os_error().unwrap_or(0)),
+    /// Counts what a send did.
+    fn account(&self, sent: &Sent) {
+        let c = &self.net.counters;
+        c.tx_syscalls(sent.syscalls as u64);
+        if sent.datagrams > 0 {
+            c.tx_many(sent.datagrams, sent.bytes);
+        }
+        if let Some(e) = &sent.error {
+            for _ in 0..sent.failed {
+                match send_drop_reason(e) {
+                    DropReason::TooBig => c.drop(DropReason::TooBig),
+                    _ => c.send_failed(e.raw_os_error().unwrap_or(0)),
+                }
+            }
         }
     }
 }
 
 /// Underlay receive socket `q` -> TAP: receive a batch of messages, check each datagram,
-/// demultiplex by VNI, learn, and write the frames (merged where they continue one TCP flow).
-/// Frames from the underlay only ever go to a TAP (split horizon: never re-flooded).
-pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underlay: Arc<Underlay>) {
+/// demultiplex by VNI, learn, and hand the frames to the TAPs' writers, which merge those that
+/// continue one TCP flow. Frames from the underlay only ever go to a TAP (split horizon: never
+/// re-flooded).
+pub(crate) fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underlay: Arc<Underlay>) {
     let socket = &underlay.recv[q];
     let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
-    let mut out = Delivery::new(&demux, &taps, q);
+    let mut writers: Vec<TapWriter<'_>> =
+        taps.iter().zip(demux.networks()).map(|(tap, net)| TapWriter::new(tap, q, &net.counters)).collect();
     loop {
         let received = {
             let mut chunks = storage.chunks_mut(RECV_MSG);
@@ -242,93 +214,15 @@ pub fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underla
             let stride = if m.stride == 0 { data.len().max(1) } else { m.stride };
             for datagram in data.chunks(stride) {
                 if let Some((index, frame)) = demux.decapsulate(datagram, m.addr.ip()) {
-                    out.deliver(index, frame);
+                    writers[index].write(frame);
                 }
             }
         }
-        out.flush();
+        writers.iter_mut().for_each(TapWriter::flush);
         // A short batch emptied the socket: wait for more rather than spend a receive call on
         // EAGAIN (poll returns at once if datagrams arrived meanwhile).
         if n < RECV_BATCH && socket.wait_readable().is_err() {
             std::thread::sleep(ERROR_PAUSE);
-        }
-    }
-}
-
-/// Writes decapsulated frames to the TAPs of one receive thread, merging TCP segments for TAPs
-/// with offloads.
-struct Delivery<'a> {
-    demux: &'a Demux,
-    taps: &'a [Arc<Tap>],
-    q: usize,
-    gro: Coalescer,
-    /// The network whose segments `gro` holds, and their inner bytes.
-    pending: Option<(usize, usize)>,
-}
-
-impl<'a> Delivery<'a> {
-    fn new(demux: &'a Demux, taps: &'a [Arc<Tap>], q: usize) -> Delivery<'a> {
-        Delivery { demux, taps, q, gro: Coalescer::new(), pending: None }
-    }
-
-    #[inline]
-    fn deliver(&mut self, index: usize, frame: &[u8]) {
-        let tap = &self.taps[index];
-        if !tap.offloads().vnet_hdr {
-            self.write(index, frame.len(), 1, |queue| queue.write(frame));
-            return;
-        }
-        if self.pending.is_some_and(|(i, _)| i != index) {
-            self.flush();
-        }
-        // UDP datagrams merge only for a TAP that takes UDP super-frames back (USO).
-        self.gro.set_udp(tap.offloads().uso);
-        loop {
-            match self.gro.offer(frame) {
-                Offer::Merged | Offer::Held => {
-                    let bytes = self.pending.map_or(0, |(_, b)| b) + frame.len();
-                    self.pending = Some((index, bytes));
-                    return;
-                }
-                Offer::Flush => self.flush(),
-                Offer::Pass => {
-                    self.flush();
-                    const PLAIN: [u8; vnet::LEN] = [0; vnet::LEN];
-                    self.write(index, frame.len(), 1, |queue| queue.write2(&PLAIN, frame));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Writes the pending super-frame, if any.
-    fn flush(&mut self) {
-        let Some((index, bytes)) = self.pending.take() else { return };
-        let segments = self.gro.segments();
-        let Some(frame) = self.gro.take() else { return };
-        let queue = self.taps[index].queue(self.q);
-        let net = &self.demux.networks()[index];
-        net.counters.rx_syscalls(1);
-        match queue.write(frame) {
-            Ok(_) if segments > 1 => net.counters.rx_coalesced(segments, bytes),
-            Ok(_) => net.counters.rx(bytes),
-            Err(_) => (0..segments).for_each(|_| net.counters.drop(DropReason::TapWrite)),
-        }
-    }
-
-    #[inline]
-    fn write(
-        &self,
-        index: usize,
-        bytes: usize,
-        frames: usize,
-        f: impl FnOnce(&TapQueue) -> io::Result<usize>,
-    ) {
-        let net = &self.demux.networks()[index];
-        net.counters.rx_syscalls(1);
-        match f(self.taps[index].queue(self.q)) {
-            Ok(_) => net.counters.rx(bytes),
-            Err(_) => (0..frames).for_each(|_| net.counters.drop(DropReason::TapWrite)),
         }
     }
 }

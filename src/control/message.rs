@@ -1,0 +1,240 @@
+//! The messages of the control socket, typed: one JSON request per line, one JSON response per
+//! line, `{"ok": true, "result": ...}` or `{"ok": false, "error": "...", "result": null}`.
+//! The `--json` outputs of `vxtap fdb show` and `vxtap stats` are these results as they arrive.
+
+use std::net::IpAddr;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::Endpoint;
+use crate::mac::MacAddr;
+
+/// Longest request line accepted; anything longer is refused, so a client cannot make us buffer
+/// without bound.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    FdbShow,
+    /// A static entry; the all-zero MAC adds a flood-list remote instead.
+    FdbAdd {
+        #[serde(with = "as_string")]
+        mac: MacAddr,
+        #[serde(with = "as_string")]
+        dst: Endpoint,
+    },
+    /// Removes an entry; the all-zero MAC with `dst` removes a flood-list remote.
+    FdbDel {
+        #[serde(with = "as_string")]
+        mac: MacAddr,
+        #[serde(default, with = "opt_as_string")]
+        dst: Option<Endpoint>,
+    },
+    Stats,
+}
+
+/// Parses one request line.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+/// What a request returns when it succeeds; serialized as the bare result (`null` for
+/// [`Reply::Done`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// A change was made; there is nothing to show.
+    Done,
+    Fdb(Vec<FdbRow>),
+    Stats(Stats),
+}
+
+/// One row of `fdb show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    #[serde(with = "as_string")]
+    pub mac: MacAddr,
+    pub dst: IpAddr,
+    pub port: u16,
+    pub vni: u32,
+    pub kind: FdbKind,
+    /// Seconds since a learned entry was last refreshed (0 for the others).
+    pub age_secs: u64,
+}
+
+/// How an FDB row got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdbKind {
+    Learned,
+    Static,
+    /// A flood-list remote (shown with the all-zero MAC, like `bridge fdb show`).
+    Flood,
+}
+
+impl FdbKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FdbKind::Learned => "learned",
+            FdbKind::Static => "static",
+            FdbKind::Flood => "flood",
+        }
+    }
+}
+
+/// `vxtap stats`: named counters in a fixed order (traffic, drops by reason, FDB), serialized
+/// as one JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats(pub Vec<(String, u64)>);
+
+impl Stats {
+    /// The counter `name`, if present.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+impl Serialize for Stats {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Stats {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // serde_json's `preserve_order` keeps the server's order.
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        map.into_iter()
+            .map(|(k, v)| v.as_u64().map(|v| (k.clone(), v)).ok_or(k))
+            .collect::<Result<Vec<_>, String>>()
+            .map(Stats)
+            .map_err(|k| serde::de::Error::custom(format!("counter {k} is not a number")))
+    }
+}
+
+/// The envelope of every response line.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Response<R> {
+    pub(crate) ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    pub(crate) result: R,
+}
+
+/// (De)serializes through `Display` / `FromStr`, so JSON carries "02:00:..." and "198.18.0.2:4789".
+mod as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(super) fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(super) fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let reqs = [
+            Request::FdbShow,
+            Request::Stats,
+            Request::FdbAdd {
+                mac: "02:00:00:00:00:02".parse().unwrap(),
+                dst: "198.18.0.2:4789".parse().unwrap(),
+            },
+            Request::FdbDel { mac: MacAddr::ZERO, dst: Some("198.18.0.3".parse().unwrap()) },
+            Request::FdbDel { mac: "02:00:00:00:00:02".parse().unwrap(), dst: None },
+        ];
+        for r in reqs {
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(parse_request(&line), Ok(r));
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_errors_not_panics() {
+        for bad in [
+            "",
+            "{",
+            "{\"op\":\"reboot\"}",
+            "{\"op\":\"fdb_add\",\"mac\":\"zz\",\"dst\":\"198.18.0.2\"}",
+            "[]",
+            "null",
+        ] {
+            assert!(parse_request(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The documented wire format (shared/cli-contract.md), byte for byte.
+    #[test]
+    fn replies_keep_the_documented_json() {
+        let row = FdbRow {
+            mac: "02:00:00:00:00:02".parse().unwrap(),
+            dst: "198.18.0.2".parse().unwrap(),
+            port: 4789,
+            vni: 42,
+            kind: FdbKind::Learned,
+            age_secs: 12,
+        };
+        let ok = Response { ok: true, error: None, result: Reply::Fdb(vec![row.clone()]) };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"ok":true,"result":[{"mac":"02:00:00:00:00:02","dst":"198.18.0.2","port":4789,"vni":42,"kind":"learned","age_secs":12}]}"#
+        );
+        let done = Response { ok: true, error: None, result: Reply::Done };
+        assert_eq!(serde_json::to_string(&done).unwrap(), r#"{"ok":true,"result":null}"#);
+        let err = Response { ok: false, error: Some("nope".into()), result: Reply::Done };
+        assert_eq!(serde_json::to_string(&err).unwrap(), r#"{"ok":false,"error":"nope","result":null}"#);
+        let stats = Stats(vec![("rx_packets".into(), 3), ("drop_truncated".into(), 1)]);
+        let json = serde_json::to_string(&Reply::Stats(stats.clone())).unwrap();
+        assert_eq!(json, r#"{"rx_packets":3,"drop_truncated":1}"#);
+        assert_eq!(serde_json::from_str::<Stats>(&json).unwrap(), stats, "order kept");
+        assert_eq!(
+            serde_json::from_str::<Vec<FdbRow>>(&format!("[{}]", serde_json::to_string(&row).unwrap()))
+                .unwrap(),
+            vec![row]
+        );
+        assert!(serde_json::from_str::<Stats>(r#"{"a":"x"}"#).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The control socket: how `vxtap fdb`, `vxtap stats` (and the tests) talk to a running VTEP.
+//! A Unix stream socket per network, one JSON request per line and one JSON response per line;
+//! the messages are typed in [`message`], the dataplane answers them in `dataplane::api`.
+
+pub mod client;
+pub mod message;
+pub mod server;
+
+pub use client::request;
+pub use message::{parse_request, FdbKind, FdbRow, Reply, Request, Stats};

@@ -1,0 +1,100 @@
+//! The answers to control requests: the dataplane's side of [`crate::control`]. Runs on the
+//! control thread and touches only shared state (FDB, counters, allowlist).
+
+use tracing::info;
+
+use super::NetworkHandle;
+use crate::control::{FdbKind, FdbRow, Reply, Request, Stats};
+use crate::fdb::EntryKind;
+use crate::mac::MacAddr;
+
+impl NetworkHandle {
+    /// Answers one control request for this network.
+    pub fn handle(&self, req: &Request) -> Result<Reply, String> {
+        let fdb = &self.net.fdb;
+        match req {
+            Request::FdbShow => Ok(Reply::Fdb(self.fdb_rows())),
+            Request::Stats => Ok(Reply::Stats(self.stats())),
+            Request::FdbAdd { mac, dst } => {
+                let dst = dst.with_default_port(self.net.peer_port);
+                if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
+                    return Err(format!("{dst} cannot be reached from {local}: address families differ"));
+                }
+                if mac.is_zero() {
+                    fdb.add_flood(dst);
+                } else {
+                    fdb.add_static(*mac, dst).map_err(|e| e.to_string())?;
+                }
+                self.demux.refresh_allowlist();
+                info!(dev = self.config.dev, %mac, %dst, "fdb entry added");
+                Ok(Reply::Done)
+            }
+            Request::FdbDel { mac, dst } => {
+                let removed = match (mac.is_zero(), dst) {
+                    (true, Some(d)) => fdb.remove_flood(&d.with_default_port(self.net.peer_port)),
+                    (true, None) => {
+                        return Err("deleting a flood entry (00:00:00:00:00:00) needs its IP".into())
+                    }
+                    (false, _) => fdb.remove(mac),
+                };
+                if removed {
+                    self.demux.refresh_allowlist();
+                    info!(dev = self.config.dev, %mac, "fdb entry deleted");
+                    Ok(Reply::Done)
+                } else {
+                    Err(format!("no entry for {mac} on {}", self.config.dev))
+                }
+            }
+        }
+    }
+
+    /// `fdb show`: learned and static entries, then the flood list under the all-zero MAC (as
+    /// `bridge fdb show` prints a kernel vxlan device's default destinations).
+    fn fdb_rows(&self) -> Vec<FdbRow> {
+        let vni = self.net.vni;
+        let mut rows: Vec<FdbRow> = self
+            .net
+            .fdb
+            .snapshot()
+            .into_iter()
+            .map(|e| FdbRow {
+                mac: e.mac,
+                dst: e.dst.ip(),
+                port: e.dst.port(),
+                vni,
+                kind: match e.kind {
+                    EntryKind::Learned => FdbKind::Learned,
+                    EntryKind::Static => FdbKind::Static,
+                },
+                age_secs: e.age_secs,
+            })
+            .collect();
+        rows.extend(self.net.fdb.flood_list().iter().map(|d| FdbRow {
+            mac: MacAddr::ZERO,
+            dst: d.ip(),
+            port: d.port(),
+            vni,
+            kind: FdbKind::Flood,
+            age_secs: 0,
+        }));
+        rows
+    }
+
+    /// `stats`: the network's counters plus those of the socket it shares, the kernel's drops at
+    /// the TAP and at the socket, and the FDB's counters.
+    fn stats(&self) -> Stats {
+        let s = self.net.counters.snapshot().merged(&self.demux.counters.snapshot());
+        let mut out = s.fields();
+        let f = self.net.fdb.counters();
+        out.extend([
+            ("drop_fdb_full".to_string(), f.refused_full),
+            ("drop_kernel_tap".to_string(), self.tap_drops()),
+            ("drop_kernel_socket".to_string(), self.underlay.kernel_drops()),
+            ("fdb_entries".to_string(), self.net.fdb.len() as u64),
+            ("fdb_learned".to_string(), f.learned),
+            ("fdb_moved".to_string(), f.moved),
+            ("fdb_expired".to_string(), f.expired),
+        ]);
+        Stats(out)
+    }
+}

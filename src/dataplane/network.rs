@@ -1,0 +1,76 @@
+//! One overlay network as it runs: its TAP opened and configured (MAC, MTU, up, address), its
+//! FDB built from the configuration, and the handle that ties it to the socket it shares.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use super::tap::{Tap, TapOptions};
+use super::udp::Underlay;
+use crate::config::NetworkConfig;
+use crate::fdb::{Clock, Fdb, FdbConfig};
+use crate::pipeline::{Demux, Network};
+use crate::wire::EncapHeader;
+
+/// A running network: its configuration, packet-path state, TAP and the socket it shares.
+pub struct NetworkHandle {
+    pub config: NetworkConfig,
+    pub net: Arc<Network>,
+    pub tap: Arc<Tap>,
+    pub(super) demux: Arc<Demux>,
+    pub(super) underlay: Arc<Underlay>,
+    /// The TAP's kernel drop count when vxtap started (a reused TAP may have some already).
+    tap_drops_at_start: u64,
+}
+
+impl NetworkHandle {
+    pub(super) fn new(
+        config: NetworkConfig,
+        net: Arc<Network>,
+        tap: Arc<Tap>,
+        demux: Arc<Demux>,
+        underlay: Arc<Underlay>,
+    ) -> NetworkHandle {
+        let tap_drops_at_start = tap.kernel_drops().unwrap_or(0);
+        NetworkHandle { config, net, tap, demux, underlay, tap_drops_at_start }
+    }
+
+    /// Frames the kernel dropped at the TAP since vxtap started (queue full: not read in time).
+    pub(super) fn tap_drops(&self) -> u64 {
+        self.tap.kernel_drops().unwrap_or(self.tap_drops_at_start).saturating_sub(self.tap_drops_at_start)
+    }
+}
+
+/// Opens and configures one network's TAP and builds its FDB.
+pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Network)> {
+    let tap = Tap::open(&c.dev, TapOptions { queues: c.queues(), offload: c.offload })?;
+    if let Some(mac) = c.mac {
+        tap.set_mac(mac)?;
+    }
+    tap.set_mtu(c.mtu())?;
+    tap.set_up()?;
+    if let Some(addr) = &c.address {
+        tap.add_address(addr)?;
+    }
+    let fdb_config = FdbConfig {
+        learning: c.learning,
+        ageing: std::time::Duration::from_secs(c.ageing),
+        max_learned: c.max_fdb,
+    };
+    let fdb = Fdb::new(c.vni, Some(tap.mac()?), fdb_config, clock);
+    let port = c.port();
+    fdb.set_flood_list(c.remotes.iter().map(|r| r.with_default_port(port)).collect());
+    for s in &c.statics {
+        fdb.add_static(s.mac, s.dst.with_default_port(port))
+            .with_context(|| format!("static entry {}", s.mac))?;
+    }
+    let header = EncapHeader::for_proto(c.proto, c.vni)?;
+    let o = tap.offloads();
+    info!(dev = c.dev, vni = c.vni, proto = %c.proto, mtu = c.mtu(), mac = %tap.mac()?, created = tap.created(),
+          queues = tap.queues().len(), vnet_hdr = o.vnet_hdr, tso = o.tso, uso = o.uso, "TAP up");
+    if c.offload && !o.tso {
+        warn!(dev = c.dev, "the kernel refused the TAP's TSO offload: one frame per read");
+    }
+    Ok((tap, Network::new(c.vni, port, header, fdb)))
+}
