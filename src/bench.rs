@@ -10,10 +10,10 @@ use etherparse::PacketBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::fdb::{Fdb, FdbConfig, MonotonicClock};
-use crate::mac::MacAddr;
-use crate::pipeline::{Demux, Network, HEADROOM};
-use crate::wire::{geneve, EncapHeader, Proto, RxPolicy};
+use vxtap::fdb::{Fdb, FdbConfig, MonotonicClock};
+use vxtap::mac::MacAddr;
+use vxtap::pipeline::{Demux, Network, HEADROOM};
+use vxtap::wire::{geneve, EncapHeader, Proto, RxPolicy};
 
 /// Frame sizes measured unless `--size` picks one.
 pub const DEFAULT_SIZES: [usize; 3] = [64, 512, 1450];

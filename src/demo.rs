@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::testbed::{
+use vxtap::wire::Proto;
+use vxtap_testbed::{
     netns_available, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, vtep_cmd, Family, TempDir,
     Underlay, Vtep,
 };
-use crate::wire::Proto;
 
 const ECHO_PORT: u16 = 7000;
 const TCP_PORT: u16 = 5001;

@@ -6,19 +6,20 @@
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
-//! - [`dataplane`]: the part that owns devices, sockets and threads;
-//! - [`testbed`]: network namespaces with VTEPs in them, for the demo and the end-to-end tests.
+//! - [`dataplane`]: the part that owns devices, sockets and threads.
+//!
+//! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
+//! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
+//! crate of this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
 
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
 
 pub mod allow;
-pub mod bench;
 pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod demo;
 pub mod fdb;
 pub mod flow;
 pub mod ifname;
@@ -29,8 +30,6 @@ pub mod pmtu;
 pub mod privileges;
 pub mod ratelimit;
 pub mod stats;
-#[allow(unsafe_code)] // moves to its own crate
-pub mod testbed;
 pub mod train;
 pub mod wire;
 

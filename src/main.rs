@@ -1,6 +1,8 @@
 //! The `vxtap` binary: argument parsing and dispatch.
 
+mod bench;
 mod cli;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
-        Command::Demo { proto, megabytes } => vxtap::demo::run(proto, megabytes),
+        Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,12 +182,12 @@ fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {
     if !(seconds > 0.0 && seconds <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
-    let sizes = if sizes.is_empty() { &vxtap::bench::DEFAULT_SIZES[..] } else { sizes };
-    let results = vxtap::bench::run(sizes, Duration::from_secs_f64(seconds), !json)?;
+    let sizes = if sizes.is_empty() { &bench::DEFAULT_SIZES[..] } else { sizes };
+    let results = bench::run(sizes, Duration::from_secs_f64(seconds), !json)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        print!("{}", vxtap::bench::table(&results));
+        print!("{}", bench::table(&results));
     }
     Ok(())
 }

@@ -13,7 +13,8 @@
 //!   address 198.19.0.2/24 (MTU 1450) on its internal port; NORMAL learning switch on both.
 //!
 //! Needs the Debian package openvswitch-switch (and ethtool). Without the OVS binaries the tests
-//! skip with a message, unless `VXTAP_REQUIRE_NETNS=1`, where that is a failure.
+//! skip with a message, unless `VXTAP_REQUIRE_NETNS=1`, where that is a failure (`netns_test!`'s
+//! `requires = ovs_installed`).
 //!
 //! The sender's veth in node 0 has transmit checksum offload turned off: OVS reads `ul0` with
 //! AF_PACKET and would see vxtap's outer UDP checksum unfinished (a veth never completes it, a NIC
@@ -28,8 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use vxtap::testbed::{
-    netns_available, tcp_transfer, udp_echo_server, Family, Netns, TempDir, Underlay, UNDERLAY_DEV,
+use vxtap_testbed::{
+    netns_test, tcp_transfer, udp_echo_server, udp_roundtrip, Family, Netns, TempDir, Underlay, UNDERLAY_DEV,
 };
 
 /// Generous: two `ovs-vswitchd` start on a busy 2-core machine while other tests run.
@@ -78,20 +79,11 @@ impl OvsTools {
     }
 }
 
-/// Like `require_netns`, and OVS must be installed too. Skips with the reason, or panics under
-/// `VXTAP_REQUIRE_NETNS=1` (CI installs OVS).
-fn require_ovs(test: &str) -> Option<OvsTools> {
-    let found = netns_available().and_then(|()| OvsTools::find());
-    match found {
-        Ok(t) => Some(t),
-        Err(reason) => {
-            if std::env::var("VXTAP_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("{test}: OVS interop required but unavailable: {reason}");
-            }
-            eprintln!("skipping {test}: {reason}");
-            None
-        }
-    }
+/// The extra requirement of these tests (`netns_test!(name, requires = ovs_installed, ...)`):
+/// the OVS programs and schema are there. Without them the tests skip with the reason, or fail
+/// under `VXTAP_REQUIRE_NETNS=1` (CI installs OVS), exactly like a missing namespace.
+fn ovs_installed() -> Result<(), String> {
+    OvsTools::find().map(drop)
 }
 
 /// A daemon started in the foreground by `ip netns exec` (which execs in place, so the PID is the
@@ -265,7 +257,7 @@ fn configure(ovs: &OvsPeer, ns: &Netns, proto: Proto) {
     ip(&["addr", "add", "198.18.0.2/24", "dev", "br-phy"]);
     ip(&["link", "set", "br-phy", "up"]);
 
-    let tunnel = format!("type={}", proto.name());
+    let tunnel = format!("type={proto}");
     ovs.vsctl(&[
         "add-br",
         "br-int",
@@ -301,7 +293,8 @@ fn configure(ovs: &OvsPeer, ns: &Netns, proto: Proto) {
     });
     assert!(routed, "OVS never routed the underlay via br-phy\n{}", ovs.logs());
     let ports = ovs.appctl(&["tnl/ports/show"]);
-    assert!(ports.contains(&proto.port().to_string()), "no tunnel port {} listening: {ports}", proto.port());
+    let port = proto.default_port();
+    assert!(ports.contains(&port.to_string()), "no tunnel port {port} listening: {ports}");
 }
 
 /// How vxtap's datagrams get a checksum OVS's AF_PACKET reader accepts over veth.
@@ -314,7 +307,7 @@ enum Checksum {
 }
 
 fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
-    let Some(tools) = require_ovs(test) else { return };
+    let tools = OvsTools::find().unwrap_or_else(|reason| panic!("{test}: {reason}"));
     let start = std::time::Instant::now();
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     match csum {
@@ -337,14 +330,9 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
         .map(|i| udp_echo_server(bed.ul.node(i), any).unwrap_or_else(|e| fail("echo server", e)))
         .collect();
     for (from, to) in [(0, 1), (1, 0)] {
-        let payload = format!("{} echo {from} -> {to}", proto.name());
-        let r = vxtap::testbed::udp_roundtrip(
-            bed.ul.node(from),
-            overlay(to, ECHO_PORT),
-            payload.as_bytes(),
-            TRIES,
-            TRY_TIMEOUT,
-        );
+        let payload = format!("{proto} echo {from} -> {to}");
+        let r =
+            udp_roundtrip(bed.ul.node(from), overlay(to, ECHO_PORT), payload.as_bytes(), TRIES, TRY_TIMEOUT);
         r.unwrap_or_else(|e| fail(&format!("overlay echo {from} -> {to}"), e));
     }
 
@@ -352,7 +340,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
 
     // vxtap learned the MAC of OVS's br-int at node 1's underlay address and the protocol's port.
     let ovs_mac = bed.ul.node(1).link_mac("br-int").unwrap_or_else(|e| fail("br-int MAC", e));
-    assert_fdb_entry(&bed.fdb(0), &ovs_mac, "learned", bed.ul.addr(1), proto.port());
+    assert_fdb_entry(&bed.fdb(0), &ovs_mac, "learned", bed.ul.addr(1), proto.default_port());
     // And OVS's NORMAL switch learned vxtap's TAP MAC on the tunnel port.
     let ofport = ovs.vsctl(&["get", "interface", "tun0", "ofport"]);
     let fdb = ovs.appctl(&["fdb/show", "br-int"]);
@@ -366,7 +354,7 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
     for (server, client) in [(1, 0), (0, 1)] {
         let r = tcp_transfer(bed.ul.node(server), overlay(server, 5001), bed.ul.node(client), 4 << 20);
         let report = r.unwrap_or_else(|e| fail(&format!("tcp {client} -> {server}"), e));
-        eprintln!("{} via OVS, tcp {client} -> {server}: {:.0} Mbit/s", proto.name(), report.mbit_per_s);
+        eprintln!("{proto} via OVS, tcp {client} -> {server}: {:.0} Mbit/s", report.mbit_per_s);
     }
     let stats = bed.stats(0);
     let drops: Vec<_> = stats
@@ -382,17 +370,20 @@ fn ovs_interop(test: &str, proto: Proto, csum: Checksum) {
     );
 }
 
-#[test]
-fn ovs_geneve_interop() {
-    ovs_interop("ovs_geneve_interop", Proto::Geneve, Checksum::Computed);
-}
+netns_test!(
+    ovs_geneve_interop,
+    requires = ovs_installed,
+    ovs_interop("ovs_geneve_interop", Proto::Geneve, Checksum::Computed)
+);
 
-#[test]
-fn ovs_vxlan_interop() {
-    ovs_interop("ovs_vxlan_interop", Proto::Vxlan, Checksum::Computed);
-}
+netns_test!(
+    ovs_vxlan_interop,
+    requires = ovs_installed,
+    ovs_interop("ovs_vxlan_interop", Proto::Vxlan, Checksum::Computed)
+);
 
-#[test]
-fn ovs_geneve_interop_zero_udp_checksum() {
-    ovs_interop("ovs_geneve_interop_zero_udp_checksum", Proto::Geneve, Checksum::Zero);
-}
+netns_test!(
+    ovs_geneve_interop_zero_udp_checksum,
+    requires = ovs_installed,
+    ovs_interop("ovs_geneve_interop_zero_udp_checksum", Proto::Geneve, Checksum::Zero)
+);

@@ -1,14 +1,14 @@
-//! Validates the test bed itself against the kernel's own VXLAN device, without vxtap: if these
-//! fail, the end-to-end tests' failures say nothing about vxtap.
+//! Validates the test bed (the `vxtap-testbed` crate) itself against the kernel's own VXLAN
+//! device, without vxtap: if these fail, the end-to-end tests' failures say nothing about vxtap.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vxtap::testbed::{
-    require_netns, tcp_transfer, udp_echo_server, udp_roundtrip, Family, KernelVxlan, Netns, TempDir,
-    Underlay, Vtep,
+use vxtap_testbed::{
+    netns_test, tcp_transfer, udp_echo_server, udp_roundtrip, Family, KernelVxlan, Netns, TempDir, Underlay,
+    Vtep,
 };
 
 /// Kernel VXLAN (VNI 42, port 4789) in both nodes of a pair, overlay 198.19.0.1/24 and .2.
@@ -42,45 +42,29 @@ fn echo_both_ways(ul: &Underlay) {
     }
 }
 
-#[test]
-fn kernel_vxlan_v4_udp_and_tcp() {
-    if !require_netns("kernel_vxlan_v4_udp_and_tcp") {
-        return;
-    }
+netns_test!(kernel_vxlan_v4_udp_and_tcp, {
     let ul = kernel_pair(Family::V4);
     echo_both_ways(&ul);
     let report = tcp_transfer(ul.node(1), overlay(2, 5001), ul.node(0), 50 << 20).expect("tcp transfer");
     eprintln!("kernel vxlan: {report:?}");
     assert_eq!(report.bytes, 50 << 20);
-}
+});
 
-#[test]
-fn kernel_vxlan_v6_underlay() {
-    if !require_netns("kernel_vxlan_v6_underlay") {
-        return;
-    }
+netns_test!(kernel_vxlan_v6_underlay, {
     let ul = kernel_pair(Family::V6);
     echo_both_ways(&ul);
-}
+});
 
-#[test]
-fn star_underlay_reaches_every_host() {
-    if !require_netns("star_underlay_reaches_every_host") {
-        return;
-    }
+netns_test!(star_underlay_reaches_every_host, {
     let ul = Underlay::star(3).expect("star");
     let _server = udp_echo_server(ul.node(2), "0.0.0.0:7000".parse().unwrap()).unwrap();
     for from in 0..2 {
         let to = SocketAddr::new(ul.addr(2), 7000);
         udp_roundtrip(ul.node(from), to, b"ping", 10, Duration::from_millis(500)).expect("underlay echo");
     }
-}
+});
 
-#[test]
-fn netns_is_removed_on_drop_and_tap_ipv6_is_off() {
-    if !require_netns("netns_is_removed_on_drop_and_tap_ipv6_is_off") {
-        return;
-    }
+netns_test!(netns_is_removed_on_drop_and_tap_ipv6_is_off, {
     let ns = Netns::new("drop").unwrap();
     let name = ns.name().to_owned();
     ns.ip(&["tuntap", "add", "dev", "t0", "mode", "tap"]).unwrap();
@@ -89,7 +73,7 @@ fn netns_is_removed_on_drop_and_tap_ipv6_is_off() {
     assert!(ns.ip(&["link", "show", "nonexistent0"]).is_err());
     drop(ns);
     assert!(!Path::new("/run/netns").join(&name).exists(), "{name} survived drop");
-}
+});
 
 /// A shell script standing in for vxtap (it gets `run` as $1).
 fn fake_vxtap(tmp: &TempDir, body: &str) -> PathBuf {
@@ -99,13 +83,9 @@ fn fake_vxtap(tmp: &TempDir, body: &str) -> PathBuf {
     script
 }
 
-/// The PID held by Vtep must be the program itself (ip netns exec execs in place), so SIGTERM
-/// reaches it: a stand-in script that exits 0 only on SIGTERM proves it.
-#[test]
-fn vtep_signals_reach_the_program() {
-    if !require_netns("vtep_signals_reach_the_program") {
-        return;
-    }
+// The PID held by Vtep must be the program itself (ip netns exec execs in place), so SIGTERM
+// reaches it: a stand-in script that exits 0 only on SIGTERM proves it.
+netns_test!(vtep_signals_reach_the_program, {
     let tmp = TempDir::new("sig").unwrap();
     let script = fake_vxtap(&tmp, "trap 'exit 0' TERM\necho \"$1: ready\" >&2\nwhile :; do sleep 0.05; done");
     let ns = Netns::new("sig").unwrap();
@@ -117,17 +97,13 @@ fn vtep_signals_reach_the_program() {
     assert!(status.success(), "{status}; log: {}", vtep.log());
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(vtep.log().contains("run: ready"));
-}
+});
 
-#[test]
-fn vtep_early_exit_is_an_error_with_the_log() {
-    if !require_netns("vtep_early_exit_is_an_error_with_the_log") {
-        return;
-    }
+netns_test!(vtep_early_exit_is_an_error_with_the_log, {
     let tmp = TempDir::new("early").unwrap();
     let script = fake_vxtap(&tmp, "echo \"device vxt0 already exists\" >&2\nexit 3");
     let ns = Netns::new("early").unwrap();
     let err = Vtep::spawn(&ns, &script, &[]).err().expect("must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("already exists") && msg.contains("exit"), "{msg}");
-}
+});

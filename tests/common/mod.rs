@@ -1,15 +1,18 @@
 //! Shared harness of the netns end-to-end test files: a `Bed` of namespaces with vxtap
-//! processes, traffic and counter helpers, and hand-built tunnel datagrams.
+//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, and hand-built
+//! tunnel datagrams. Tests are declared with `vxtap_testbed::netns_test!`.
 //! Each test file uses a subset, hence the `dead_code` allowance.
-#![allow(dead_code, unused_imports, unused_macros)]
+#![allow(dead_code)]
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vxtap::testbed::{
-    counter, fdb_json, require_netns, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, udp_send,
-    vtep_cmd, EchoServer, Family, KernelVxlan, TempDir, Underlay, Vtep,
+/// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
+pub use vxtap::wire::Proto;
+use vxtap_testbed::{
+    counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, TempDir, Underlay,
+    Vtep,
 };
 
 pub const ECHO_PORT: u16 = 7000;
@@ -20,43 +23,8 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 /// Quiet period in which a duplicate or leaked packet would have shown up.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// A test that skips (or fails, see `require_netns`) when namespaces are unavailable.
-#[macro_export]
-macro_rules! netns_test {
-    ($name:ident, $body:expr) => {
-        #[test]
-        fn $name() {
-            if vxtap::testbed::require_netns(stringify!($name)) {
-                $body;
-            }
-        }
-    };
-}
-
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vxtap"))
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Proto {
-    Vxlan,
-    Geneve,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Vxlan => "vxlan",
-            Proto::Geneve => "geneve",
-        }
-    }
-
-    pub fn port(self) -> u16 {
-        match self {
-            Proto::Vxlan => 4789,
-            Proto::Geneve => 6081,
-        }
-    }
 }
 
 pub fn mac(i: usize) -> String {
@@ -82,6 +50,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `read` until its value has stayed the same for [`QUIET`] and returns it (or the last
+/// value once [`SETTLE`] has passed): a baseline taken once the stragglers of earlier traffic have
+/// been processed, however slow this build is, instead of after a fixed sleep.
+pub fn settled<T: PartialEq>(mut read: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + SETTLE;
+    let (mut value, mut since) = (read(), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        if now != value {
+            (value, since) = (now, Instant::now());
+        } else if since.elapsed() >= QUIET || Instant::now() >= deadline {
+            return value;
+        }
     }
 }
 
@@ -121,7 +106,8 @@ impl Bed {
     pub fn start_with(&mut self, i: usize, proto: Proto, peers: &[usize], extra: &[&str]) {
         let (local, cidr, ctl) =
             (self.ul.addr(i).to_string(), format!("198.19.0.{}/24", i + 1), self.control(i));
-        let mut args = strings(&["--dev", "vxt0", "--vni", "42", "--proto", proto.name(), "--local", &local]);
+        let mut args =
+            strings(&["--dev", "vxt0", "--vni", "42", "--proto", &proto.to_string(), "--local", &local]);
         args.extend(strings(&["--address", &cidr, "--mac", &mac(i), "--control", &ctl.to_string_lossy()]));
         for &j in peers {
             args.extend(["--remote".to_string(), self.ul.addr(j).to_string()]);
