@@ -9,14 +9,12 @@
 use super::read_u16;
 
 /// Byte ranges of the header's fields.
-pub mod field {
+pub(crate) mod field {
     use std::ops::Range;
 
     /// Destination MAC address.
-    #[allow(dead_code)] // Part of the map; MacAddr reads the addresses today.
     pub(crate) const DST: Range<usize> = 0..6;
     /// Source MAC address.
-    #[allow(dead_code)]
     pub(crate) const SRC: Range<usize> = 6..12;
     /// EtherType, or the VLAN tag's TPID ([`super::ETHERTYPE_VLAN`]).
     pub(crate) const ETHERTYPE: Range<usize> = 12..14;

@@ -14,7 +14,7 @@
 use super::read_u16;
 
 /// Byte offsets and ranges of the fixed header's fields.
-pub mod field {
+pub(crate) mod field {
     use std::ops::Range;
 
     /// Version (high nibble) and IHL, the header length in 4-byte words (low nibble).

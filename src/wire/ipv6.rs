@@ -12,7 +12,7 @@
 use super::read_u16;
 
 /// Byte offsets and ranges of the fixed header's fields.
-pub mod field {
+pub(crate) mod field {
     use std::ops::Range;
 
     /// Version (4 bits), traffic class (8: DSCP and ECN) and flow label (20).

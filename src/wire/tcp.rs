@@ -15,7 +15,7 @@
 use super::{read_u16, read_u32};
 
 /// Byte offsets and ranges of the fixed header's fields.
-pub mod field {
+pub(crate) mod field {
     use std::ops::Range;
 
     pub(crate) const SRC_PORT: Range<usize> = 0..2;

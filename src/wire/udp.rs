@@ -10,7 +10,7 @@
 use super::read_u16;
 
 /// Byte ranges of the header's fields.
-pub mod field {
+pub(crate) mod field {
     use std::ops::Range;
 
     pub(crate) const SRC_PORT: Range<usize> = 0..2;
