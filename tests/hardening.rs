@@ -14,7 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap_testbed::{netns_test, udp_roundtrip, udp_send, vtep_cmd, Family, Netns, Underlay};
+use vxtap_testbed::{
+    netns_test, udp_roundtrip, udp_send, udp_send_df, vtep_cmd, Df, Family, Netns, Underlay,
+};
 
 const VXLAN_PORT: u16 = 4789;
 /// Queued bytes on vxtap's receive socket above which the flood senders wait for it to drain:
@@ -358,15 +360,20 @@ netns_test!(oversized_frame_is_counted_not_fatal, {
     assert!(mtu.contains("mtu 1500 "), "vxt0 MTU is not 1500: {mtu}");
     let servers = bed.echo_servers();
     bed.echo_pair();
-    let too_big0 = stat(&bed, 0, "drop_too_big");
-    // 1472 bytes of UDP payload: a 1500-byte IP packet, a 1514-byte frame on the TAP.
+    let (too_big0, replies0) = (stat(&bed, 0, "drop_too_big"), stat(&bed, 0, "tx_icmp_too_big"));
+    // 1472 bytes of UDP payload: a 1500-byte IP packet, a 1514-byte frame on the TAP, 1550 bytes
+    // on a 1500-byte underlay. DF is set whatever the sender learns, so all three reach vxtap.
     let big = vec![0xa5u8; 1472];
-    bed.check(udp_send(bed.ul.node(0), overlay(1, ECHO_PORT), &[&big[..]; 3]), "send big");
+    bed.check(udp_send_df(bed.ul.node(0), overlay(1, ECHO_PORT), &big, 3, Df::Always), "send big");
     bed.wait_counter(&bed.control(0), "drop_too_big", too_big0 + 3);
     std::thread::sleep(QUIET);
     assert_eq!(servers[1].count_of(&big), 0, "the oversized datagram arrived (fragmented?)");
+    assert!(stat(&bed, 0, "tx_icmp_too_big") > replies0, "the sender was told the MTU");
     bed.assert_running(0);
     eprintln!("oversized: drop_too_big {} -> {}", too_big0, stat(&bed, 0, "drop_too_big"));
+    // Told, the sender's stack fragments what it sends next: a plain socket's datagram arrives.
+    let r = udp_roundtrip(bed.ul.node(0), overlay(1, ECHO_PORT), &big, TRIES, TRY_TIMEOUT);
+    bed.check(r, "the same datagram once the sender knows the MTU");
     bed.echo_pair();
 });
 

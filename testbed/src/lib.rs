@@ -21,10 +21,12 @@
 //! The modules, all re-exported here:
 //! - `netns`: [`Netns`], the availability probe and test gate ([`require_netns`],
 //!   [`netns_test!`]), [`TempDir`];
-//! - `underlay`: [`Family`], [`Underlay`] (veth pair or bridge star), [`KernelVxlan`];
+//! - `underlay`: [`Family`], [`Underlay`] (veth pair, bridge star, or two subnets behind a router
+//!   with a narrow link), [`KernelVxlan`];
 //! - `vtep`: the [`Vtep`] process guard and control-socket helpers ([`vtep_cmd`], [`stats_json`],
 //!   [`fdb_json`], [`counter`]);
-//! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`].
+//! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`];
+//! - `capture`: [`Capture`], frames seen on an interface (AF_PACKET).
 
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,14 +34,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
+mod capture;
 mod netns;
 mod traffic;
 mod underlay;
 mod vtep;
 
+pub use capture::Capture;
 pub use netns::{netns_available, require_netns, require_netns_and, Netns, TempDir};
 pub use traffic::{
-    tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, EchoServer, Fnv1a, TransferReport,
+    tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, udp_send_df, Df, EchoServer, Fnv1a,
+    TransferReport,
 };
 pub use underlay::{Family, KernelVxlan, Underlay, UNDERLAY_DEV};
 pub use vtep::{counter, fdb_json, stats_json, vtep_cmd, Vtep, READY_TIMEOUT};

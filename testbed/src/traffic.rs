@@ -149,6 +149,45 @@ pub fn udp_send(ns: &Netns, to: SocketAddr, datagrams: &[&[u8]]) -> Result<()> {
     })?
 }
 
+/// How an IPv4 sender sets the DF bit (`IP_MTU_DISCOVER`, ip(7)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Df {
+    /// Never set: packets over the path MTU are fragmented (IP_PMTUDISC_DONT).
+    Clear,
+    /// Always set, whatever the sender learned about the path (IP_PMTUDISC_PROBE): every
+    /// datagram up to the interface MTU leaves whole, so too-big handling further on sees them.
+    Always,
+}
+
+/// Sends `payload` `count` times from an IPv4 socket in `ns` whose DF bit is as `df` says;
+/// send errors (the local stack refusing a datagram) are ignored.
+pub fn udp_send_df(ns: &Netns, to: SocketAddr, payload: &[u8], count: usize, df: Df) -> Result<()> {
+    ns.run(|| -> Result<()> {
+        let sock = UdpSocket::bind(unspecified_for(&to))?;
+        let mode = match df {
+            Df::Clear => libc::IP_PMTUDISC_DONT,
+            Df::Always => libc::IP_PMTUDISC_PROBE,
+        };
+        // SAFETY: an int option living for the call, its size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&mode as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("IP_MTU_DISCOVER");
+        }
+        for _ in 0..count {
+            let _ = sock.send_to(payload, to);
+        }
+        Ok(())
+    })?
+}
+
 // ---------------------------------------------------------------------------------------------
 // TCP bulk transfer
 // ---------------------------------------------------------------------------------------------

@@ -84,19 +84,58 @@ impl Underlay {
         Ok(ul)
     }
 
+    /// Two hosts in different subnets with a router between them, the link from the router to
+    /// host 1 only `narrow_mtu` bytes wide: A `ul0` --(1500)-- `ra` R `rb` --(narrow)-- `ul0` B.
+    /// IPv4: A 198.18.1.1/24, R 198.18.1.254 and 198.18.2.254, B 198.18.2.2/24; IPv6: A
+    /// 2001:db8:1::1/64, R 2001:db8:1::fe and 2001:db8:2::fe, B 2001:db8:2::2/64. The router
+    /// forwards and sends the ICMP "too big" errors path MTU discovery relies on.
+    pub fn routed(family: Family, narrow_mtu: u32) -> Result<Underlay> {
+        let a = Netns::new("a")?;
+        let r = Netns::new("r")?;
+        let b = Netns::new("b")?;
+        veth(&a, UNDERLAY_DEV, &r, "ra")?;
+        veth(&r, "rb", &b, UNDERLAY_DEV)?;
+        let mtu = narrow_mtu.to_string();
+        r.ip(&["link", "set", "rb", "mtu", &mtu])?;
+        b.ip(&["link", "set", UNDERLAY_DEV, "mtu", &mtu])?;
+        let (a_addr, b_addr): (IpAddr, IpAddr) = match family {
+            Family::V4 => (Ipv4Addr::new(198, 18, 1, 1).into(), Ipv4Addr::new(198, 18, 2, 2).into()),
+            Family::V6 => (
+                Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1).into(),
+                Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2).into(),
+            ),
+        };
+        let (ra, rb, nets, plen) = match family {
+            Family::V4 => ("198.18.1.254", "198.18.2.254", ["198.18.1.0/24", "198.18.2.0/24"], 24),
+            Family::V6 => ("2001:db8:1::fe", "2001:db8:2::fe", ["2001:db8:1::/64", "2001:db8:2::/64"], 64),
+        };
+        for (ns, dev, addr) in [
+            (&a, UNDERLAY_DEV, a_addr.to_string()),
+            (&r, "ra", ra.into()),
+            (&r, "rb", rb.into()),
+            (&b, UNDERLAY_DEV, b_addr.to_string()),
+        ] {
+            add_address(ns, dev, &format!("{addr}/{plen}"), family)?;
+        }
+        match family {
+            Family::V4 => r.sysctl("net/ipv4/ip_forward", "1")?,
+            Family::V6 => r.sysctl("net/ipv6/conf/all/forwarding", "1")?,
+        }
+        a.ip(&["route", "add", nets[1], "via", ra])?;
+        b.ip(&["route", "add", nets[0], "via", rb])?;
+        Ok(Underlay { family, nodes: vec![a, b], addrs: vec![a_addr, b_addr], _switch: Some(r) })
+    }
+
+    /// The router of a [`Underlay::routed`] topology (the switch of a star), if there is one.
+    pub fn middle(&self) -> Option<&Netns> {
+        self._switch.as_ref()
+    }
+
     fn configure_hosts(&mut self) -> Result<()> {
         for (i, ns) in self.nodes.iter().enumerate() {
             let addr = self.family.host(i);
-            let cidr = format!("{addr}/{}", self.family.prefix_len());
-            if self.family == Family::V6 {
-                // IPv6 only on the underlay veth; `nodad` makes the address usable at once.
-                ns.sysctl(&format!("net/ipv6/conf/{UNDERLAY_DEV}/disable_ipv6"), "0")?;
-                ns.sysctl(&format!("net/ipv6/conf/{UNDERLAY_DEV}/accept_dad"), "0")?;
-                ns.ip(&["addr", "add", &cidr, "dev", UNDERLAY_DEV, "nodad"])?;
-            } else {
-                ns.ip(&["addr", "add", &cidr, "dev", UNDERLAY_DEV])?;
-            }
-            ns.ip(&["link", "set", UNDERLAY_DEV, "up"])?;
+            // IPv6 only on the underlay veth; `nodad` makes the address usable at once.
+            add_address(ns, UNDERLAY_DEV, &format!("{addr}/{}", self.family.prefix_len()), self.family)?;
             self.addrs.push(addr);
         }
         Ok(())
@@ -132,6 +171,18 @@ impl Underlay {
     pub fn addr(&self, i: usize) -> IpAddr {
         self.addrs[i]
     }
+}
+
+/// Gives `dev` in `ns` the address `cidr` and sets it up (IPv6 enabled on it, without DAD).
+fn add_address(ns: &Netns, dev: &str, cidr: &str, family: Family) -> Result<()> {
+    if family == Family::V6 {
+        ns.sysctl(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")?;
+        ns.sysctl(&format!("net/ipv6/conf/{dev}/accept_dad"), "0")?;
+        ns.ip(&["addr", "add", cidr, "dev", dev, "nodad"])?;
+    } else {
+        ns.ip(&["addr", "add", cidr, "dev", dev])?;
+    }
+    ns.ip(&["link", "set", dev, "up"])
 }
 
 /// Creates a veth pair directly between two namespaces, so no name is ever taken in the root one.
