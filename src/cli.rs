@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use vxtap::cidr::Cidr;
-use vxtap::config::{self, AllowFrom, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
+use vxtap::config::{
+    self, AllowFrom, Endpoint, FlowLabel, NetworkConfig, PortRangeArg, StaticEntry, Ttl, DEFAULT_DEV,
+};
+use vxtap::dsfield::Tos;
 use vxtap::mac::MacAddr;
 use vxtap::pmtu::{Df, MssClamp};
 use vxtap::wire::{Proto, MAX_VNI};
@@ -148,6 +151,27 @@ pub struct RunArgs {
     /// fit an underlay path MTU of that many bytes (e.g. --mss-clamp=1400) [default: off]
     #[arg(long, value_name = "PATH_MTU", num_args = 0..=1, default_missing_value = "auto", require_equals = true)]
     pub mss_clamp: Option<MssClamp>,
+    /// Multicast group (RFC 7348 §4.2), IPv4 or IPv6 (e.g. 239.1.1.1, ff05::100): broadcast,
+    /// multicast and unknown unicast go to it, it is joined to receive, and VTEPs are learned
+    /// from what arrives — no --remote needed. Needs --allow-from (members are not known in
+    /// advance); may be combined with --remote
+    #[arg(long, value_name = "IP")]
+    pub group: Option<IpAddr>,
+    /// Interface the group is joined on and sent through (the kernel vxlan's `dev`)
+    #[arg(long, value_name = "IFACE")]
+    pub underlay_dev: Option<String>,
+    /// Outer TTL / hop limit: a number, or auto (the route's default for unicast, 1 for the group)
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    pub ttl: Ttl,
+    /// Outer DSCP: a number (the DS byte, e.g. 184 or 0xb8 for EF), or inherit (the inner
+    /// packet's). The outer ECN field always follows the inner packet (RFC 6040), and a CE mark
+    /// on arrival is carried into an ECN-capable inner packet
+    #[arg(long, value_name = "N|inherit", default_value = "0")]
+    pub tos: Tos,
+    /// Outer IPv6 flow label: a number (0 for none) or inherit (a hash of the flow, per outer
+    /// source port)
+    #[arg(long, value_name = "N|inherit", default_value = "inherit")]
+    pub flowlabel: FlowLabel,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
@@ -158,7 +182,7 @@ pub struct RunArgs {
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues", "df", "mss_clamp"])]
+        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel"])]
     pub config: Option<PathBuf>,
 }
 
@@ -189,6 +213,11 @@ impl RunArgs {
                 n.queues = self.queues;
                 n.df = self.df;
                 n.mss_clamp = self.mss_clamp;
+                n.group = self.group;
+                n.underlay_dev = self.underlay_dev.clone();
+                n.ttl = self.ttl;
+                n.tos = self.tos;
+                n.flowlabel = self.flowlabel;
                 vec![n]
             }
         };
@@ -275,6 +304,10 @@ mod tests {
             &["vxtap", "run"],
             &["vxtap", "run", "--vni", "1", "--df", "sometimes"],
             &["vxtap", "run", "--vni", "1", "--mss-clamp=100"],
+            &["vxtap", "run", "--vni", "1", "--ttl", "0"],
+            &["vxtap", "run", "--vni", "1", "--tos", "300"],
+            &["vxtap", "run", "--vni", "1", "--flowlabel", "2000000"],
+            &["vxtap", "run", "--vni", "1", "--group", "nowhere"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
@@ -293,5 +326,26 @@ mod tests {
         assert_eq!((n.df, n.mss_clamp), (Df::Unset, Some(MssClamp::Auto)));
         let n = parse(&["vxtap", "run", "--vni", "1", "--mss-clamp=1400"]);
         assert_eq!(n.mss_clamp, Some(MssClamp::PathMtu(1400)));
+        let n = parse(&[
+            "vxtap",
+            "run",
+            "--vni",
+            "1",
+            "--ttl",
+            "8",
+            "--tos",
+            "inherit",
+            "--local",
+            "2001:db8::1",
+            "--flowlabel",
+            "0x12345",
+        ]);
+        assert_eq!((n.ttl, n.tos, n.flowlabel), (Ttl::Hops(8), Tos::Inherit, FlowLabel::Fixed(0x12345)));
+        let group = ["vxtap", "run", "--vni", "1", "--group", "239.1.1.1", "--underlay-dev", "ul0"];
+        let Command::Run(r) = Cli::try_parse_from(group).unwrap().command else { panic!() };
+        let e = r.networks().unwrap_err();
+        assert!(e.contains("--allow-from"), "group mode without an allowlist: {e}");
+        let n = parse(&[&group[..], &["--allow-from", "198.18.0.0/24"]].concat());
+        assert_eq!((n.group, n.underlay_dev.as_deref()), ("239.1.1.1".parse().ok(), Some("ul0")));
     }
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::cidr::Cidr;
+use crate::dsfield::Tos;
 use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
 use crate::flow::PortRange;
 use crate::ifname;
@@ -114,6 +115,55 @@ impl FromStr for PortRangeArg {
     }
 }
 
+/// `--ttl`: the outer TTL (IPv4) or hop limit (IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ttl {
+    /// The route's default for unicast, 1 for a multicast group (the kernel's behaviour).
+    #[default]
+    Auto,
+    Hops(u8),
+}
+
+impl FromStr for Ttl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Ttl::Auto);
+        }
+        match s.parse::<u8>() {
+            Ok(n) if n > 0 => Ok(Ttl::Hops(n)),
+            _ => Err(format!("invalid ttl {s:?}: expected 1..=255 or auto")),
+        }
+    }
+}
+
+/// `--flowlabel`: the outer IPv6 flow label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowLabel {
+    /// A hash of the flow, per outer source port (so per inner flow): the kernel's automatic
+    /// flow labels.
+    #[default]
+    Inherit,
+    /// This label on every datagram (0: none).
+    Fixed(u32),
+}
+
+impl FromStr for FlowLabel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("inherit") {
+            return Ok(FlowLabel::Inherit);
+        }
+        let v = match s.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => s.parse::<u32>().ok(),
+        };
+        v.filter(|v| *v <= 0xfffff)
+            .map(FlowLabel::Fixed)
+            .ok_or_else(|| format!("invalid flowlabel {s:?}: expected 0..=1048575 (20 bits) or inherit"))
+    }
+}
+
 /// `mss_clamp` in a config file: `true`, `"auto"` or a path MTU in bytes.
 fn deserialize_mss_clamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MssClamp>, D::Error> {
     #[derive(Deserialize)]
@@ -142,7 +192,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr, AllowFrom, Df);
+deserialize_from_str!(Cidr, Endpoint, StaticEntry, PortRangeArg, MacAddr, AllowFrom, Df, Ttl, FlowLabel, Tos);
 
 /// One overlay network: a TAP, a VNI and its remotes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -190,6 +240,19 @@ pub struct NetworkConfig {
     /// Clamp the MSS of TCP SYNs to the path.
     #[serde(default, deserialize_with = "deserialize_mss_clamp")]
     pub mss_clamp: Option<MssClamp>,
+    /// A multicast group (RFC 7348 §4.2): the default destination, joined to receive.
+    pub group: Option<IpAddr>,
+    /// The interface the group is joined on and sent through.
+    pub underlay_dev: Option<String>,
+    /// The outer TTL / hop limit.
+    #[serde(default)]
+    pub ttl: Ttl,
+    /// The outer DSCP (the ECN field follows the inner packet).
+    #[serde(default)]
+    pub tos: Tos,
+    /// The outer IPv6 flow label.
+    #[serde(default)]
+    pub flowlabel: FlowLabel,
 }
 
 /// Most queues a network may ask for.
@@ -240,6 +303,11 @@ impl NetworkConfig {
             queues: None,
             df: Df::default(),
             mss_clamp: None,
+            group: None,
+            underlay_dev: None,
+            ttl: Ttl::Auto,
+            tos: Tos::default(),
+            flowlabel: FlowLabel::default(),
         }
     }
 
@@ -253,10 +321,12 @@ impl NetworkConfig {
         self.port.unwrap_or(self.proto.default_port())
     }
 
-    /// Whether the underlay is IPv6: the local address decides, else the first remote or static.
+    /// Whether the underlay is IPv6: the local address decides, else the group, else the first
+    /// remote or static.
     pub fn underlay_v6(&self) -> bool {
         self.local
             .map(|ip| ip.is_ipv6())
+            .or_else(|| self.group.map(|g| g.is_ipv6()))
             .or_else(|| self.remotes.first().map(|r| r.ip.is_ipv6()))
             .or_else(|| self.statics.first().map(|s| s.dst.ip.is_ipv6()))
             .unwrap_or(false)
@@ -317,6 +387,26 @@ impl NetworkConfig {
         if let Some(r) = self.remotes.iter().find(|r| r.ip.is_unspecified() || r.ip.is_multicast()) {
             return Err(format!("{net}: remote {r} must be a unicast address"));
         }
+        if let Some(g) = self.group {
+            if !g.is_multicast() {
+                return Err(format!("{net}: group {g} is not a multicast address"));
+            }
+            if !family(&g) {
+                return Err(format!("{net}: group {g} is not {fam} like the rest of the underlay"));
+            }
+            if self.allow_from.is_empty() {
+                return Err(format!(
+                    "{net}: group mode learns its VTEPs from the group, so they are not known in advance: \
+                     say which sources may send with --allow-from <CIDR> (the underlay's network) or --allow-from any"
+                ));
+            }
+        }
+        if let Some(dev) = &self.underlay_dev {
+            ifname::check("underlay device", dev).map_err(|e| format!("{net}: {e}"))?;
+        }
+        if self.flowlabel != FlowLabel::Inherit && !v6 {
+            return Err(format!("{net}: a flow label needs an IPv6 underlay"));
+        }
         if self.queues.is_some_and(|q| !(1..=MAX_QUEUES).contains(&q)) {
             return Err(format!("{net}: queues must be 1 to {MAX_QUEUES}"));
         }
@@ -360,7 +450,18 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
     }
     let mut devs = HashSet::new();
     let mut controls = HashSet::new();
-    let mut sockets: HashMap<SocketAddr, (Proto, bool, HashSet<u32>, bool, usize)> = HashMap::new();
+    // What networks on one socket (local address and port) must agree on: the socket's options.
+    #[derive(PartialEq)]
+    struct Shared<'a> {
+        proto: Proto,
+        udp_csum: bool,
+        offload: bool,
+        queues: usize,
+        ttl: Ttl,
+        flowlabel: FlowLabel,
+        underlay_dev: Option<&'a str>,
+    }
+    let mut sockets: HashMap<SocketAddr, (Shared<'_>, HashSet<u32>)> = HashMap::new();
     for n in networks {
         n.check()?;
         if !devs.insert(&n.dev) {
@@ -369,24 +470,31 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
         if !controls.insert(n.control_path()) {
             return Err(format!("control socket {} is configured twice", n.control_path().display()));
         }
-        let (proto, csum, vnis, offload, queues) = sockets
-            .entry(n.bind_addr())
-            .or_insert_with(|| (n.proto, n.udp_csum, HashSet::new(), n.offload, n.queues()));
-        if *csum != n.udp_csum {
-            return Err(format!("networks sharing {} disagree on udp_csum", n.bind_addr()));
+        let this = Shared {
+            proto: n.proto,
+            udp_csum: n.udp_csum,
+            offload: n.offload,
+            queues: n.queues(),
+            ttl: n.ttl,
+            flowlabel: n.flowlabel,
+            underlay_dev: n.underlay_dev.as_deref(),
+        };
+        let bind = n.bind_addr();
+        let (first, vnis) = sockets.entry(bind).or_insert_with(|| (Shared { ..this }, HashSet::new()));
+        if first.proto != this.proto {
+            return Err(format!("{bind} carries both {} and {}: use different ports", first.proto, n.proto));
         }
-        if *offload != n.offload || *queues != n.queues() {
-            return Err(format!("networks sharing {} disagree on offload or queues", n.bind_addr()));
+        if first.udp_csum != this.udp_csum {
+            return Err(format!("networks sharing {bind} disagree on udp_csum"));
         }
-        if *proto != n.proto {
-            return Err(format!(
-                "{} carries both {proto} and {}: use different ports",
-                n.bind_addr(),
-                n.proto
-            ));
+        if first.offload != this.offload || first.queues != this.queues {
+            return Err(format!("networks sharing {bind} disagree on offload or queues"));
+        }
+        if *first != this {
+            return Err(format!("networks sharing {bind} disagree on ttl, flowlabel or underlay_dev"));
         }
         if !vnis.insert(n.vni) {
-            return Err(format!("VNI {} is configured twice on {}", n.vni, n.bind_addr()));
+            return Err(format!("VNI {} is configured twice on {bind}", n.vni));
         }
     }
     Ok(())

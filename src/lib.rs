@@ -20,6 +20,7 @@ pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dsfield;
 pub mod fdb;
 pub mod flow;
 pub mod ifname;

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::allow::Allowlist;
+use crate::dsfield::{self, Tos};
 use crate::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::flow;
 use crate::mac::MacAddr;
@@ -30,6 +31,8 @@ pub struct Network {
     pub counters: Counters,
     header: EncapHeader,
     pub path: PathPolicy,
+    /// Where the outer DSCP comes from (`--tos`); the outer ECN field follows the inner packet.
+    pub tos: Tos,
     /// ICMP "too big" replies to inner senders, so a flood of oversize frames yields few.
     pub too_big_replies: TokenBucket,
 }
@@ -72,6 +75,8 @@ pub struct Encapsulated {
     pub to: Destinations,
     /// The underlay may fragment the datagram (its outer DF bit is clear).
     pub fragment: bool,
+    /// The outer DS byte.
+    pub tos: u8,
 }
 
 impl Network {
@@ -83,8 +88,15 @@ impl Network {
             counters: Counters::default(),
             header,
             path: PathPolicy::default(),
+            tos: Tos::default(),
             too_big_replies: TokenBucket::new(TOO_BIG_REPLIES_PER_SEC, TOO_BIG_REPLIES_BURST),
         }
+    }
+
+    /// The same network with this outer DS field policy.
+    pub fn with_tos(mut self, tos: Tos) -> Network {
+        self.tos = tos;
+        self
     }
 
     /// The same network with this path policy.
@@ -134,9 +146,10 @@ impl Network {
         let end = HEADROOM + frame_len;
         let (to, flow_hash) = self.route(&buf[HEADROOM..end])?;
         self.clamp_mss(&mut buf[HEADROOM..end], to.as_slice());
-        let fragment = self.path.df.may_fragment(&buf[HEADROOM..end]);
+        let frame = &buf[HEADROOM..end];
+        let (fragment, tos) = (self.path.df.may_fragment(frame), dsfield::encap(self.tos, frame));
         let start = self.header.prepend(buf, HEADROOM).ok()?;
-        Some(Encapsulated { datagram: start..end, flow_hash, to, fragment })
+        Some(Encapsulated { datagram: start..end, flow_hash, to, fragment, tos })
     }
 
     /// Where a frame goes: a known unicast MAC to its VTEP only, everything else to the flood

@@ -51,6 +51,7 @@ drop_reasons! {
     TapWrite => "tap_write", "Writing the decapsulated frame to the TAP failed.";
     Offload => "offload", "TAP super-frame that could not be segmented (malformed or unsupported virtio-net header).";
     Recv => "recv", "Receiving from the underlay socket failed.";
+    EcnNotEct => "ecn_not_ect", "Congestion-marked (CE) datagram whose inner packet is not ECN-capable (RFC 6040 §4.2).";
 }
 
 impl DropReason {

@@ -17,6 +17,8 @@ pub struct Transmit<'a> {
     pub socket: usize,
     pub contents: &'a [u8],
     pub segment_size: usize,
+    /// The outer DS byte (DSCP and ECN).
+    pub tos: u8,
 }
 
 impl Transmit<'_> {
@@ -26,8 +28,8 @@ impl Transmit<'_> {
     }
 }
 
-/// Datagrams waiting to leave together: same destination, same socket, all of one size but the
-/// last (a shorter one closes the train).
+/// Datagrams waiting to leave together: same destination, same socket, same outer DS byte, all of
+/// one size but the last (a shorter one closes the train).
 pub struct Train {
     buf: Box<[u8]>,
     len: usize,
@@ -36,6 +38,7 @@ pub struct Train {
     max_count: usize,
     destination: Option<SocketAddr>,
     socket: usize,
+    tos: u8,
 }
 
 impl Train {
@@ -43,7 +46,7 @@ impl Train {
     /// GSO) it holds nothing: every datagram is sent as is.
     pub fn new(max_count: usize, max_bytes: usize) -> Train {
         let buf = if max_count > 1 { vec![0u8; max_bytes].into_boxed_slice() } else { Box::default() };
-        Train { buf, len: 0, stride: 0, count: 0, max_count, destination: None, socket: 0 }
+        Train { buf, len: 0, stride: 0, count: 0, max_count, destination: None, socket: 0, tos: 0 }
     }
 
     /// Whether a datagram of `len` bytes can wait in a train at all; if not, the caller sends it
@@ -53,13 +56,15 @@ impl Train {
         self.max_count > 1 && len <= self.buf.len()
     }
 
-    /// Whether a datagram of `len` bytes for `destination` from `socket` joins the waiting
-    /// datagrams. When it does not, [`Train::flush`] must come before [`Train::push`].
+    /// Whether a datagram of `len` bytes for `destination` from `socket` with outer DS byte `tos`
+    /// joins the waiting datagrams. When it does not, [`Train::flush`] must come before
+    /// [`Train::push`].
     #[inline]
-    pub fn joins(&self, len: usize, destination: SocketAddr, socket: usize) -> bool {
+    pub fn joins(&self, len: usize, destination: SocketAddr, socket: usize, tos: u8) -> bool {
         self.count == 0
             || (self.destination == Some(destination)
                 && self.socket == socket
+                && self.tos == tos
                 && len <= self.stride
                 && self.len == self.count * self.stride
                 && self.count < self.max_count
@@ -69,11 +74,12 @@ impl Train {
     /// Appends a datagram. The caller has checked [`Train::holds`] and [`Train::joins`]
     /// (flushing first when it did not join).
     #[inline]
-    pub fn push(&mut self, datagram: &[u8], destination: SocketAddr, socket: usize) {
-        debug_assert!(self.holds(datagram.len()) && self.joins(datagram.len(), destination, socket));
+    pub fn push(&mut self, datagram: &[u8], destination: SocketAddr, socket: usize, tos: u8) {
+        debug_assert!(self.holds(datagram.len()) && self.joins(datagram.len(), destination, socket, tos));
         if self.count == 0 {
             self.destination = Some(destination);
             self.socket = socket;
+            self.tos = tos;
             self.stride = datagram.len();
         }
         self.buf[self.len..self.len + datagram.len()].copy_from_slice(datagram);
@@ -92,6 +98,7 @@ impl Train {
             socket: self.socket,
             contents: &self.buf[..self.len],
             segment_size: self.stride,
+            tos: self.tos,
         };
         self.len = 0;
         self.count = 0;
@@ -111,30 +118,40 @@ mod tests {
         SocketAddr::from(([198, 18, 0, last], 4789))
     }
 
-    /// Offers each datagram as the worker does; returns every send as (destination, socket,
-    /// segment size, datagram count, bytes).
+    /// Offers each datagram (length, destination, socket; DS byte 0) as the worker does; returns
+    /// every send as (destination, socket, segment size, datagram count, bytes).
     fn run(
         train: &mut Train,
         datagrams: &[(usize, u8, usize)],
     ) -> Vec<(SocketAddr, usize, usize, usize, usize)> {
+        let with_tos: Vec<_> = datagrams.iter().map(|&(l, d, s)| (l, d, s, 0)).collect();
+        run_tos(train, &with_tos).into_iter().map(|(d, s, z, n, b, _)| (d, s, z, n, b)).collect()
+    }
+
+    /// As `run`, with a DS byte per datagram, returned per send too.
+    #[allow(clippy::type_complexity)]
+    fn run_tos(
+        train: &mut Train,
+        datagrams: &[(usize, u8, usize, u8)],
+    ) -> Vec<(SocketAddr, usize, usize, usize, usize, u8)> {
         let mut sends = Vec::new();
         let mut record = |t: Transmit<'_>| {
-            sends.push((t.destination, t.socket, t.segment_size, t.datagrams(), t.contents.len()))
+            sends.push((t.destination, t.socket, t.segment_size, t.datagrams(), t.contents.len(), t.tos))
         };
-        for &(len, dst, socket) in datagrams {
+        for &(len, dst, socket, tos) in datagrams {
             let d = vec![dst; len];
-            if !train.joins(len, to(dst), socket) {
+            if !train.joins(len, to(dst), socket, tos) {
                 if let Some(t) = train.flush() {
                     record(t);
                 }
             }
             if train.holds(len) {
-                train.push(&d, to(dst), socket);
+                train.push(&d, to(dst), socket, tos);
             } else {
                 if let Some(t) = train.flush() {
                     record(t);
                 }
-                record(Transmit { destination: to(dst), socket, contents: &d, segment_size: len });
+                record(Transmit { destination: to(dst), socket, contents: &d, segment_size: len, tos });
             }
         }
         if let Some(t) = train.flush() {
@@ -166,6 +183,13 @@ mod tests {
     }
 
     #[test]
+    fn another_ds_byte_starts_another_train() {
+        let mut t = Train::new(64, 65000);
+        let sends = run_tos(&mut t, &[(100, 2, 0, 0), (100, 2, 0, 0), (100, 2, 0, 0xb8), (100, 2, 0, 0xb8)]);
+        assert_eq!(sends, vec![(to(2), 0, 100, 2, 200, 0), (to(2), 0, 100, 2, 200, 0xb8)]);
+    }
+
+    #[test]
     fn count_and_byte_limits_cut_trains() {
         let mut t = Train::new(3, 65000);
         let sends = run(&mut t, &[(10, 2, 0); 7]);
@@ -189,7 +213,8 @@ mod tests {
     fn flush_of_an_empty_train_is_none() {
         assert!(Train::new(64, 1000).flush().is_none());
         assert_eq!(
-            Transmit { destination: to(2), socket: 0, contents: &[0; 250], segment_size: 100 }.datagrams(),
+            Transmit { destination: to(2), socket: 0, contents: &[0; 250], segment_size: 100, tos: 0 }
+                .datagrams(),
             3
         );
     }

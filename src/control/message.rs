@@ -82,6 +82,8 @@ pub enum PeerSource {
     Static,
     /// Learned from traffic only.
     Learned,
+    /// Learned from traffic, in group mode (found through the multicast group).
+    Group,
 }
 
 impl PeerSource {
@@ -90,6 +92,7 @@ impl PeerSource {
             PeerSource::Remote => "remote",
             PeerSource::Static => "static",
             PeerSource::Learned => "learned",
+            PeerSource::Group => "group",
         }
     }
 }
@@ -115,6 +118,8 @@ pub enum FdbKind {
     Static,
     /// A flood-list remote (shown with the all-zero MAC, like `bridge fdb show`).
     Flood,
+    /// The multicast group, the default destination in group mode (also the all-zero MAC).
+    Group,
 }
 
 impl FdbKind {
@@ -123,6 +128,7 @@ impl FdbKind {
             FdbKind::Learned => "learned",
             FdbKind::Static => "static",
             FdbKind::Flood => "flood",
+            FdbKind::Group => "group",
         }
     }
 }

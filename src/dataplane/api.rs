@@ -73,12 +73,13 @@ impl NetworkHandle {
                 age_secs: e.age_secs,
             })
             .collect();
+        let group = self.config.group;
         rows.extend(self.net.fdb.flood_list().iter().map(|d| FdbRow {
             mac: MacAddr::ZERO,
             dst: d.ip(),
             port: d.port(),
             vni,
-            kind: FdbKind::Flood,
+            kind: if Some(d.ip()) == group { FdbKind::Group } else { FdbKind::Flood },
             age_secs: 0,
         }));
         rows
@@ -97,13 +98,16 @@ impl NetworkHandle {
                 (a, b) => a.or(b),
             };
         };
-        for d in self.net.fdb.flood_list().iter() {
+        let group = self.config.group;
+        for d in self.net.fdb.flood_list().iter().filter(|d| Some(d.ip()) != group) {
             note(*d, PeerSource::Remote, None);
         }
+        // In group mode, VTEPs that were not configured were found through the group.
+        let learned = if group.is_some() { PeerSource::Group } else { PeerSource::Learned };
         for e in self.net.fdb.snapshot() {
             match e.kind {
                 EntryKind::Static => note(e.dst, PeerSource::Static, None),
-                EntryKind::Learned => note(e.dst, PeerSource::Learned, Some(e.age_secs)),
+                EntryKind::Learned => note(e.dst, learned, Some(e.age_secs)),
             }
         }
         peers

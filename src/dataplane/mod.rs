@@ -24,7 +24,7 @@ mod udp;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -39,7 +39,7 @@ use crate::wire::{vxlan, Proto, RxPolicy};
 pub use network::NetworkHandle;
 pub use report::DropReporter;
 use tap::Tap;
-use udp::{Underlay, UnderlayOptions};
+use udp::{OuterOptions, Underlay, UnderlayOptions};
 
 /// Everything `vxtap run` started.
 pub struct Dataplane {
@@ -62,7 +62,7 @@ impl Dataplane {
             let path =
                 PathPolicy { df: c.df, mss_clamp: c.mss_clamp, path_mtus: path_mtus[&c.bind_addr()].clone() };
             let (tap, net) = network::open(c, clock.clone()).with_context(|| format!("network {}", c.dev))?;
-            opened.push((c.clone(), Arc::new(tap), Arc::new(net.with_path_policy(path))));
+            opened.push((c.clone(), Arc::new(tap), Arc::new(net.with_path_policy(path).with_tos(c.tos))));
         }
         let mut shared = vec![None; opened.len()];
         for (bind, members) in groups {
@@ -73,6 +73,18 @@ impl Dataplane {
                 queues: first.queues(),
                 offload: first.offload,
                 fragmenting: members.iter().any(|&i| opened[i].0.df != Df::Set),
+                outer: OuterOptions {
+                    ttl: first.ttl,
+                    flowlabel: first.flowlabel,
+                    multicast_if: multicast_if(first)?,
+                    multicast: members.iter().any(|&i| opened[i].0.group.is_some()),
+                },
+                groups: {
+                    let mut g: Vec<IpAddr> = members.iter().filter_map(|&i| opened[i].0.group).collect();
+                    g.sort();
+                    g.dedup();
+                    g
+                },
             };
             let underlay = Arc::new(Underlay::bind(bind, opts)?);
             let policy = match first.proto {
@@ -177,6 +189,16 @@ fn allowlist<'a>(configs: impl Iterator<Item = &'a NetworkConfig>) -> Allowlist 
         }
     }
     Allowlist::new(nets, Vec::new())
+}
+
+/// The interface index of a network's `underlay_dev` (0 without one: the kernel picks by route).
+fn multicast_if(c: &NetworkConfig) -> Result<u32> {
+    match &c.underlay_dev {
+        None => Ok(0),
+        Some(dev) => netdev::if_index(dev).with_context(|| {
+            format!("network {}: no interface {dev} (--underlay-dev) in this network namespace", c.dev)
+        }),
+    }
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {

@@ -1,6 +1,7 @@
 //! One overlay network as it runs: its TAP opened and configured (MAC, MTU, up, address), its
 //! FDB built from the configuration, and the handle that ties it to the socket it shares.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -60,7 +61,12 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     };
     let fdb = Fdb::new(c.vni, Some(tap.mac()?), fdb_config, clock);
     let port = c.port();
-    fdb.set_flood_list(c.remotes.iter().map(|r| r.with_default_port(port)).collect());
+    // The group (if any) is the default destination, like the kernel's `group`: it and the
+    // remotes get every frame with no FDB entry.
+    let group = c.group.map(|g| SocketAddr::new(g, port));
+    fdb.set_flood_list(
+        group.into_iter().chain(c.remotes.iter().map(|r| r.with_default_port(port))).collect(),
+    );
     for s in &c.statics {
         fdb.add_static(s.mac, s.dst.with_default_port(port))
             .with_context(|| format!("static entry {}", s.mac))?;

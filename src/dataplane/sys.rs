@@ -78,6 +78,167 @@ pub(crate) fn socket_drops(fd: RawFd) -> Option<u64> {
     (r == 0 && len as usize >= (DROPS + 1) * 4).then(|| u64::from(info[DROPS]))
 }
 
+/// Sets a socket option whose value is the plain C struct `value`.
+///
+/// # Safety
+/// `T` must be the exact structure the kernel expects for `level`/`name` (e.g. `ip_mreqn` for
+/// IP_ADD_MEMBERSHIP), with no padding the kernel reads as meaningful.
+unsafe fn setsockopt_struct<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: value is a live T of the size passed; the caller vouches T is what the option takes.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Joins the IPv4 multicast `group` on interface `ifindex` (0: the kernel picks by route).
+pub(crate) fn join_group_v4(fd: RawFd, group: std::net::Ipv4Addr, ifindex: u32) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: IP_ADD_MEMBERSHIP takes a struct ip_mreqn (Linux accepts it as well as ip_mreq).
+    unsafe { setsockopt_struct(fd, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &req) }
+}
+
+/// Joins the IPv6 multicast `group` on interface `ifindex` (0: the kernel picks by route).
+pub(crate) fn join_group_v6(fd: RawFd, group: std::net::Ipv6Addr, ifindex: u32) -> io::Result<()> {
+    let req = libc::ipv6_mreq {
+        ipv6mr_multiaddr: libc::in6_addr { s6_addr: group.octets() },
+        ipv6mr_interface: ifindex as libc::c_uint,
+    };
+    // SAFETY: IPV6_ADD_MEMBERSHIP takes a struct ipv6_mreq.
+    unsafe { setsockopt_struct(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &req) }
+}
+
+/// Sends IPv4 multicast through interface `ifindex`.
+pub(crate) fn multicast_if_v4(fd: RawFd, ifindex: u32) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: IP_MULTICAST_IF takes a struct ip_mreqn (or in_addr / ip_mreq, told apart by size).
+    unsafe { setsockopt_struct(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &req) }
+}
+
+/// `struct in6_flowlabel_req` (include/uapi/linux/in6.h), which libc does not define.
+#[repr(C)]
+struct In6FlowlabelReq {
+    flr_dst: libc::in6_addr,
+    flr_label: u32,
+    flr_action: u8,
+    flr_share: u8,
+    flr_flags: u16,
+    flr_expires: u16,
+    flr_linger: u16,
+    pad: u32,
+}
+
+/// Registers flow label `label` with the socket (IPV6_FLOWLABEL_MGR: get, creating it, shared
+/// with anyone) and lets sends carry it in `sin6_flowinfo` (IPV6_FLOWINFO_SEND). The kernel ties
+/// a label to a destination when it is created, but lets the socket use it towards any: every
+/// socket names the same nominal one (::1), so they can all share the label.
+pub(crate) fn use_flowlabel(fd: RawFd, label: u32) -> io::Result<()> {
+    const IPV6_FL_A_GET: u8 = 0;
+    const IPV6_FL_S_ANY: u8 = 255;
+    const IPV6_FL_F_CREATE: u16 = 1;
+    let req = In6FlowlabelReq {
+        flr_dst: libc::in6_addr { s6_addr: std::net::Ipv6Addr::LOCALHOST.octets() },
+        flr_label: (label & 0xfffff).to_be(),
+        flr_action: IPV6_FL_A_GET,
+        flr_share: IPV6_FL_S_ANY,
+        flr_flags: IPV6_FL_F_CREATE,
+        flr_expires: 0,
+        flr_linger: 0,
+        pad: 0,
+    };
+    // SAFETY: IPV6_FLOWLABEL_MGR takes a struct in6_flowlabel_req, laid out as above.
+    unsafe { setsockopt_struct(fd, libc::IPPROTO_IPV6, libc::IPV6_FLOWLABEL_MGR, &req)? };
+    setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_FLOWINFO_SEND, 1)
+}
+
+/// Room for the control messages of one send: UDP_SEGMENT (a u16) and IP_TOS / IPV6_TCLASS (an
+/// int), each padded to the platform's alignment; 64 bytes hold both on every Linux ABI.
+const CMSG_ROOM: usize = 64;
+
+/// One UDP send: `contents` to `dst` as one datagram, or with `segment` a GSO train of datagrams
+/// of that many bytes (UDP_SEGMENT), with `tos` as the outer DS byte (IP_TOS, or IPV6_TCLASS for
+/// a native IPv6 destination; a v4-mapped one is sent by the IPv4 code and takes IP_TOS).
+/// Retries on EINTR.
+pub(crate) fn send_udp(
+    fd: RawFd,
+    dst: &socket2::SockAddr,
+    contents: &[u8],
+    segment: Option<u16>,
+    tos: u8,
+    ipv6_tclass: bool,
+) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: contents.as_ptr() as *mut libc::c_void, iov_len: contents.len() };
+    let mut control = [0u64; CMSG_ROOM / 8];
+    // SAFETY: msghdr is plain old data; all-zero is a valid value, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = dst.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = dst.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_ROOM as _;
+    let mut used = 0usize;
+    // SAFETY: msg_control points at CMSG_ROOM writable, 8-aligned bytes that outlive the call;
+    // CMSG_FIRSTHDR/NXTHDR stay within msg_controllen, and each header gets a data area of its
+    // CMSG_SPACE, which the two messages' sum (at most 48 bytes) keeps inside CMSG_ROOM.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let (level, kind) = if ipv6_tclass {
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_TOS)
+        };
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), libc::c_int::from(tos));
+        used += libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        if let Some(size) = segment {
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+            used += libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        }
+    }
+    msg.msg_controllen = used as _;
+    loop {
+        // SAFETY: msg and everything it points to (dst, iov, contents, control) live for the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// The byte count a read or write system call returned, or its error.
 pub(crate) fn byte_count(n: isize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())

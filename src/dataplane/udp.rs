@@ -12,14 +12,17 @@
 //! the path MTU then fails with EMSGSIZE and is counted as `too_big`.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::sys;
+use crate::config::{FlowLabel, Ttl};
 use crate::flow::PortRange;
 
 /// Socket buffer size asked for: a few milliseconds of line rate, so bursts are not dropped.
@@ -33,7 +36,7 @@ pub(super) const MAX_GSO_SEGMENTS: usize = 64;
 pub(super) const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
 
 /// How the underlay sockets of one (local address, port) are set up.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct UnderlayOptions {
     pub src_ports: PortRange,
     /// Without it, datagrams go out with a zero UDP checksum (and GSO, which needs the
@@ -46,12 +49,33 @@ pub(super) struct UnderlayOptions {
     /// Also open send sockets that let the kernel fragment (IP_PMTUDISC_DONT), on the same
     /// ports, for datagrams whose DF bit is clear (`--df unset` or `inherit`).
     pub fragmenting: bool,
+    /// The outer header's TTL, flow label and multicast settings.
+    pub outer: OuterOptions,
+    /// Multicast groups to join (RFC 7348 §4.2), each with a receive socket of its own.
+    pub groups: Vec<IpAddr>,
+}
+
+/// What the send sockets put in the outer header beyond addresses and ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct OuterOptions {
+    pub ttl: Ttl,
+    pub flowlabel: FlowLabel,
+    /// Interface index multicast is sent through and groups joined on (0: by route).
+    pub multicast_if: u32,
+    /// Some network of the socket sends to a group.
+    pub multicast: bool,
 }
 
 /// A socket with the quinn-udp state that sends and receives on it.
 pub(super) struct UdpIo {
     pub socket: UdpSocket,
+    /// quinn-udp's state, for receiving (recvmmsg, GRO, the outer DS byte).
     state: UdpSocketState,
+    /// Datagrams per GSO send this socket may make: quinn-udp's probe at start, 1 once the
+    /// kernel refused a GSO send.
+    max_gso: AtomicUsize,
+    /// `sin6_flowinfo` of every send (a fixed IPv6 flow label), in network order; 0 for none.
+    flowinfo: u32,
     /// UDP GRO is on: a received message may be a train of datagrams.
     gro: bool,
 }
@@ -90,15 +114,24 @@ impl Underlay {
         if queues > 1 {
             // Every socket of a SO_REUSEPORT group must set it, so a busy port would not be
             // noticed by the group's own binds: probe it first with a plain socket.
-            drop(udp_socket(bind, false).map_err(|e| bind_error(bind, &e))?);
+            drop(udp_socket(bind, Reuse::default()).map_err(|e| bind_error(bind, &e))?);
         }
-        let mut recv = Vec::with_capacity(queues);
+        let mut recv = Vec::with_capacity(queues + opts.groups.len());
+        let reuse = Reuse { port: queues > 1, addr: !opts.groups.is_empty() };
         for _ in 0..queues {
-            let s = udp_socket(bind, queues > 1).map_err(|e| bind_error(bind, &e))?;
+            let s = udp_socket(bind, reuse).map_err(|e| bind_error(bind, &e))?;
+            // A wildcard socket would otherwise get a copy of every group joined in this network
+            // namespace (IP_MULTICAST_ALL): group traffic arrives on the group's own socket only.
+            let _ = multicast_all(&socket2::SockRef::from(&s), bind, false);
             recv.push(UdpIo::new(s, bind, opts.offload).context("setting up the receive socket")?);
         }
+        for &group in &opts.groups {
+            let s = group_socket(SocketAddr::new(group, bind.port()), opts.outer.multicast_if)
+                .map_err(|e| anyhow!("joining group {group} on port {}: {e}", bind.port()))?;
+            recv.push(UdpIo::new(s, bind, opts.offload).context("setting up the group socket")?);
+        }
         let v6 = bind.is_ipv6();
-        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port(), opts.fragmenting)?;
+        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port(), opts.fragmenting, &opts.outer)?;
         if !opts.udp_csum {
             for s in &send.sockets {
                 zero_checksums(&s.socket, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
@@ -106,7 +139,7 @@ impl Underlay {
         }
         // The kernel refuses GSO on a socket that sends zero checksums (udp_send_skb).
         let gso_segments = if opts.offload && opts.udp_csum {
-            send.sockets[0].state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+            send.sockets[0].max_gso_segments().min(MAX_GSO_SEGMENTS)
         } else {
             1
         };
@@ -178,7 +211,13 @@ pub(super) struct SendPool {
 }
 
 impl SendPool {
-    fn bind(ip: IpAddr, range: PortRange, listen_port: u16, fragmenting: bool) -> Result<SendPool> {
+    fn bind(
+        ip: IpAddr,
+        range: PortRange,
+        listen_port: u16,
+        fragmenting: bool,
+        outer: &OuterOptions,
+    ) -> Result<SendPool> {
         let span = u32::from(range.max() - range.min()) + 1;
         let want = SEND_POOL_SIZE.min(span as usize);
         let mut sockets = Vec::with_capacity(want);
@@ -194,8 +233,8 @@ impl SendPool {
                 continue;
             }
             let addr = SocketAddr::new(ip, port);
-            let pair = match send_socket(addr, fragmenting, false) {
-                Ok(s) if fragmenting => send_socket(addr, true, true).map(|f| (s, Some(f))),
+            let pair = match send_socket(addr, fragmenting, false, outer) {
+                Ok(s) if fragmenting => send_socket(addr, true, true, outer).map(|f| (s, Some(f))),
                 Ok(s) => Ok((s, None)),
                 Err(e) => Err(e),
             };
@@ -291,42 +330,76 @@ impl UdpIo {
             let _ = setsockopt(&s, libc::SOL_UDP, libc::UDP_GRO, 0);
         }
         let gro = gro && state.gro_segments() > 1;
-        Ok(UdpIo { socket, state, gro })
+        let max_gso = AtomicUsize::new(state.max_gso_segments());
+        Ok(UdpIo { socket, state, max_gso, flowinfo: 0, gro })
     }
 
-    /// Sends `contents` to `to`: one datagram, or with `segment_size` a GSO train of datagrams of
-    /// that size (the last may be shorter).
+    /// Datagrams one send on this socket may carry.
+    pub(super) fn max_gso_segments(&self) -> usize {
+        self.max_gso.load(Relaxed)
+    }
+
+    /// Sends `contents` to `to` with the outer DS byte `tos`: one datagram, or with
+    /// `segment_size` a GSO train of datagrams of that size (the last may be shorter). vxtap's
+    /// own sendmsg rather than quinn-udp's, whose `Transmit` carries only the ECN bits (and
+    /// always sends an IP_TOS control message, which would override a socket's TOS): the outer
+    /// DSCP comes per packet from `--tos inherit`. When the kernel refuses GSO (EIO from a device
+    /// without it, EINVAL on a socket sending zero checksums), GSO is turned off on this socket.
     #[inline]
     pub(super) fn send(
         &self,
         to: SocketAddr,
         contents: &[u8],
         segment_size: Option<usize>,
+        tos: u8,
     ) -> io::Result<()> {
-        let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
-        self.state.try_send(UdpSockRef::from(&self.socket), &t)
+        let segment = segment_size.filter(|s| *s < contents.len()).map(|s| s as u16);
+        let tclass = to.is_ipv6() && !matches!(to.ip(), IpAddr::V6(a) if a.to_ipv4_mapped().is_some());
+        let dst = match to {
+            SocketAddr::V6(v6) if self.flowinfo != 0 => socket2::SockAddr::from(SocketAddrV6::new(
+                *v6.ip(),
+                v6.port(),
+                self.flowinfo, // std copies it into sin6_flowinfo as is: network order
+                0,
+            )),
+            _ => to.into(),
+        };
+        let r = sys::send_udp(self.socket.as_raw_fd(), &dst, contents, segment, tos, tclass);
+        if let Err(e) = &r {
+            if segment.is_some() && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) {
+                self.max_gso.store(1, Relaxed);
+            }
+        }
+        r
     }
 
-    /// Sends `train`, datagrams of `stride` bytes back to back (the last may be shorter), in as
-    /// few GSO sends as `limit` datagrams per send and the socket allow. When the kernel refuses
-    /// GSO at run time (EIO or EINVAL from a device without it), quinn-udp turns GSO off on this
-    /// socket, and the refused datagrams go out again one per send, so the switch loses none.
-    pub(super) fn send_train(&self, to: SocketAddr, train: &[u8], stride: usize, limit: usize) -> Sent {
+    /// Sends `train`, datagrams of `stride` bytes back to back (the last may be shorter), with
+    /// the outer DS byte `tos`, in as few GSO sends as `limit` datagrams per send and the socket
+    /// allow. When the kernel refuses GSO at run time, the refused datagrams go out again one
+    /// per send, so the switch loses none.
+    pub(super) fn send_train(
+        &self,
+        to: SocketAddr,
+        train: &[u8],
+        stride: usize,
+        limit: usize,
+        tos: u8,
+    ) -> Sent {
         let stride = stride.max(1);
         let mut sent = Sent::default();
         let mut rest = train;
         while !rest.is_empty() {
-            let per_send = self.state.max_gso_segments().min(limit).min(MAX_GSO_BYTES / stride).max(1);
+            let per_send = self.max_gso_segments().min(limit).min(MAX_GSO_BYTES / stride).max(1);
             let (chunk, tail) = rest.split_at(rest.len().min(per_send * stride));
             let count = chunk.len().div_ceil(stride);
             sent.syscalls += 1;
-            match self.send(to, chunk, (count > 1).then_some(stride)) {
+            match self.send(to, chunk, (count > 1).then_some(stride), tos) {
                 Ok(()) => {
                     sent.datagrams += count;
                     sent.bytes += chunk.len();
                 }
                 // GSO was just turned off: this chunk goes again, one datagram per send.
-                Err(_) if count > 1 && self.state.max_gso_segments() == 1 => continue,
+                Err(_) if count > 1 && self.max_gso_segments() == 1 => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     sent.too_big_at = Some(train.len() - rest.len());
                     break;
@@ -378,16 +451,111 @@ fn pmtu_mode(socket: &Socket, addr: SocketAddr, dont: bool) -> io::Result<()> {
 /// A send socket of the pool at `addr` (in a SO_REUSEPORT pair with the fragmenting socket of
 /// its port when `shared`), blocking: when its buffer is full a send waits (back-pressure, not
 /// drops).
-fn send_socket(addr: SocketAddr, shared: bool, fragmenting: bool) -> io::Result<UdpIo> {
-    let s = UdpIo::with_pmtu_mode(udp_socket(addr, shared)?, addr, false, fragmenting)?;
+fn send_socket(addr: SocketAddr, shared: bool, fragmenting: bool, outer: &OuterOptions) -> io::Result<UdpIo> {
+    let mut s = UdpIo::with_pmtu_mode(
+        udp_socket(addr, Reuse { port: shared, addr: false })?,
+        addr,
+        false,
+        fragmenting,
+    )?;
     s.socket.set_nonblocking(false)?;
+    s.flowinfo = outer_header(&socket2::SockRef::from(&s.socket), addr, outer)?;
     Ok(s)
+}
+
+/// Sets the outer header options of a send socket bound at `addr`: the TTL (unicast and, in
+/// group mode, multicast: 1 unless given, as the kernel does), the multicast interface with
+/// loopback off, the IPv6 flow label. Returns the `sin6_flowinfo` its sends must carry.
+fn outer_header(s: &Socket, addr: SocketAddr, o: &OuterOptions) -> io::Result<u32> {
+    let fd = s.as_raw_fd();
+    let (v4, v6) = (addr.is_ipv4() || addr.ip().is_unspecified(), addr.is_ipv6());
+    if let Ttl::Hops(n) = o.ttl {
+        if v4 {
+            setsockopt(s, libc::IPPROTO_IP, libc::IP_TTL, n.into())?;
+        }
+        if v6 {
+            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, n.into())?;
+        }
+    }
+    if o.multicast {
+        let hops = match o.ttl {
+            Ttl::Hops(n) => n.into(),
+            Ttl::Auto => 1,
+        };
+        if v4 {
+            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, hops)?;
+            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 0)?;
+            if o.multicast_if != 0 {
+                sys::multicast_if_v4(fd, o.multicast_if)?;
+            }
+        }
+        if v6 {
+            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, hops)?;
+            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0)?;
+            if o.multicast_if != 0 {
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, o.multicast_if as libc::c_int)?;
+            }
+        }
+    }
+    if !v6 {
+        return Ok(0);
+    }
+    match o.flowlabel {
+        FlowLabel::Inherit => {
+            let _ = setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_AUTOFLOWLABEL, 1);
+            Ok(0)
+        }
+        FlowLabel::Fixed(0) => {
+            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_AUTOFLOWLABEL, 0)?;
+            Ok(0)
+        }
+        FlowLabel::Fixed(label) => {
+            sys::use_flowlabel(fd, label)?;
+            Ok(label.to_be())
+        }
+    }
+}
+
+/// `IPV6_MULTICAST_ALL` (linux/in6.h), which libc does not define.
+const IPV6_MULTICAST_ALL: libc::c_int = 29;
+
+/// Whether a socket bound at `addr` receives every group joined in its network namespace.
+fn multicast_all(s: &Socket, addr: SocketAddr, on: bool) -> io::Result<()> {
+    if addr.is_ipv4() || addr.ip().is_unspecified() {
+        setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, on.into())?;
+    }
+    if addr.is_ipv6() {
+        setsockopt(s, libc::IPPROTO_IPV6, IPV6_MULTICAST_ALL, on.into())?;
+    }
+    Ok(())
+}
+
+/// The receive socket of a multicast group: bound to the group's address and the tunnel port
+/// (beside the wildcard or unicast receive sockets, hence SO_REUSEADDR), joined on interface
+/// `ifindex`. It receives each group datagram once, whatever the number of queue sockets.
+fn group_socket(group: SocketAddr, ifindex: u32) -> io::Result<UdpSocket> {
+    let s = udp_socket(group, Reuse { port: false, addr: true })?;
+    let fd = s.as_raw_fd();
+    match group.ip() {
+        IpAddr::V4(g) => sys::join_group_v4(fd, g, ifindex)?,
+        IpAddr::V6(g) => sys::join_group_v6(fd, g, ifindex)?,
+    }
+    multicast_all(&socket2::SockRef::from(&s), group, false)?;
+    Ok(s)
+}
+
+/// Address reuse for a socket's bind: SO_REUSEPORT (a group of queue sockets, or a send socket
+/// and its fragmenting twin) and SO_REUSEADDR (group sockets beside the unicast ones).
+#[derive(Clone, Copy, Debug, Default)]
+struct Reuse {
+    port: bool,
+    addr: bool,
 }
 
 /// A UDP socket bound at `addr`, with large buffers and fragmentation forbidden, in a
 /// SO_REUSEPORT group if `reuse_port`. An IPv6 wildcard socket is dual-stack, so one socket
 /// serves IPv4 and IPv6 peers.
-fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+fn udp_socket(addr: SocketAddr, reuse: Reuse) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(!addr.ip().is_unspecified())?;
@@ -395,8 +563,11 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
         let _ = setsockopt(&socket, libc::IPPROTO_UDP, libc::UDP_NO_CHECK6_RX, 1);
     }
     pmtu_mode(&socket, addr, true)?;
-    if reuse_port {
+    if reuse.port {
         socket.set_reuse_port(true)?;
+    }
+    if reuse.addr {
+        socket.set_reuse_address(true)?;
     }
     // Root may exceed net.core.[rw]mem_max; otherwise take what the limit allows.
     if setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, BUFFER_BYTES as libc::c_int).is_err() {
@@ -460,7 +631,15 @@ mod tests {
     use super::*;
 
     fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
-        UnderlayOptions { src_ports: range, udp_csum, queues, offload: true, fragmenting: false }
+        UnderlayOptions {
+            src_ports: range,
+            udp_csum,
+            queues,
+            offload: true,
+            fragmenting: false,
+            outer: OuterOptions::default(),
+            groups: Vec::new(),
+        }
     }
 
     #[test]
@@ -552,14 +731,14 @@ mod tests {
         let (stride, count) = (700, 6);
         let train: Vec<u8> = (0..stride * count - 100).map(|i| (i / stride * 31 + i % 7) as u8).collect();
 
-        let sent = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS);
+        let sent = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS, 0);
         assert!(sent.error.is_none(), "{:?}", sent.error);
         assert_eq!((sent.datagrams, sent.bytes, sent.failed), (count, train.len(), 0));
         assert_eq!(sent.syscalls, 1 + count, "the refused GSO send, then one send per datagram");
-        assert_eq!(socket.state.max_gso_segments(), 1, "GSO is off on this socket now");
+        assert_eq!(socket.max_gso_segments(), 1, "GSO is off on this socket now");
         assert_eq!(receive(&u.recv[0], train.len()), train);
 
-        let again = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS);
+        let again = socket.send_train(to, &train, stride, MAX_GSO_SEGMENTS, 0);
         assert_eq!((again.datagrams, again.syscalls, again.failed), (count, count, 0));
         assert_eq!(receive(&u.recv[0], train.len()), train);
     }
@@ -572,10 +751,10 @@ mod tests {
         let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40699)), opts(range, true, 1)).unwrap();
         let to = SocketAddr::from(([127, 0, 0, 1], 40699));
         let small = vec![7u8; 100];
-        let sent = u.send.get_for(3).send_train(to, &small, 100, 1);
+        let sent = u.send.get_for(3).send_train(to, &small, 100, 1, 0);
         assert_eq!((sent.datagrams, sent.too_big_at), (1, None));
         let huge = vec![7u8; 65_600]; // over the 64 KiB an IPv4 datagram can hold
-        let sent = u.send.get_for(3).send_train(to, &huge, huge.len(), 1);
+        let sent = u.send.get_for(3).send_train(to, &huge, huge.len(), 1, 0);
         assert_eq!((sent.datagrams, sent.failed, sent.too_big_at), (0, 0, Some(0)));
         assert!(sent.error.is_none());
         assert_eq!(receive(&u.recv[0], 100), small);
@@ -597,7 +776,7 @@ mod tests {
         }
         let to = SocketAddr::from(([127, 0, 0, 1], 40799));
         let d = vec![9u8; 1000];
-        assert_eq!(u.send.get(u.send.index(5, true)).send_train(to, &d, 1000, 1).datagrams, 1);
+        assert_eq!(u.send.get(u.send.index(5, true)).send_train(to, &d, 1000, 1, 0).datagrams, 1);
         assert_eq!(receive(&u.recv[0], 1000), d);
         let plain = Underlay::bind(
             SocketAddr::from(([127, 0, 0, 1], 40899)),
@@ -617,7 +796,7 @@ mod tests {
         let to = SocketAddr::from(([127, 0, 0, 1], 40599));
         let (stride, count) = (1000, 10);
         let train: Vec<u8> = (0..stride * count).map(|i| (i / stride) as u8).collect();
-        let sent = u.send.get_for(1).send_train(to, &train, stride, 4);
+        let sent = u.send.get_for(1).send_train(to, &train, stride, 4, 0);
         assert_eq!((sent.datagrams, sent.failed), (count, 0));
         let expect = if u.gso_segments() > 1 { 3 } else { count };
         assert_eq!(sent.syscalls, expect, "sends of 4, 4 and 2 datagrams");
@@ -634,9 +813,10 @@ mod tests {
         let (seg, count) = (1000, gso.min(5));
         let mut train: Vec<u8> = (0..seg * count - 300).map(|i| (i / seg) as u8 + 1).collect();
         train[0] = 0xee;
-        u.send.get_for(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg)).unwrap();
+        u.send.get_for(7).send(SocketAddr::from(([127, 0, 0, 1], 40399)), &train, Some(seg), 0b10).unwrap();
         let got = receive_checked(&u.recv[0], train.len(), |meta| {
             assert_eq!(meta.stride, seg.min(meta.len), "datagram boundaries at the segment size");
+            assert_eq!(meta.ecn, Some(quinn_udp::EcnCodepoint::Ect0), "the DS byte's ECN bits went out");
         });
         assert_eq!(got, train);
     }

@@ -15,6 +15,7 @@ use super::tap::Tap;
 use super::tap_reader::{Read, SuperFrame, TapReader};
 use super::tap_writer::{TapReplier, TapWriter};
 use super::udp::{Sent, Underlay, MAX_GSO_BYTES};
+use crate::dsfield;
 use crate::pipeline::{Demux, Destinations, Encapsulated, Network};
 use crate::pmtu::{icmp, Df};
 use crate::stats::DropReason;
@@ -97,11 +98,11 @@ impl Sender<'_> {
         match &e.to {
             Destinations::One(to) => {
                 let to = self.underlay.peer(*to);
-                if !train.joins(datagram.len(), to, socket) {
+                if !train.joins(datagram.len(), to, socket, e.tos) {
                     self.flush(train);
                 }
                 if train.holds(datagram.len()) {
-                    train.push(datagram, to, socket);
+                    train.push(datagram, to, socket, e.tos);
                 } else {
                     self.flush(train);
                     self.send(Transmit {
@@ -109,6 +110,7 @@ impl Sender<'_> {
                         socket,
                         contents: datagram,
                         segment_size: datagram.len(),
+                        tos: e.tos,
                     });
                 }
             }
@@ -121,6 +123,7 @@ impl Sender<'_> {
                         socket,
                         contents: datagram,
                         segment_size: datagram.len(),
+                        tos: e.tos,
                     });
                 }
             }
@@ -135,6 +138,7 @@ impl Sender<'_> {
         let path_mtus = &self.net.path.path_mtus;
         let narrowest = to.as_slice().iter().filter_map(|d| Some((path_mtus.get(d.ip())?, *d))).min();
         let fragment = self.net.path.df.may_fragment(frame.frame());
+        let tos = dsfield::encap(self.net.tos, frame.frame());
         let socket = self.underlay.send.index(flow_hash, fragment);
         for attempt in 0..2 {
             let max_datagram = narrowest.map_or(usize::MAX, |(m, d)| datagram_room(m, d.ip()));
@@ -154,8 +158,13 @@ impl Sender<'_> {
             let mut refused = None;
             for &dst in to.as_slice() {
                 let destination = self.underlay.peer(dst);
-                let t =
-                    Transmit { destination, socket, contents: &out[..segs.len], segment_size: segs.stride };
+                let t = Transmit {
+                    destination,
+                    socket,
+                    contents: &out[..segs.len],
+                    segment_size: segs.stride,
+                    tos,
+                };
                 let sent = self.send_counted(&t);
                 if sent.too_big_at == Some(0) && attempt == 0 {
                     refused = Some(dst);
@@ -198,7 +207,8 @@ impl Sender<'_> {
     #[inline]
     fn send_counted(&self, t: &Transmit<'_>) -> Sent {
         let socket = self.underlay.send.get(t.socket);
-        let sent = socket.send_train(t.destination, t.contents, t.segment_size, self.underlay.gso_segments());
+        let sent =
+            socket.send_train(t.destination, t.contents, t.segment_size, self.underlay.gso_segments(), t.tos);
         let c = &self.net.counters;
         c.tx_syscalls(sent.syscalls as u64);
         if sent.datagrams > 0 {
@@ -331,11 +341,16 @@ pub(crate) fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, 
         for (m, msg) in meta[..n].iter().zip(storage.chunks_mut(RECV_MSG)) {
             let data = &mut msg[..m.len.min(RECV_MSG)];
             let stride = if m.stride == 0 { data.len().max(1) } else { m.stride };
+            let outer_ce = m.ecn == Some(quinn_udp::EcnCodepoint::Ce);
             for datagram in data.chunks_mut(stride) {
                 let Some((index, frame)) = demux.decapsulate(datagram, m.addr.ip()) else { continue };
-                // The frame is the datagram's tail; --mss-clamp may rewrite it in place.
+                // The frame is the datagram's tail; ECN and --mss-clamp may rewrite it in place.
                 let at = datagram.len() - frame.len();
                 let net = &demux.networks()[index];
+                if outer_ce && dsfield::decap(dsfield::ECN_CE, &mut datagram[at..]) == dsfield::Decap::Drop {
+                    net.counters.drop(DropReason::EcnNotEct);
+                    continue;
+                }
                 if net.path.mss_clamp.is_some() {
                     net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
                 }
