@@ -49,6 +49,9 @@ pub struct Dataplane {
 impl Dataplane {
     /// Opens the TAPs, binds the sockets and starts the packet threads.
     pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
+        // Send pools bind up to two sockets per slot as flows appear.
+        let fds = sys::raise_fd_limit(8 * 1024 + (4 * udp::MAX_SLOTS * configs.len()) as u64);
+        tracing::debug!(fds, "open descriptor limit");
         // Networks on the same (address, port) share a socket and are told apart by VNI; they
         // share what is learned about the paths to the VTEPs too.
         let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
@@ -113,16 +116,16 @@ impl Dataplane {
                 info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
             }
             for &i in &members {
-                let (c, tap, net) = (&opened[i].0, &opened[i].1, &opened[i].2);
-                for q in 0..tap.queues().len() {
-                    let (tap, net, u) = (tap.clone(), net.clone(), underlay.clone());
-                    spawn(format!("tx-{}-{q}", c.dev), move || worker::tap_to_underlay(net, tap, q, u))?;
-                }
                 shared[i] = Some((demux.clone(), underlay.clone()));
             }
+            // One thread per queue for both directions; one more per multicast group socket.
             for q in 0..underlay.recv.len() {
                 let (d, t, u) = (demux.clone(), taps.clone(), underlay.clone());
-                spawn(format!("rx-{}-{q}", bind.port()), move || worker::underlay_to_tap(d, t, q, u))?;
+                if q < underlay.queues() {
+                    spawn(format!("q{q}-{}", bind.port()), move || worker::serve_queue(d, t, q, u))?;
+                } else {
+                    spawn(format!("group{q}-{}", bind.port()), move || worker::serve_receive(d, t, q, u))?;
+                }
             }
         }
         let networks = opened

@@ -6,8 +6,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
-/// Blocks until `fd` has something to read (or an error to report): the packet threads' only
-/// wait, level-triggered, so nothing that arrived meanwhile is missed.
+/// Blocks until `fd` has something to read (or an error to report).
+#[cfg(test)]
 pub(crate) fn wait_readable(fd: RawFd) -> io::Result<()> {
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, exclusively borrowed for the call.
@@ -15,6 +15,26 @@ pub(crate) fn wait_readable(fd: RawFd) -> io::Result<()> {
         r if r < 0 => Err(io::Error::last_os_error()),
         _ => Ok(()),
     }
+}
+
+/// Blocks until at least one of `fds` has something to read (or an error to report), and
+/// says which in `ready`: the packet threads' only wait, level-triggered, so nothing that
+/// arrived meanwhile is missed.
+pub(crate) fn wait_any(fds: &[RawFd], ready: &mut [bool]) -> io::Result<()> {
+    const MAX: usize = 64;
+    let n = fds.len().min(MAX);
+    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
+    for (p, fd) in pfds.iter_mut().zip(fds) {
+        *p = libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 };
+    }
+    // SAFETY: pfds holds n valid pollfds, exclusively borrowed for the call.
+    if unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, -1) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (r, p) in ready.iter_mut().zip(&pfds[..n]) {
+        *r = p.revents != 0;
+    }
+    Ok(())
 }
 
 /// Makes reads on `fd` return WouldBlock instead of waiting.
@@ -237,6 +257,25 @@ pub(crate) fn send_udp(
             return Err(e);
         }
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (at most `want`): send pools bind
+/// sockets as flows appear. Returns the soft limit in force.
+pub(crate) fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let target = want.min(lim.rlim_max);
+    if lim.rlim_cur < target {
+        let new = libc::rlimit { rlim_cur: target, rlim_max: lim.rlim_max };
+        // SAFETY: new is a valid rlimit for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return target;
+        }
+    }
+    lim.rlim_cur
 }
 
 /// The byte count a read or write system call returned, or its error.

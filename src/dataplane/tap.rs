@@ -155,16 +155,17 @@ impl Tap {
     }
 }
 
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl TapQueue {
     /// Makes reads return WouldBlock instead of waiting, so a reader can tell when the queue
     /// is drained (and send what it batched) and then wait with [`TapQueue::wait_readable`].
     pub fn set_nonblocking(&self) -> io::Result<()> {
         sys::set_nonblocking(self.file.as_raw_fd())
-    }
-
-    /// Blocks until a frame is waiting.
-    pub fn wait_readable(&self) -> io::Result<()> {
-        sys::wait_readable(self.file.as_raw_fd())
     }
 
     /// Reads one frame (after its virtio-net header when offloads are on); blocks until there is one.

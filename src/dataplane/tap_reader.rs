@@ -110,11 +110,6 @@ impl<'t> TapReader<'t> {
         self.queue.set_nonblocking()
     }
 
-    /// Blocks until a frame is waiting.
-    pub(crate) fn wait(&self) -> io::Result<()> {
-        self.queue.wait_readable()
-    }
-
     /// Reads the next frame. `Err` only for a failed read (e.g. the device going away).
     #[inline]
     pub(crate) fn read(&mut self) -> io::Result<Read<'_>> {

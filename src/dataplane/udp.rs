@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -27,8 +28,6 @@ use crate::flow::PortRange;
 
 /// Socket buffer size asked for: a few milliseconds of line rate, so bursts are not dropped.
 const BUFFER_BYTES: usize = 4 << 20;
-/// Number of send sockets, so of distinct outer source ports, per socket group.
-pub(super) const SEND_POOL_SIZE: usize = 16;
 /// Most datagrams in one GSO send: the kernel's UDP_MAX_SEGMENTS before Linux 6.9.
 pub(super) const MAX_GSO_SEGMENTS: usize = 64;
 /// Most UDP payload bytes in one GSO send: the 64 KiB IP datagram less the IPv4 and UDP
@@ -105,6 +104,8 @@ pub(super) struct Underlay {
     gso_segments: usize,
     /// The bound address (maybe a wildcard).
     local: IpAddr,
+    /// Queue sockets at the head of `recv`.
+    queues: usize,
 }
 
 impl Underlay {
@@ -131,19 +132,14 @@ impl Underlay {
             recv.push(UdpIo::new(s, bind, opts.offload).context("setting up the group socket")?);
         }
         let v6 = bind.is_ipv6();
-        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port(), opts.fragmenting, &opts.outer)?;
-        if !opts.udp_csum {
-            for s in &send.sockets {
-                zero_checksums(&s.socket, bind).context("turning off outer UDP checksums (--no-udp-csum)")?;
-            }
-        }
+        let send = SendPool::bind(bind.ip(), opts.src_ports, bind.port(), &opts)?;
         // The kernel refuses GSO on a socket that sends zero checksums (udp_send_skb).
         let gso_segments = if opts.offload && opts.udp_csum {
-            send.sockets[0].max_gso_segments().min(MAX_GSO_SEGMENTS)
+            send.get(0).max_gso_segments().min(MAX_GSO_SEGMENTS)
         } else {
             1
         };
-        Ok(Underlay { recv, send, v6, gso_segments, local: bind.ip() })
+        Ok(Underlay { recv, send, v6, gso_segments, local: bind.ip(), queues })
     }
 
     /// The path MTU the kernel knows towards `dst` now (the route's MTU, or the smaller value an
@@ -177,6 +173,11 @@ impl Underlay {
         self.gso_segments
     }
 
+    /// Receive sockets that serve queues (the group sockets come after them).
+    pub(super) fn queues(&self) -> usize {
+        self.queues
+    }
+
     /// Datagrams the kernel dropped at the receive sockets ([`UdpIo::kernel_drops`]).
     pub(super) fn kernel_drops(&self) -> u64 {
         self.recv.iter().filter_map(UdpIo::kernel_drops).sum()
@@ -197,95 +198,138 @@ impl Underlay {
     }
 }
 
-/// Sockets bound to distinct ports of the source-port range.
+/// Send sockets bound to ports spread over the source-port range, one port per slot: the
+/// inner-flow hash picks a slot, so a flow keeps one outer source port. There are up to
+/// [`MAX_SLOTS`] slots, so that flows get distinct ports about as often as the kernel's per-flow
+/// ports would give them (32 flows over 1024 slots share a port with about 40 % chance for one
+/// pair, over 16 sockets they shared in 15 ports); [`EAGER_SLOTS`] of them are bound at start and
+/// the rest when a flow first needs one (a few system calls, once per slot; descriptors grow
+/// with the flows seen, bounded by the slots). A slot that cannot be bound (port taken,
+/// descriptors exhausted) falls back to the eager slot below it.
 ///
 /// Each port has a socket that never fragments (IP_PMTUDISC_DO: a datagram over the known path
 /// MTU is refused with EMSGSIZE) and, when some network lets the underlay fragment, a second one
 /// on the same port (SO_REUSEPORT) that lets the kernel fragment (IP_PMTUDISC_DONT): Linux has
 /// no per-datagram DF for IPv4, and a flow keeps its source port whichever it uses.
 pub(super) struct SendPool {
-    /// The never-fragmenting sockets, then (if any) the fragmenting ones, port for port.
-    sockets: Vec<UdpIo>,
-    /// Ports in the pool.
-    ports: usize,
+    slots: Box<[OnceLock<Option<Slot>>]>,
+    /// Every `eager_step`-th slot is bound at start.
+    eager_step: usize,
+    /// Ports per slot: a slot binds the first free port of its share of the range.
+    share: u32,
+    setup: SlotSetup,
 }
 
+/// The sockets of one port.
+struct Slot {
+    never_fragments: UdpIo,
+    fragments: Option<UdpIo>,
+}
+
+/// How slots are bound.
+struct SlotSetup {
+    ip: IpAddr,
+    range: PortRange,
+    listen_port: u16,
+    fragmenting: bool,
+    udp_csum: bool,
+    outer: OuterOptions,
+}
+
+/// Most slots (so distinct source ports) per pool.
+pub(super) const MAX_SLOTS: usize = 1024;
+/// Slots bound at start.
+pub(super) const EAGER_SLOTS: usize = 16;
+
 impl SendPool {
-    fn bind(
-        ip: IpAddr,
-        range: PortRange,
-        listen_port: u16,
-        fragmenting: bool,
-        outer: &OuterOptions,
-    ) -> Result<SendPool> {
+    fn bind(ip: IpAddr, range: PortRange, listen_port: u16, opts: &UnderlayOptions) -> Result<SendPool> {
         let span = u32::from(range.max() - range.min()) + 1;
-        let want = SEND_POOL_SIZE.min(span as usize);
-        let mut sockets = Vec::with_capacity(want);
-        let mut frag = Vec::new();
-        // Spread the pool over the range; step past ports that are taken.
-        let mut tried = 0u32;
-        let mut slot = 0u32;
-        while sockets.len() < want && tried < span {
-            let base = (u64::from(slot) * u64::from(span) / want as u64) as u32;
-            let port = range.min() + ((base + tried) % span) as u16;
-            tried += 1;
-            if port == listen_port {
-                continue;
-            }
-            let addr = SocketAddr::new(ip, port);
-            let pair = match send_socket(addr, fragmenting, false, outer) {
-                Ok(s) if fragmenting => send_socket(addr, true, true, outer).map(|f| (s, Some(f))),
-                Ok(s) => Ok((s, None)),
-                Err(e) => Err(e),
-            };
-            match pair {
-                Ok((s, f)) => {
-                    sockets.push(s);
-                    frag.extend(f);
-                    slot += 1;
-                    tried = 0;
+        let n = MAX_SLOTS.min(span as usize);
+        let setup = SlotSetup {
+            ip,
+            range,
+            listen_port,
+            fragmenting: opts.fragmenting,
+            udp_csum: opts.udp_csum,
+            outer: opts.outer,
+        };
+        let pool = SendPool {
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+            eager_step: n.div_ceil(EAGER_SLOTS),
+            share: span / n as u32,
+            setup,
+        };
+        let mut bound = 0;
+        for i in (0..n).step_by(pool.eager_step) {
+            match pool.open(i) {
+                Ok(Some(slot)) => {
+                    bound += 1;
+                    let _ = pool.slots[i].set(Some(slot));
                 }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-                Err(e) => return Err(bind_error(addr, &e)),
+                Ok(None) => {
+                    let _ = pool.slots[i].set(None);
+                }
+                Err(e) => return Err(e),
             }
         }
-        if sockets.is_empty() {
+        if bound == 0 {
             return Err(anyhow!(
                 "no free UDP source port on {ip} in {}-{} (--src-ports)",
                 range.min(),
                 range.max()
             ));
         }
-        let ports = sockets.len();
-        sockets.extend(frag);
-        Ok(SendPool { sockets, ports })
+        Ok(pool)
+    }
+
+    /// Binds slot `i` on the first free port of its share; None if every one is taken.
+    fn open(&self, i: usize) -> Result<Option<Slot>> {
+        let s = &self.setup;
+        for j in 0..self.share.max(1) {
+            let port = s.range.min() as u32 + i as u32 * self.share + j;
+            let Ok(port) = u16::try_from(port) else { break };
+            if port == s.listen_port || port > s.range.max() {
+                continue;
+            }
+            let addr = SocketAddr::new(s.ip, port);
+            let pair = send_socket(addr, s.fragmenting, false, &s.outer).and_then(|df| {
+                let frag = s.fragmenting.then(|| send_socket(addr, true, true, &s.outer)).transpose()?;
+                Ok(Slot { never_fragments: df, fragments: frag })
+            });
+            match pair {
+                Ok(slot) => {
+                    if !s.udp_csum {
+                        for io in std::iter::once(&slot.never_fragments).chain(&slot.fragments) {
+                            zero_checksums(&io.socket, addr)
+                                .context("turning off outer UDP checksums (--no-udp-csum)")?;
+                        }
+                    }
+                    return Ok(Some(slot));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(bind_error(addr, &e)),
+            }
+        }
+        Ok(None)
     }
 
     /// The send socket for a flow: the same hash always picks the same port. With `fragment`,
     /// that port's fragmenting socket, if the pool has them.
     #[inline]
     pub(super) fn index(&self, flow_hash: u32, fragment: bool) -> usize {
-        let port = ((u64::from(flow_hash) * self.ports as u64) >> 32) as usize;
-        if fragment && self.sockets.len() > self.ports {
-            port + self.ports
-        } else {
-            port
-        }
+        let slot = ((u64::from(flow_hash) * self.slots.len() as u64) >> 32) as usize;
+        slot * 2 + usize::from(fragment && self.setup.fragmenting)
     }
 
     /// The fragmenting socket on the same port as send socket `index` (itself if the pool has
     /// none, or if it is one).
     pub(super) fn fragmenting_twin(&self, index: usize) -> usize {
-        if index < self.ports && self.fragmenting() {
-            index + self.ports
-        } else {
-            index
-        }
+        index | usize::from(self.setup.fragmenting)
     }
 
     /// Whether [`SendPool::index`] can pick fragmenting sockets.
     pub(super) fn fragmenting(&self) -> bool {
-        self.sockets.len() > self.ports
+        self.setup.fragmenting
     }
 
     #[cfg(test)]
@@ -293,15 +337,39 @@ impl SendPool {
         self.get(self.index(flow_hash, false))
     }
 
+    /// Send socket `index` (from [`SendPool::index`]), binding its slot the first time.
     #[inline]
     pub(super) fn get(&self, index: usize) -> &UdpIo {
-        &self.sockets[index]
+        let slot = self.slot(index / 2);
+        match (&slot.fragments, index % 2) {
+            (Some(f), 1) => f,
+            _ => &slot.never_fragments,
+        }
     }
 
+    fn slot(&self, i: usize) -> &Slot {
+        // A failed bind leaves None: the eager slot at or below takes its flows.
+        let opened = self.slots[i].get_or_init(|| self.open(i).ok().flatten());
+        match opened {
+            Some(s) => s,
+            None => {
+                let eager = i / self.eager_step * self.eager_step;
+                (0..=eager)
+                    .rev()
+                    .step_by(self.eager_step)
+                    .find_map(|e| self.slots[e].get().and_then(Option::as_ref))
+                    .or_else(|| self.slots.iter().find_map(|s| s.get().and_then(Option::as_ref)))
+                    .expect("bind() left at least one slot bound")
+            }
+        }
+    }
+
+    /// Ports of the slots bound so far.
     pub(super) fn ports(&self) -> Vec<u16> {
-        self.sockets[..self.ports]
+        self.slots
             .iter()
-            .filter_map(|s| s.socket.local_addr().ok())
+            .filter_map(|s| s.get().and_then(Option::as_ref))
+            .filter_map(|s| s.never_fragments.socket.local_addr().ok())
             .map(|a| a.port())
             .collect()
     }
@@ -428,7 +496,8 @@ impl UdpIo {
     }
 
     /// Blocks until the socket has something to read (or an error to report).
-    pub(super) fn wait_readable(&self) -> io::Result<()> {
+    #[cfg(test)]
+    fn wait_readable(&self) -> io::Result<()> {
         sys::wait_readable(self.socket.as_raw_fd())
     }
 }
@@ -647,7 +716,7 @@ mod tests {
         let range = PortRange::new(40100, 40163).unwrap();
         let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 40099)), opts(range, true, 1)).unwrap();
         let ports = u.send.ports();
-        assert_eq!(ports.len(), SEND_POOL_SIZE);
+        assert_eq!(ports.len(), EAGER_SLOTS, "bound at start");
         assert!(ports.iter().all(|p| (40100..=40163).contains(p)));
         let mut dedup = ports.clone();
         dedup.sort();
@@ -659,6 +728,32 @@ mod tests {
             u.send.get_for(0).socket.local_addr().unwrap(),
             u.send.get_for(u32::MAX).socket.local_addr().unwrap()
         );
+    }
+
+    /// A TCP/IPv4 frame of flow `i` (source port 40000 + i).
+    fn flow_frame(i: u16) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend([0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
+        f.extend((40000 + i).to_be_bytes());
+        f.extend([0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    /// Source-port entropy like the kernel's: 32 inner flows leave from at least 28 ports of the
+    /// default range, each flow always from the same one; slots bind when first used.
+    #[test]
+    fn thirty_two_flows_get_nearly_as_many_ports() {
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 41999)), opts(PortRange::DYNAMIC, true, 1))
+            .unwrap();
+        let port = |h: u32| u.send.get_for(h).socket.local_addr().unwrap().port();
+        let hashes: Vec<u32> = (0..32).map(|i| crate::flow::flow_hash(&flow_frame(i))).collect();
+        let mut ports: Vec<u16> = hashes.iter().map(|&h| port(h)).collect();
+        assert!(ports.iter().all(|p| (49152..=65535).contains(p)));
+        assert_eq!(ports, hashes.iter().map(|&h| port(h)).collect::<Vec<_>>(), "stable per flow");
+        ports.sort();
+        ports.dedup();
+        assert!(ports.len() >= 28, "{} distinct ports for 32 flows", ports.len());
+        assert!(u.send.ports().len() > EAGER_SLOTS, "slots were bound on first use");
     }
 
     #[test]

@@ -6,15 +6,17 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quinn_udp::RecvMeta;
 
+use super::sys;
 use super::tap::Tap;
 use super::tap_reader::{Read, SuperFrame, TapReader};
 use super::tap_writer::{TapReplier, TapWriter};
-use super::udp::{Sent, Underlay, MAX_GSO_BYTES};
+use super::udp::{Sent, UdpIo, Underlay, MAX_GSO_BYTES};
 use crate::dsfield;
 use crate::pipeline::{Demux, Destinations, Encapsulated, Network};
 use crate::pmtu::{icmp, Df};
@@ -31,50 +33,76 @@ const RECV_MSG: usize = 64 << 10;
 /// Back-off after a TAP read error, which may repeat at once (e.g. a device being removed).
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
-/// TAP queue `q` -> underlay: read a frame, encapsulate it in place (or cut a super-frame into
-/// a train of datagrams), send to its VTEP or the flood list. Reads do not block while frames
-/// are queued: datagrams for one VTEP and flow collect in a [`Train`] that leaves in one GSO
-/// send once the queue is drained (or the train is full), so small packets share system calls
-/// too; nothing waits for more traffic.
-pub(crate) fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, q: usize, underlay: Arc<Underlay>) {
-    let mut reader = TapReader::new(&tap, q);
-    let mut segments = if tap.offloads().tso { vec![0u8; SEGMENT_BUF] } else { Vec::new() };
-    // Without a non-blocking queue (or GSO), a train would wait for the next frame: send each now.
-    let batching = underlay.gso_segments() > 1 && reader.set_nonblocking().is_ok();
-    let mut train = Train::new(if batching { underlay.gso_segments() } else { 1 }, MAX_GSO_BYTES);
-    let mut out = Sender { net: &net, underlay: &underlay, tap: TapReplier::new(&tap, q), reply: Vec::new() };
-    loop {
-        match reader.read() {
-            Ok(Read::Empty) => {
-                out.flush(&mut train);
-                if reader.wait().is_err() {
-                    std::thread::sleep(ERROR_PAUSE);
+/// The TAP-to-underlay side of one queue of a network: read a frame, encapsulate it in place (or
+/// cut a super-frame into a train of datagrams), send to its VTEP or the flood list. Reads do not
+/// block: datagrams for one VTEP and flow collect in a [`Train`] that leaves in one GSO send once
+/// the queue is drained (or the train is full), so small packets share system calls too; nothing
+/// waits for more traffic.
+struct TxSide<'a> {
+    net: &'a Network,
+    reader: TapReader<'a>,
+    segments: Vec<u8>,
+    train: Train,
+    out: Sender<'a>,
+}
+
+/// What draining a side did.
+#[derive(PartialEq, Eq)]
+enum Drained {
+    /// Nothing more is waiting.
+    Empty,
+    /// The budget ran out with more waiting.
+    More,
+    /// The descriptor failed (counted); the caller pauses.
+    Failed,
+}
+
+impl<'a> TxSide<'a> {
+    fn new(net: &'a Network, tap: &'a Tap, q: usize, underlay: &'a Underlay) -> TxSide<'a> {
+        let reader = TapReader::new(tap, q);
+        // A blocking queue still works, one frame per readiness, but loses the batching.
+        let _ = reader.set_nonblocking();
+        let segments = if tap.offloads().tso { vec![0u8; SEGMENT_BUF] } else { Vec::new() };
+        let train = Train::new(underlay.gso_segments(), MAX_GSO_BYTES);
+        let out = Sender { net, underlay, tap: TapReplier::new(tap, q), reply: Vec::new() };
+        TxSide { net, reader, segments, train, out }
+    }
+
+    /// Reads and sends up to `budget` frames; what the train holds leaves before this returns.
+    fn drain(&mut self, budget: usize) -> Drained {
+        let net = self.net;
+        for _ in 0..budget {
+            match self.reader.read() {
+                Ok(Read::Empty) => {
+                    self.out.flush(&mut self.train);
+                    return Drained::Empty;
                 }
-            }
-            Ok(Read::Frame { buf, len }) => {
-                net.counters.tx_syscalls(1);
-                if let Some(e) = net.encapsulate(buf, len) {
-                    out.frame(&mut train, &buf[e.datagram.clone()], &e);
+                Ok(Read::Frame { buf, len }) => {
+                    net.counters.tx_syscalls(1);
+                    if let Some(e) = net.encapsulate(buf, len) {
+                        self.out.frame(&mut self.train, &buf[e.datagram.clone()], &e);
+                    }
                 }
-            }
-            Ok(Read::Super(frame)) => {
-                net.counters.tx_syscalls(1);
-                out.flush(&mut train);
-                net.counters.tx_segmented();
-                out.super_frame(&frame, &mut segments);
-            }
-            Ok(Read::Dropped(reason)) => {
-                net.counters.tx_syscalls(1);
-                net.counters.drop(reason);
-            }
-            Err(_) => {
-                // Counted and reported by the periodic drop summary; pause so a persistent error
-                // cannot spin a core.
-                net.counters.drop(DropReason::TapRead);
-                out.flush(&mut train);
-                std::thread::sleep(ERROR_PAUSE);
+                Ok(Read::Super(frame)) => {
+                    net.counters.tx_syscalls(1);
+                    self.out.flush(&mut self.train);
+                    net.counters.tx_segmented();
+                    self.out.super_frame(&frame, &mut self.segments);
+                }
+                Ok(Read::Dropped(reason)) => {
+                    net.counters.tx_syscalls(1);
+                    net.counters.drop(reason);
+                }
+                Err(_) => {
+                    // Counted and reported by the periodic drop summary.
+                    net.counters.drop(DropReason::TapRead);
+                    self.out.flush(&mut self.train);
+                    return Drained::Failed;
+                }
             }
         }
+        self.out.flush(&mut self.train);
+        Drained::More
     }
 }
 
@@ -305,40 +333,68 @@ fn datagram_room(path_mtu: u32, dst: IpAddr) -> usize {
     (path_mtu as usize).saturating_sub(ip_udp)
 }
 
-/// Underlay receive socket `q` -> TAP: receive a batch of messages, check each datagram,
-/// demultiplex by VNI, learn, and hand the frames to the TAPs' writers, which merge those that
-/// continue one TCP flow. Frames from the underlay only ever go to a TAP (split horizon: never
-/// re-flooded).
-pub(crate) fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underlay: Arc<Underlay>) {
-    let socket = &underlay.recv[q];
-    let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
-    let mut meta = [RecvMeta::default(); RECV_BATCH];
-    let mut writers: Vec<TapWriter<'_>> =
-        taps.iter().zip(demux.networks()).map(|(tap, net)| TapWriter::new(tap, q, &net.counters)).collect();
-    loop {
-        let received = {
-            let mut chunks = storage.chunks_mut(RECV_MSG);
-            let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("RECV_BATCH chunks")));
-            socket.recv(&mut bufs, &mut meta)
-        };
-        let n = match received {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if socket.wait_readable().is_err() {
-                    std::thread::sleep(ERROR_PAUSE);
+/// The underlay-to-TAP side of one receive socket: receive a batch of messages, check each
+/// datagram, demultiplex by VNI, learn, and hand the frames to the TAPs' writers, which merge
+/// those that continue one TCP flow. Frames from the underlay only ever go to a TAP (split
+/// horizon: never re-flooded).
+struct RxSide<'a> {
+    demux: &'a Demux,
+    socket: &'a UdpIo,
+    storage: Vec<u8>,
+    meta: [RecvMeta; RECV_BATCH],
+    writers: Vec<TapWriter<'a>>,
+}
+
+impl<'a> RxSide<'a> {
+    /// Receives on socket `s` of `underlay` and writes to queue `q` of each TAP.
+    fn new(demux: &'a Demux, taps: &'a [Arc<Tap>], q: usize, underlay: &'a Underlay, s: usize) -> RxSide<'a> {
+        let writers = taps
+            .iter()
+            .zip(demux.networks())
+            .map(|(tap, net)| TapWriter::new(tap, q, &net.counters))
+            .collect();
+        RxSide {
+            demux,
+            socket: &underlay.recv[s],
+            storage: vec![0u8; RECV_BATCH * RECV_MSG],
+            meta: [RecvMeta::default(); RECV_BATCH],
+            writers,
+        }
+    }
+
+    /// Receives and delivers up to `budget` batches.
+    fn drain(&mut self, budget: usize) -> Drained {
+        for _ in 0..budget {
+            let received = {
+                let mut chunks = self.storage.chunks_mut(RECV_MSG);
+                let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("RECV_BATCH chunks")));
+                self.socket.recv(&mut bufs, &mut self.meta)
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // ICMP errors queued on the socket surface here; they are not fatal.
+                    self.demux.counters.drop(DropReason::Recv);
+                    continue;
                 }
-                continue;
+            };
+            self.demux.counters.rx_syscalls(1);
+            self.deliver(n);
+            // A short batch emptied the socket: wait for more rather than spend a receive call
+            // on EAGAIN (poll returns at once if datagrams arrived meanwhile).
+            if n < RECV_BATCH {
+                return Drained::Empty;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                // ICMP errors queued on the socket surface here; they are not fatal.
-                demux.counters.drop(DropReason::Recv);
-                continue;
-            }
-        };
-        demux.counters.rx_syscalls(1);
-        for (m, msg) in meta[..n].iter().zip(storage.chunks_mut(RECV_MSG)) {
+        }
+        Drained::More
+    }
+
+    fn deliver(&mut self, n: usize) {
+        let demux = self.demux;
+        for (m, msg) in self.meta[..n].iter().zip(self.storage.chunks_mut(RECV_MSG)) {
             let data = &mut msg[..m.len.min(RECV_MSG)];
             let stride = if m.stride == 0 { data.len().max(1) } else { m.stride };
             let outer_ce = m.ecn == Some(quinn_udp::EcnCodepoint::Ce);
@@ -354,14 +410,65 @@ pub(crate) fn underlay_to_tap(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, 
                 if net.path.mss_clamp.is_some() {
                     net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
                 }
-                writers[index].write(&datagram[at..]);
+                self.writers[index].write(&datagram[at..]);
             }
         }
-        writers.iter_mut().for_each(TapWriter::flush);
-        // A short batch emptied the socket: wait for more rather than spend a receive call on
-        // EAGAIN (poll returns at once if datagrams arrived meanwhile).
-        if n < RECV_BATCH && socket.wait_readable().is_err() {
+        self.writers.iter_mut().for_each(TapWriter::flush);
+    }
+}
+
+/// TAP frames read per turn, and receive batches, before the other descriptors get theirs.
+const TX_BUDGET: usize = 256;
+const RX_BUDGET: usize = 8;
+
+/// Queue `q` of a socket group, both directions in one thread: the TAP queue `q` of every
+/// network on the socket and receive socket `q`, waited on together. A reply the inner stack
+/// queues on the TAP while this thread writes a frame to it (the kernel's flow steering puts it
+/// on the queue the request came in on) is read and sent by this same thread, without waking
+/// another one — on these VMs a wake-up across CPUs costs tens of microseconds.
+pub(crate) fn serve_queue(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underlay: Arc<Underlay>) {
+    let nets = demux.networks();
+    let mut tx: Vec<TxSide<'_>> = taps
+        .iter()
+        .zip(nets)
+        .filter(|(tap, _)| q < tap.queues().len())
+        .map(|(tap, net)| TxSide::new(net, tap, q, &underlay))
+        .collect();
+    let mut rx = RxSide::new(&demux, &taps, q, &underlay, q);
+    let mut fds: Vec<RawFd> =
+        taps.iter().filter(|t| q < t.queues().len()).map(|t| t.queue(q).as_raw_fd()).collect();
+    fds.push(underlay.recv[q].socket.as_raw_fd());
+    let mut ready = vec![false; fds.len()];
+    loop {
+        if sys::wait_any(&fds, &mut ready).is_err() {
+            std::thread::sleep(ERROR_PAUSE);
+            continue;
+        }
+        let mut failed = false;
+        for (side, _) in tx.iter_mut().zip(&ready).filter(|(_, r)| **r) {
+            failed |= side.drain(TX_BUDGET) == Drained::Failed;
+        }
+        if ready[fds.len() - 1] {
+            rx.drain(RX_BUDGET);
+        }
+        if failed {
+            // A failing TAP (being removed, say) would make poll return at once, forever.
             std::thread::sleep(ERROR_PAUSE);
         }
+    }
+}
+
+/// A receive-only thread, for a multicast group's socket `s` (datagrams to the group go to queue
+/// `s` of the TAPs, wrapped to their queue count).
+pub(crate) fn serve_receive(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, s: usize, underlay: Arc<Underlay>) {
+    let mut rx = RxSide::new(&demux, &taps, s, &underlay, s);
+    let fds = [underlay.recv[s].socket.as_raw_fd()];
+    let mut ready = [false];
+    loop {
+        if sys::wait_any(&fds, &mut ready).is_err() {
+            std::thread::sleep(ERROR_PAUSE);
+            continue;
+        }
+        rx.drain(RX_BUDGET);
     }
 }
