@@ -332,24 +332,60 @@ pub fn default_control_path(dev: &str) -> PathBuf {
     Path::new(CONTROL_DIR).join(format!("{dev}.sock"))
 }
 
-/// The TOML file: `[[network]]` tables.
+/// The TOML file: `[[network]]` tables, and the process-wide keys before the first of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     network: Vec<NetworkConfig>,
+    /// Where `/metrics` is served (off when absent).
+    metrics: Option<SocketAddr>,
 }
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Vec<NetworkConfig>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    load_settings(path).map(|s| s.networks)
 }
 
 /// Parses and checks the text of a config file.
 pub fn parse(text: &str) -> Result<Vec<NetworkConfig>, String> {
+    parse_settings(text).map(|s| s.networks)
+}
+
+/// Everything a config file sets: its networks and the process-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub networks: Vec<NetworkConfig>,
+    /// `metrics = "ADDR:PORT"`: serve Prometheus metrics there.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Reads and checks a config file, networks and process-wide settings.
+pub fn load_settings(path: &Path) -> Result<Settings, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    parse_settings(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks the text of a config file, networks and process-wide settings.
+pub fn parse_settings(text: &str) -> Result<Settings, String> {
     let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
     validate(&file.network)?;
-    Ok(file.network)
+    if let Some(m) = file.metrics {
+        check_metrics_addr(m)?;
+    }
+    Ok(Settings { networks: file.network, metrics: file.metrics })
+}
+
+/// Parses `--metrics`: an `ADDR:PORT` (`[v6]:PORT` for IPv6) with a real port.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr = s.parse().map_err(|_| format!("invalid metrics address {s:?}: expected ADDR:PORT"))?;
+    check_metrics_addr(addr).map(|()| addr)
+}
+
+fn check_metrics_addr(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Err(format!("metrics address {addr}: port 0 is not a port"));
+    }
+    Ok(())
 }
 
 /// Checks each network and the whole set: unique TAP names and control sockets, and networks
@@ -493,5 +529,21 @@ mod tests {
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));
         assert!(parse(&TWO_VNIS.replace("02:00:00:00:00:09", "zz")).is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn metrics_address_is_a_top_level_key() {
+        let s = parse_settings(&format!("metrics = \"198.18.0.1:9477\"\n{TWO_VNIS}")).unwrap();
+        assert_eq!((s.metrics, s.networks.len()), (Some("198.18.0.1:9477".parse().unwrap()), 2));
+        assert_eq!(parse_settings(TWO_VNIS).unwrap().metrics, None, "off by default");
+        let v6 = parse_settings(&format!("metrics = \"[::1]:9477\"\n{TWO_VNIS}")).unwrap();
+        assert!(v6.metrics.unwrap().is_ipv6());
+        for bad in ["\"198.18.0.1\"", "\"198.18.0.1:0\"", "9477"] {
+            assert!(parse_settings(&format!("metrics = {bad}\n{TWO_VNIS}")).is_err(), "{bad}");
+        }
+        // After a [[network]] header the key belongs to that network, which has no such key.
+        assert!(parse_settings(&format!("{TWO_VNIS}\nmetrics = \"198.18.0.1:9477\"")).is_err());
+        assert_eq!(parse_metrics_addr("[2001:db8::1]:9477").unwrap().port(), 9477);
+        assert!(parse_metrics_addr("198.18.0.1:0").is_err() && parse_metrics_addr("localhost:1").is_err());
     }
 }
