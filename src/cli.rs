@@ -114,7 +114,8 @@ pub struct RunArgs {
     /// Most learned entries kept; further learns are refused and counted (drop_fdb_full)
     #[arg(long, value_name = "N", default_value_t = vxtap::fdb::DEFAULT_MAX_LEARNED)]
     pub max_fdb: usize,
-    /// Control socket path [default: /run/vxtap/<TAP>.sock]
+    /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the inode of the
+    /// network namespace vxtap runs in, so that `vxtap <cmd> --dev <TAP>` in the same namespace finds it]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Reject VXLAN packets with reserved bits set, as Linux and Open vSwitch do (RFC 7348 says ignore them)
@@ -228,7 +229,8 @@ pub enum FdbCommand {
 /// Which running VTEP a client command talks to.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// TAP of the VTEP; its control socket is /run/vxtap/<TAP>.sock
+    /// TAP of the VTEP; its control socket is /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the
+    /// inode of this command's network namespace (run it where the VTEP runs: `ip netns exec NS vxtap ...`)
     #[arg(long, default_value = DEFAULT_DEV)]
     pub dev: String,
     /// Control socket path (overrides --dev)

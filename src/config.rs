@@ -19,7 +19,8 @@ use crate::wire::{self, Proto, MAX_VNI};
 
 /// Default TAP name.
 pub const DEFAULT_DEV: &str = "vxtap0";
-/// Where control sockets live unless `--control` says otherwise.
+/// Where control sockets live unless `--control` says otherwise: one directory per network
+/// namespace below it (see [`default_control_path`]).
 pub const CONTROL_DIR: &str = "/run/vxtap";
 
 /// A source allowed to send to the tunnel: a network (a bare IP is a host), or anyone.
@@ -328,8 +329,37 @@ impl NetworkConfig {
     }
 }
 
+/// The control socket of the network on TAP `dev` when none is configured, for the server and
+/// for `vxtap <cmd> --dev <TAP>` alike: `/run/vxtap/<netns>/<dev>.sock`, where `<netns>` is the
+/// inode number of the caller's network namespace ([`netns_id`]). TAP names are per namespace,
+/// `/run` is not: the key keeps two VTEPs on `vxt0` in two namespaces apart, while a client run
+/// in the same namespace (`ip netns exec NS vxtap stats --dev vxt0`) computes the same path.
+/// Without a readable `/proc` it falls back to `/run/vxtap/<dev>.sock`, for both sides.
+/// This is the one place that decides the default.
 pub fn default_control_path(dev: &str) -> PathBuf {
-    Path::new(CONTROL_DIR).join(format!("{dev}.sock"))
+    let file = format!("{dev}.sock");
+    match netns_id() {
+        Some(ns) => Path::new(CONTROL_DIR).join(ns.to_string()).join(file),
+        None => Path::new(CONTROL_DIR).join(file),
+    }
+}
+
+/// The directory [`default_control_path`] puts sockets in, in the caller's network namespace.
+pub fn default_control_dir() -> PathBuf {
+    default_control_path("x").parent().map(Path::to_path_buf).unwrap_or_else(|| CONTROL_DIR.into())
+}
+
+/// The inode number of the calling thread's network namespace (what `stat -L
+/// /proc/self/ns/net` and `ip netns identify` key on, shown as `net:[<inode>]` by `readlink`).
+/// Namespaces alive at the same time have different inodes; a number can be reused once its
+/// namespace is gone, which leaves at worst a stale socket file, replaced at the next start.
+pub fn netns_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    // thread-self: a thread may have entered another namespace than the process's first thread.
+    ["/proc/thread-self/ns/net", "/proc/self/ns/net"]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.ino())
 }
 
 /// The TOML file: `[[network]]` tables, and the process-wide keys before the first of them.
@@ -466,7 +496,13 @@ mod tests {
         assert_eq!(n.mtu(), 1430);
         n.proto = Proto::Geneve;
         assert_eq!((n.port(), n.mtu()), (6081, 1430));
-        assert_eq!(n.control_path(), PathBuf::from("/run/vxtap/vxt0.sock"));
+        let ns = std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy().into_owned();
+        let want = PathBuf::from(format!(
+            "/run/vxtap/{}/vxt0.sock",
+            ns.trim_start_matches("net:[").trim_end_matches(']')
+        ));
+        assert_eq!(n.control_path(), want, "keyed by the namespace's inode ({ns})");
+        assert_eq!(default_control_dir(), want.parent().unwrap());
         assert!(n.bind_addr().ip().is_ipv6());
     }
 

@@ -108,19 +108,12 @@ fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Resu
 }
 
 /// Binds each network's control socket and serves it; returns the socket paths. With `--user`,
-/// the sockets (and a directory created for them) are given to that user.
+/// the sockets (and a directory created for them) are given to that user (see `bind_for`).
 fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<PathBuf>> {
     let mut sockets = Vec::new();
     for i in 0..dataplane.networks.len() {
         let path = dataplane.networks[i].config.control_path();
-        let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
-        let listener = control::server::bind(&path)?;
-        if let Some(user) = user {
-            user.chown(&path)?;
-            if let (false, Some(dir)) = (dir_existed, path.parent()) {
-                user.chown(dir)?;
-            }
-        }
+        let listener = control::server::bind_for(&path, user.map(|u| (u.uid, u.gid)))?;
         sockets.push(path);
         let dp = dataplane.clone();
         tokio::spawn(control::server::serve(listener, move |req| dp.networks[i].handle(req)));
