@@ -1,6 +1,6 @@
 //! Command-line interface (the contract in shared/cli-contract.md).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -71,6 +71,16 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
     },
+}
+
+/// How `vxtap run` writes its log to stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people (colours only on a terminal)
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, message, fields, target
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +171,13 @@ pub struct RunArgs {
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
         "no_offload", "queues", "df", "mss_clamp"])]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (overrides the
+    /// config file's `metrics`) [default: off]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// Log format on stderr: text, or json (one object per line, for log collectors)
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl RunArgs {
@@ -195,6 +212,17 @@ impl RunArgs {
         };
         config::validate(&nets)?;
         Ok(nets)
+    }
+}
+
+impl RunArgs {
+    /// Where to serve `/metrics`: `--metrics`, else the config file's `metrics`, else nowhere.
+    pub fn metrics(&self) -> Result<Option<SocketAddr>, String> {
+        match (&self.metrics, &self.config) {
+            (Some(addr), _) => Ok(Some(*addr)),
+            (None, Some(path)) => Ok(config::load_settings(path)?.metrics),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -295,5 +323,32 @@ mod tests {
         assert_eq!((n.df, n.mss_clamp), (Df::Unset, Some(MssClamp::Auto)));
         let n = parse(&["vxtap", "run", "--vni", "1", "--mss-clamp=1400"]);
         assert_eq!(n.mss_clamp, Some(MssClamp::PathMtu(1400)));
+    }
+
+    #[test]
+    fn operations_flags() {
+        let run = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => Ok(r),
+            Ok(c) => panic!("{c:?}"),
+            Err(e) => Err(e.exit_code()),
+        };
+        let r = run(&["vxtap", "run", "--vni", "1"]).unwrap();
+        assert_eq!((r.metrics().unwrap(), r.log_format), (None, LogFormat::Text), "off and text by default");
+        let r = run(&["vxtap", "run", "--vni", "1", "--metrics", "198.18.0.1:9477", "--log-format", "json"]);
+        let r = r.unwrap();
+        assert_eq!((r.metrics().unwrap(), r.log_format), (Some("198.18.0.1:9477".parse().unwrap()), LogFormat::Json));
+        for bad in [&["--metrics", "198.18.0.1"][..], &["--metrics", "[::1]:0"], &["--log-format", "xml"]] {
+            assert_eq!(run(&[&["vxtap", "run", "--vni", "1"][..], bad].concat()).unwrap_err(), 2, "{bad:?}");
+        }
+        let dir = std::env::temp_dir().join(format!("vxtap-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "metrics = \"198.18.0.1:9100\"\n[[network]]\nvni = 42\n").unwrap();
+        let f = file.to_str().unwrap();
+        let from_file = run(&["vxtap", "run", "--config", f]).unwrap();
+        assert_eq!(from_file.metrics().unwrap(), Some("198.18.0.1:9100".parse().unwrap()));
+        let flag_wins = run(&["vxtap", "run", "--config", f, "--metrics", "198.18.0.1:9200"]).unwrap();
+        assert_eq!(flag_wins.metrics().unwrap(), Some("198.18.0.1:9200".parse().unwrap()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
