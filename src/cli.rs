@@ -71,6 +71,13 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
     },
+    /// Print a shell completion script, e.g. `vxtap completions bash > /etc/bash_completion.d/vxtap`
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell)
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page vxtap(1) in roff, e.g. `vxtap man > /usr/share/man/man1/vxtap.1`
+    Man,
 }
 
 /// How `vxtap run` writes its log to stderr.
@@ -336,7 +343,10 @@ mod tests {
         assert_eq!((r.metrics().unwrap(), r.log_format), (None, LogFormat::Text), "off and text by default");
         let r = run(&["vxtap", "run", "--vni", "1", "--metrics", "198.18.0.1:9477", "--log-format", "json"]);
         let r = r.unwrap();
-        assert_eq!((r.metrics().unwrap(), r.log_format), (Some("198.18.0.1:9477".parse().unwrap()), LogFormat::Json));
+        assert_eq!(
+            (r.metrics().unwrap(), r.log_format),
+            (Some("198.18.0.1:9477".parse().unwrap()), LogFormat::Json)
+        );
         for bad in [&["--metrics", "198.18.0.1"][..], &["--metrics", "[::1]:0"], &["--log-format", "xml"]] {
             assert_eq!(run(&[&["vxtap", "run", "--vni", "1"][..], bad].concat()).unwrap_err(), 2, "{bad:?}");
         }
@@ -350,5 +360,12 @@ mod tests {
         let flag_wins = run(&["vxtap", "run", "--config", f, "--metrics", "198.18.0.1:9200"]).unwrap();
         assert_eq!(flag_wins.metrics().unwrap(), Some("198.18.0.1:9200".parse().unwrap()));
         let _ = std::fs::remove_dir_all(dir);
+        let Command::Completions { shell } =
+            Cli::try_parse_from(["vxtap", "completions", "zsh"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(shell, clap_complete::Shell::Zsh);
+        assert!(Cli::try_parse_from(["vxtap", "completions", "tcsh"]).is_err());
     }
 }

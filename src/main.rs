@@ -39,6 +39,8 @@ fn main() -> ExitCode {
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
         Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
+        Command::Completions { shell } => ops::completions(shell),
+        Command::Man => ops::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,7 +77,11 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>, metrics: Option<SocketAddr>) -> Result<()> {
+fn serve(
+    networks: &[vxtap::config::NetworkConfig],
+    user: Option<&User>,
+    metrics: Option<SocketAddr>,
+) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
