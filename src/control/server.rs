@@ -125,7 +125,10 @@ pub fn bind_for(path: &Path, owner: Option<(u32, u32)>) -> Result<UnixListener> 
         let want = owner.unwrap_or(me);
         let has = std::fs::metadata(dir).map(|m| (m.uid(), m.gid()))?;
         if has != want && !live_socket_besides(dir, path) {
-            give(dir, want)?;
+            // Best effort: the socket is bound already; a process without CAP_CHOWN keeps going.
+            if let Err(e) = give(dir, want) {
+                warn!("{e:#}");
+            }
         }
     }
     Ok(listener)
