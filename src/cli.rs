@@ -1,6 +1,6 @@
 //! Command-line interface (the contract in shared/cli-contract.md).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +74,23 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
     },
+    /// Print a shell completion script, e.g. `vxtap completions bash > /etc/bash_completion.d/vxtap`
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell)
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page vxtap(1) in roff, e.g. `vxtap man > /usr/share/man/man1/vxtap.1`
+    Man,
+}
+
+/// How `vxtap run` writes its log to stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people (colours only on a terminal)
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, message, fields, target
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -117,7 +134,8 @@ pub struct RunArgs {
     /// Most learned entries kept; further learns are refused and counted (drop_fdb_full)
     #[arg(long, value_name = "N", default_value_t = vxtap::fdb::DEFAULT_MAX_LEARNED)]
     pub max_fdb: usize,
-    /// Control socket path [default: /run/vxtap/<TAP>.sock]
+    /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the inode of the
+    /// network namespace vxtap runs in, so that `vxtap <cmd> --dev <TAP>` in the same namespace finds it]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Reject VXLAN packets with reserved bits set, as Linux and Open vSwitch do (RFC 7348 says ignore them)
@@ -184,6 +202,13 @@ pub struct RunArgs {
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
         "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel"])]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (overrides the
+    /// config file's `metrics`) [default: off]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// Log format on stderr: text, or json (one object per line, for log collectors)
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl RunArgs {
@@ -226,6 +251,17 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// Where to serve `/metrics`: `--metrics`, else the config file's `metrics`, else nowhere.
+    pub fn metrics(&self) -> Result<Option<SocketAddr>, String> {
+        match (&self.metrics, &self.config) {
+            (Some(addr), _) => Ok(Some(*addr)),
+            (None, Some(path)) => Ok(config::load_settings(path)?.metrics),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum FdbCommand {
     /// List learned and static entries and the flood list
@@ -257,7 +293,8 @@ pub enum FdbCommand {
 /// Which running VTEP a client command talks to.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// TAP of the VTEP; its control socket is /run/vxtap/<TAP>.sock
+    /// TAP of the VTEP; its control socket is /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the
+    /// inode of this command's network namespace (run it where the VTEP runs: `ip netns exec NS vxtap ...`)
     #[arg(long, default_value = DEFAULT_DEV)]
     pub dev: String,
     /// Control socket path (overrides --dev)
@@ -347,5 +384,42 @@ mod tests {
         assert!(e.contains("--allow-from"), "group mode without an allowlist: {e}");
         let n = parse(&[&group[..], &["--allow-from", "198.18.0.0/24"]].concat());
         assert_eq!((n.group, n.underlay_dev.as_deref()), ("239.1.1.1".parse().ok(), Some("ul0")));
+    }
+
+    #[test]
+    fn operations_flags() {
+        let run = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(r)) => Ok(r),
+            Ok(c) => panic!("{c:?}"),
+            Err(e) => Err(e.exit_code()),
+        };
+        let r = run(&["vxtap", "run", "--vni", "1"]).unwrap();
+        assert_eq!((r.metrics().unwrap(), r.log_format), (None, LogFormat::Text), "off and text by default");
+        let r = run(&["vxtap", "run", "--vni", "1", "--metrics", "198.18.0.1:9477", "--log-format", "json"]);
+        let r = r.unwrap();
+        assert_eq!(
+            (r.metrics().unwrap(), r.log_format),
+            (Some("198.18.0.1:9477".parse().unwrap()), LogFormat::Json)
+        );
+        for bad in [&["--metrics", "198.18.0.1"][..], &["--metrics", "[::1]:0"], &["--log-format", "xml"]] {
+            assert_eq!(run(&[&["vxtap", "run", "--vni", "1"][..], bad].concat()).unwrap_err(), 2, "{bad:?}");
+        }
+        let dir = std::env::temp_dir().join(format!("vxtap-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "metrics = \"198.18.0.1:9100\"\n[[network]]\nvni = 42\n").unwrap();
+        let f = file.to_str().unwrap();
+        let from_file = run(&["vxtap", "run", "--config", f]).unwrap();
+        assert_eq!(from_file.metrics().unwrap(), Some("198.18.0.1:9100".parse().unwrap()));
+        let flag_wins = run(&["vxtap", "run", "--config", f, "--metrics", "198.18.0.1:9200"]).unwrap();
+        assert_eq!(flag_wins.metrics().unwrap(), Some("198.18.0.1:9200".parse().unwrap()));
+        let _ = std::fs::remove_dir_all(dir);
+        let Command::Completions { shell } =
+            Cli::try_parse_from(["vxtap", "completions", "zsh"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(shell, clap_complete::Shell::Zsh);
+        assert!(Cli::try_parse_from(["vxtap", "completions", "tcsh"]).is_err());
     }
 }

@@ -20,7 +20,8 @@ use crate::wire::{self, Proto, MAX_VNI};
 
 /// Default TAP name.
 pub const DEFAULT_DEV: &str = "vxtap0";
-/// Where control sockets live unless `--control` says otherwise.
+/// Where control sockets live unless `--control` says otherwise: one directory per network
+/// namespace below it (see [`default_control_path`]).
 pub const CONTROL_DIR: &str = "/run/vxtap";
 
 /// A source allowed to send to the tunnel: a network (a bare IP is a host), or anyone.
@@ -418,28 +419,93 @@ impl NetworkConfig {
     }
 }
 
+/// The control socket of the network on TAP `dev` when none is configured, for the server and
+/// for `vxtap <cmd> --dev <TAP>` alike: `/run/vxtap/<netns>/<dev>.sock`, where `<netns>` is the
+/// inode number of the caller's network namespace ([`netns_id`]). TAP names are per namespace,
+/// `/run` is not: the key keeps two VTEPs on `vxt0` in two namespaces apart, while a client run
+/// in the same namespace (`ip netns exec NS vxtap stats --dev vxt0`) computes the same path.
+/// Without a readable `/proc` it falls back to `/run/vxtap/<dev>.sock`, for both sides.
+/// This is the one place that decides the default.
 pub fn default_control_path(dev: &str) -> PathBuf {
-    Path::new(CONTROL_DIR).join(format!("{dev}.sock"))
+    let file = format!("{dev}.sock");
+    match netns_id() {
+        Some(ns) => Path::new(CONTROL_DIR).join(ns.to_string()).join(file),
+        None => Path::new(CONTROL_DIR).join(file),
+    }
 }
 
-/// The TOML file: `[[network]]` tables.
+/// The directory [`default_control_path`] puts sockets in, in the caller's network namespace.
+pub fn default_control_dir() -> PathBuf {
+    default_control_path("x").parent().map(Path::to_path_buf).unwrap_or_else(|| CONTROL_DIR.into())
+}
+
+/// The inode number of the calling thread's network namespace (what `stat -L
+/// /proc/self/ns/net` and `ip netns identify` key on, shown as `net:[<inode>]` by `readlink`).
+/// Namespaces alive at the same time have different inodes; a number can be reused once its
+/// namespace is gone, which leaves at worst a stale socket file, replaced at the next start.
+pub fn netns_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    // thread-self: a thread may have entered another namespace than the process's first thread.
+    ["/proc/thread-self/ns/net", "/proc/self/ns/net"]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.ino())
+}
+
+/// The TOML file: `[[network]]` tables, and the process-wide keys before the first of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     network: Vec<NetworkConfig>,
+    /// Where `/metrics` is served (off when absent).
+    metrics: Option<SocketAddr>,
 }
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Vec<NetworkConfig>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    load_settings(path).map(|s| s.networks)
 }
 
 /// Parses and checks the text of a config file.
 pub fn parse(text: &str) -> Result<Vec<NetworkConfig>, String> {
+    parse_settings(text).map(|s| s.networks)
+}
+
+/// Everything a config file sets: its networks and the process-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub networks: Vec<NetworkConfig>,
+    /// `metrics = "ADDR:PORT"`: serve Prometheus metrics there.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Reads and checks a config file, networks and process-wide settings.
+pub fn load_settings(path: &Path) -> Result<Settings, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    parse_settings(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks the text of a config file, networks and process-wide settings.
+pub fn parse_settings(text: &str) -> Result<Settings, String> {
     let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
     validate(&file.network)?;
-    Ok(file.network)
+    if let Some(m) = file.metrics {
+        check_metrics_addr(m)?;
+    }
+    Ok(Settings { networks: file.network, metrics: file.metrics })
+}
+
+/// Parses `--metrics`: an `ADDR:PORT` (`[v6]:PORT` for IPv6) with a real port.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr = s.parse().map_err(|_| format!("invalid metrics address {s:?}: expected ADDR:PORT"))?;
+    check_metrics_addr(addr).map(|()| addr)
+}
+
+fn check_metrics_addr(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Err(format!("metrics address {addr}: port 0 is not a port"));
+    }
+    Ok(())
 }
 
 /// Checks each network and the whole set: unique TAP names and control sockets, and networks
@@ -538,7 +604,13 @@ mod tests {
         assert_eq!(n.mtu(), 1430);
         n.proto = Proto::Geneve;
         assert_eq!((n.port(), n.mtu()), (6081, 1430));
-        assert_eq!(n.control_path(), PathBuf::from("/run/vxtap/vxt0.sock"));
+        let ns = std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy().into_owned();
+        let want = PathBuf::from(format!(
+            "/run/vxtap/{}/vxt0.sock",
+            ns.trim_start_matches("net:[").trim_end_matches(']')
+        ));
+        assert_eq!(n.control_path(), want, "keyed by the namespace's inode ({ns})");
+        assert_eq!(default_control_dir(), want.parent().unwrap());
         assert!(n.bind_addr().ip().is_ipv6());
     }
 
@@ -601,5 +673,21 @@ mod tests {
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));
         assert!(parse(&TWO_VNIS.replace("02:00:00:00:00:09", "zz")).is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn metrics_address_is_a_top_level_key() {
+        let s = parse_settings(&format!("metrics = \"198.18.0.1:9477\"\n{TWO_VNIS}")).unwrap();
+        assert_eq!((s.metrics, s.networks.len()), (Some("198.18.0.1:9477".parse().unwrap()), 2));
+        assert_eq!(parse_settings(TWO_VNIS).unwrap().metrics, None, "off by default");
+        let v6 = parse_settings(&format!("metrics = \"[::1]:9477\"\n{TWO_VNIS}")).unwrap();
+        assert!(v6.metrics.unwrap().is_ipv6());
+        for bad in ["\"198.18.0.1\"", "\"198.18.0.1:0\"", "9477"] {
+            assert!(parse_settings(&format!("metrics = {bad}\n{TWO_VNIS}")).is_err(), "{bad}");
+        }
+        // After a [[network]] header the key belongs to that network, which has no such key.
+        assert!(parse_settings(&format!("{TWO_VNIS}\nmetrics = \"198.18.0.1:9477\"")).is_err());
+        assert_eq!(parse_metrics_addr("[2001:db8::1]:9477").unwrap().port(), 9477);
+        assert!(parse_metrics_addr("198.18.0.1:0").is_err() && parse_metrics_addr("localhost:1").is_err());
     }
 }

@@ -6,7 +6,8 @@
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
-//! - [`dataplane`]: the part that owns devices, sockets and threads.
+//! - [`dataplane`]: the part that owns devices, sockets and threads;
+//! - [`metrics`]: the Prometheus exporter, reading the dataplane's counters at scrape time.
 //!
 //! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
 //! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
@@ -25,6 +26,7 @@ pub mod fdb;
 pub mod flow;
 pub mod ifname;
 pub mod mac;
+pub mod metrics;
 pub mod offload;
 pub mod pipeline;
 pub mod pmtu;

@@ -3,7 +3,9 @@
 mod bench;
 mod cli;
 mod demo;
+mod ops;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
         Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
+        Command::Completions { shell } => ops::completions(shell),
+        Command::Man => ops::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,17 +51,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-}
-
 /// `vxtap run`: start the dataplane, serve the control sockets, age the FDB, exit on a signal.
 fn run(args: &RunArgs) -> ExitCode {
-    init_logging();
-    let networks = match args.networks() {
+    ops::init_logging(args.log_format);
+    let (networks, metrics) = match args.networks().and_then(|n| Ok((n, args.metrics()?))) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("error: {e}");
@@ -71,7 +68,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&networks, user.as_ref()) {
+    match serve(&networks, user.as_ref(), metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -80,21 +77,30 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Result<()> {
+fn serve(
+    networks: &[vxtap::config::NetworkConfig],
+    user: Option<&User>,
+    metrics: Option<SocketAddr>,
+) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
         let sockets = serve_control(&dataplane, user)?;
         spawn_housekeeping(&dataplane);
+        if let Some(addr) = metrics {
+            serve_metrics(&dataplane, addr).await?;
+        }
         if let Some(user) = user {
             user.become_user()?;
             info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");
         }
         let devs: Vec<_> = dataplane.networks.iter().map(|n| n.config.dev.as_str()).collect();
         info!(networks = ?devs, "ready");
+        ops::notify_ready(&format!("forwarding on {}", devs.join(", ")));
         signals.wait().await;
         info!("shutting down");
+        ops::notify_stopping();
         for path in &sockets {
             if let Err(e) = std::fs::remove_file(path) {
                 warn!("removing {}: {e}", path.display());
@@ -108,24 +114,27 @@ fn serve(networks: &[vxtap::config::NetworkConfig], user: Option<&User>) -> Resu
 }
 
 /// Binds each network's control socket and serves it; returns the socket paths. With `--user`,
-/// the sockets (and a directory created for them) are given to that user.
+/// the sockets (and a directory created for them) are given to that user (see `bind_for`).
 fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<PathBuf>> {
     let mut sockets = Vec::new();
     for i in 0..dataplane.networks.len() {
         let path = dataplane.networks[i].config.control_path();
-        let dir_existed = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.exists());
-        let listener = control::server::bind(&path)?;
-        if let Some(user) = user {
-            user.chown(&path)?;
-            if let (false, Some(dir)) = (dir_existed, path.parent()) {
-                user.chown(dir)?;
-            }
-        }
+        let listener = control::server::bind_for(&path, user.map(|u| (u.uid, u.gid)))?;
         sockets.push(path);
         let dp = dataplane.clone();
         tokio::spawn(control::server::serve(listener, move |req| dp.networks[i].handle(req)));
     }
     Ok(sockets)
+}
+
+/// Serves `/metrics` at `addr` on this (the control side's) runtime; bound before `ready`.
+async fn serve_metrics(dataplane: &Arc<Dataplane>, addr: SocketAddr) -> Result<()> {
+    use vxtap::metrics::{http, Metrics};
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
+    let metrics = Arc::new(Metrics::new(dataplane.clone()));
+    tokio::spawn(http::serve(listener, metrics, http::Limits::default()));
+    info!(%addr, "serving metrics at http://{addr}/metrics");
+    Ok(())
 }
 
 /// The timers of the control side: FDB ageing every second, the drop summary every 5 s.
@@ -155,10 +164,12 @@ fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
 }
 
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
-/// takes the clean path rather than the default action.
+/// takes the clean path rather than the default action; and SIGHUP (systemd's ExecReload), which
+/// must not kill the VTEP: until live reload exists it is logged and ignored.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -167,13 +178,18 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
+    /// Waits for SIGTERM or SIGINT.
     async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => warn!("SIGHUP: reload is not supported yet; the configuration is unchanged"),
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(unsafe_code)]
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
 use super::message::{parse_request, Reply, Request, Response, MAX_REQUEST};
+use crate::config;
 
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,6 +94,53 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     let listener = listener.with_context(|| format!("binding control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// [`bind`], then gives the socket to `owner` (uid, gid) if given, as `--user` needs, and sees to
+/// the directory the socket is in: a directory created here for the socket is given to `owner`
+/// too, so that the unprivileged process can remove its socket on exit; and the default
+/// per-namespace directory ([`config::default_control_dir`]), if it already existed but belongs
+/// to another user while no running vxtap has a socket in it (left behind by an earlier
+/// namespace with the same inode number), is taken back for whoever runs this VTEP. A shared
+/// directory such as `/run/vxtap` itself is never given away.
+pub fn bind_for(path: &Path, owner: Option<(u32, u32)>) -> Result<UnixListener> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir_existed = dir.is_none_or(Path::exists);
+    let listener = bind(path)?;
+    let give = |p: &Path, (uid, gid): (u32, u32)| {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to uid {uid}", p.display()))
+    };
+    if let Some(owner) = owner {
+        give(path, owner)?;
+    }
+    let Some(dir) = dir else { return Ok(listener) };
+    if !dir_existed {
+        if let Some(owner) = owner {
+            give(dir, owner)?;
+        }
+    } else if dir == config::default_control_dir() {
+        // The socket was created by this process: its owner is who we are now.
+        let me = std::fs::metadata(path).map(|m| (m.uid(), m.gid()))?;
+        let want = owner.unwrap_or(me);
+        let has = std::fs::metadata(dir).map(|m| (m.uid(), m.gid()))?;
+        if has != want && !live_socket_besides(dir, path) {
+            // Best effort: the socket is bound already; a process without CAP_CHOWN keeps going.
+            if let Err(e) = give(dir, want) {
+                warn!("{e:#}");
+            }
+        }
+    }
+    Ok(listener)
+}
+
+/// Whether a socket in `dir` other than `ours` answers: another vxtap is using the directory.
+fn live_socket_besides(dir: &Path, ours: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        p != ours && e.file_type().is_ok_and(|t| t.is_socket()) && UnixStream::connect(&p).is_ok()
+    })
 }
 
 #[cfg(test)]

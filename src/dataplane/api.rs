@@ -125,8 +125,8 @@ impl NetworkHandle {
     }
 
     /// `stats`: the network's counters plus those of the socket it shares, the kernel's drops at
-    /// the TAP and at the socket, and the FDB's counters.
-    fn stats(&self) -> Stats {
+    /// the TAP and at the socket, and the FDB's counters. `/metrics` shows the same.
+    pub(crate) fn stats(&self) -> Stats {
         let s = self.net.counters.snapshot().merged(&self.demux.counters.snapshot());
         let mut out = s.fields();
         let f = self.net.fdb.counters();

@@ -10,9 +10,10 @@
 //! - `tap_reader`, `tap_writer`: a TAP queue as plain frames, its offloads behind them;
 //! - [`udp`]: the underlay sockets (quinn-udp);
 //! - `worker`: the two packet loops; `report`: the periodic drop summary;
-//! - `api`: the answers to control requests.
+//! - `api`: the answers to control requests; `metrics`: the values `/metrics` shows.
 
 mod api;
+mod metrics;
 mod netdev;
 mod network;
 mod report;
