@@ -254,6 +254,10 @@ pub struct NetworkConfig {
     /// The outer IPv6 flow label.
     #[serde(default)]
     pub flowlabel: FlowLabel,
+    /// Keep queue `q`'s thread on the CPUs that map to it, and steer the TAP's frames and the
+    /// socket's datagrams to the queue of the CPU they arrive on.
+    #[serde(default = "yes")]
+    pub cpu_pinning: bool,
 }
 
 /// Most queues a network may ask for.
@@ -309,6 +313,7 @@ impl NetworkConfig {
             ttl: Ttl::Auto,
             tos: Tos::default(),
             flowlabel: FlowLabel::default(),
+            cpu_pinning: true,
         }
     }
 
@@ -526,6 +531,7 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
         ttl: Ttl,
         flowlabel: FlowLabel,
         underlay_dev: Option<&'a str>,
+        cpu_pinning: bool,
     }
     let mut sockets: HashMap<SocketAddr, (Shared<'_>, HashSet<u32>)> = HashMap::new();
     for n in networks {
@@ -544,6 +550,7 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
             ttl: n.ttl,
             flowlabel: n.flowlabel,
             underlay_dev: n.underlay_dev.as_deref(),
+            cpu_pinning: n.cpu_pinning,
         };
         let bind = n.bind_addr();
         let (first, vnis) = sockets.entry(bind).or_insert_with(|| (Shared { ..this }, HashSet::new()));
@@ -557,7 +564,9 @@ pub fn validate(networks: &[NetworkConfig]) -> Result<(), String> {
             return Err(format!("networks sharing {bind} disagree on offload or queues"));
         }
         if *first != this {
-            return Err(format!("networks sharing {bind} disagree on ttl, flowlabel or underlay_dev"));
+            return Err(format!(
+                "networks sharing {bind} disagree on ttl, flowlabel, underlay_dev or cpu_pinning"
+            ));
         }
         if !vnis.insert(n.vni) {
             return Err(format!("VNI {} is configured twice on {bind}", n.vni));

@@ -483,3 +483,39 @@ netns_test!(thirty_two_flows_get_distinct_outer_source_ports, {
     assert!(distinct.len() >= 28, "{} distinct outer ports for 32 flows: {first:?}", distinct.len());
     assert_eq!(ports.len(), 64);
 });
+
+/// The CPUs each of `pid`'s queue threads may run on, by thread name (`q<N>-<port>`).
+fn queue_thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        if !comm.starts_with('q') {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim();
+        out.push((comm, cpus.to_string()));
+    }
+    out.sort();
+    out
+}
+
+// CPU pinning (the default): with one queue per CPU, queue q's thread may run on CPU q only
+// (the TAP steers frames to the queue of their CPU); --no-cpu-pinning leaves them free.
+netns_test!(queue_threads_stay_on_their_cpus, {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    bed.start(0, Proto::Vxlan);
+    bed.start_with(1, Proto::Vxlan, &[0], &["--no-cpu-pinning"]);
+    let _servers = bed.echo_servers();
+    bed.echo_pair();
+    let pinned = queue_thread_cpus(bed.vtep(0).pid());
+    assert_eq!(pinned.len(), ncpu, "one queue thread per CPU: {pinned:?}");
+    for (q, (name, cpus)) in pinned.iter().enumerate() {
+        assert!(name.starts_with(&format!("q{q}-")), "{pinned:?}");
+        assert_eq!(cpus, &q.to_string(), "thread {name}");
+    }
+    let free = queue_thread_cpus(bed.vtep(1).pid());
+    let all = if ncpu == 1 { "0".to_string() } else { format!("0-{}", ncpu - 1) };
+    assert!(free.iter().all(|(_, cpus)| *cpus == all), "{free:?}");
+});

@@ -89,6 +89,7 @@ impl Dataplane {
                     g.dedup();
                     g
                 },
+                cpu_pinning: first.cpu_pinning,
             };
             let underlay = Arc::new(Underlay::bind(bind, opts)?);
             let policy = match first.proto {

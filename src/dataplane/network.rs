@@ -49,6 +49,11 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     if let Some(mac) = c.mac {
         tap.set_mac(mac)?;
     }
+    if c.cpu_pinning && tap.queues().len() > 1 {
+        if let Err(e) = tap.steer_by_cpu() {
+            warn!(dev = c.dev, "cannot steer the TAP's frames by CPU, they go by flow hash: {e}");
+        }
+    }
     tap.set_mtu(c.mtu())?;
     tap.set_up()?;
     if let Some(addr) = &c.address {

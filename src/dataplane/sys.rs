@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Blocks until `fd` has something to read (or an error to report).
 #[cfg(test)]
@@ -276,6 +276,114 @@ pub(crate) fn raise_fd_limit(want: u64) -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// The CPUs this process may run on (sched_getaffinity), in order.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a writable cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET only reads the set, for indices below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+/// Keeps the calling thread on the CPUs in `cpus`.
+pub(crate) fn pin_thread(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: c is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: set is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SO_INCOMING_CPU` (asm-generic/socket.h), which libc exports for few targets.
+const SO_INCOMING_CPU: libc::c_int = 49;
+
+/// Makes `fd` the socket of its SO_REUSEPORT group that gets the datagrams the kernel receives
+/// on `cpu` (Linux 6.2+ honours it when selecting within a group).
+pub(crate) fn set_incoming_cpu(fd: RawFd, cpu: usize) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu as libc::c_int)
+}
+
+/// A BPF instruction (struct bpf_insn).
+#[repr(C)]
+struct BpfInsn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// The head of `union bpf_attr` for BPF_PROG_LOAD, up to `expected_attach_type`; the kernel
+/// zero-extends a shorter attribute.
+#[repr(C)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads the TAP steering program `return bpf_get_smp_processor_id();` (a socket filter): the
+/// tun driver takes its result modulo the number of queues, so a frame the stack sends on CPU
+/// `c` lands on queue `c % queues`, read by the thread kept on that CPU.
+pub(crate) fn load_cpu_steering() -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+    const BPF_FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+    let insns = [
+        BpfInsn { code: 0x85, regs: 0, off: 0, imm: BPF_FUNC_GET_SMP_PROCESSOR_ID }, // call
+        BpfInsn { code: 0x95, regs: 0, off: 0, imm: 0 },                             // exit
+    ];
+    let license = b"GPL\0";
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"vxtap_cpu");
+    let attr = BpfProgLoad {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: 0,
+    };
+    // SAFETY: attr, insns and license live for the call; the kernel reads size_of::<BpfProgLoad>()
+    // bytes of attr and the arrays its pointers give, with the lengths it names.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const BpfProgLoad,
+            std::mem::size_of::<BpfProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the bpf syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// The byte count a read or write system call returned, or its error.

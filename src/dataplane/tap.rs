@@ -121,6 +121,21 @@ impl Tap {
         &self.queues
     }
 
+    /// Steers each frame the stack sends to the queue of the CPU it is sent on (a tiny eBPF
+    /// program, TUNSETSTEERINGEBPF), instead of by flow hash: with a thread kept on each CPU,
+    /// the frame is read where it was written, without a wake-up across CPUs.
+    pub fn steer_by_cpu(&self) -> io::Result<()> {
+        const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0; // _IOR('T', 224, int)
+        let prog = sys::load_cpu_steering()?;
+        let fd: libc::c_int = prog.as_raw_fd();
+        // SAFETY: TUNSETSTEERINGEBPF reads an int (the program's descriptor), which lives for the
+        // call; the device keeps its own reference to the program.
+        if unsafe { libc::ioctl(self.queues[0].file.as_raw_fd(), TUNSETSTEERINGEBPF, &fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Frames the kernel dropped on their way to this TAP because its queue was full (vxtap did
     /// not read them in time): the device's TX drop count. None if the device is not listed.
     pub fn kernel_drops(&self) -> Option<u64> {

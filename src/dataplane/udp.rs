@@ -52,6 +52,8 @@ pub(super) struct UnderlayOptions {
     pub outer: OuterOptions,
     /// Multicast groups to join (RFC 7348 §4.2), each with a receive socket of its own.
     pub groups: Vec<IpAddr>,
+    /// Queue threads stay on their CPUs (see `worker::serve_queue`).
+    pub cpu_pinning: bool,
 }
 
 /// What the send sockets put in the outer header beyond addresses and ports.
@@ -106,6 +108,7 @@ pub(super) struct Underlay {
     local: IpAddr,
     /// Queue sockets at the head of `recv`.
     queues: usize,
+    cpu_pinning: bool,
 }
 
 impl Underlay {
@@ -139,7 +142,7 @@ impl Underlay {
         } else {
             1
         };
-        Ok(Underlay { recv, send, v6, gso_segments, local: bind.ip(), queues })
+        Ok(Underlay { recv, send, v6, gso_segments, local: bind.ip(), queues, cpu_pinning: opts.cpu_pinning })
     }
 
     /// The path MTU the kernel knows towards `dst` now (the route's MTU, or the smaller value an
@@ -171,6 +174,11 @@ impl Underlay {
     /// ([`UdpIo::send_train`]).
     pub(super) fn gso_segments(&self) -> usize {
         self.gso_segments
+    }
+
+    /// Whether queue threads stay on their CPUs.
+    pub(super) fn cpu_pinning(&self) -> bool {
+        self.cpu_pinning
     }
 
     /// Receive sockets that serve queues (the group sockets come after them).
@@ -708,6 +716,7 @@ mod tests {
             fragmenting: false,
             outer: OuterOptions::default(),
             groups: Vec::new(),
+            cpu_pinning: false,
         }
     }
 
