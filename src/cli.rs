@@ -169,9 +169,9 @@ pub struct RunArgs {
     /// fit an underlay path MTU of that many bytes (e.g. --mss-clamp=1400) [default: off]
     #[arg(long, value_name = "PATH_MTU", num_args = 0..=1, default_missing_value = "auto", require_equals = true)]
     pub mss_clamp: Option<MssClamp>,
-    /// Multicast group (RFC 7348 §4.2), IPv4 or IPv6 (e.g. 239.1.1.1, ff05::100): broadcast,
+    /// Multicast group (RFC 7348 section 4.2), IPv4 or IPv6 (e.g. 239.1.1.1, ff05::100): broadcast,
     /// multicast and unknown unicast go to it, it is joined to receive, and VTEPs are learned
-    /// from what arrives — no --remote needed. Needs --allow-from (members are not known in
+    /// from what arrives, no --remote needed. Needs --allow-from (members are not known in
     /// advance); may be combined with --remote
     #[arg(long, value_name = "IP")]
     pub group: Option<IpAddr>,

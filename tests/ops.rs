@@ -57,6 +57,10 @@ fn man_page_documents_every_subcommand_and_the_run_flags() {
         assert!(page.contains(&format!("\\-\\-{flag}")), "--{flag} not in the man page");
     }
     assert!(page.contains("log\\-format"), "--log-format not in the man page");
+    // Help texts reach roff as they are: keep them ASCII, which every man viewer renders.
+    if let Some(l) = page.lines().find(|l| !l.is_ascii()) {
+        panic!("non-ASCII in the man page: {l}");
+    }
     // groff, when present, renders it without a warning.
     if let Ok(out) = Command::new("groff").args(["-man", "-Tutf8", "-ww", "-z"]).arg("-").stdin_pipe(&page) {
         assert!(
