@@ -214,7 +214,8 @@ impl Demux {
         demux
     }
 
-    /// Re-reads the known VTEPs (flood-list remotes and static entries) after the FDB changed.
+    /// Re-reads the known VTEPs (flood-list remotes, static entries and cluster members' entries)
+    /// after the FDB changed.
     pub fn refresh_allowlist(&self) {
         if self.allow.is_open() {
             return;
@@ -222,7 +223,8 @@ impl Demux {
         let mut hosts = Vec::new();
         for n in &self.networks {
             hosts.extend(n.fdb.flood_list().iter().map(|a| a.ip()));
-            hosts.extend(n.fdb.snapshot().iter().filter(|e| e.kind == EntryKind::Static).map(|e| e.dst.ip()));
+            hosts
+                .extend(n.fdb.snapshot().iter().filter(|e| e.kind != EntryKind::Learned).map(|e| e.dst.ip()));
         }
         self.allow.set_hosts(hosts);
     }

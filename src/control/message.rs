@@ -82,6 +82,8 @@ pub enum PeerSource {
     Static,
     /// Learned from traffic only.
     Learned,
+    /// A member of the cluster (etcd); `node` names it.
+    Etcd,
 }
 
 impl PeerSource {
@@ -90,6 +92,19 @@ impl PeerSource {
             PeerSource::Remote => "remote",
             PeerSource::Static => "static",
             PeerSource::Learned => "learned",
+            PeerSource::Etcd => "etcd",
+        }
+    }
+
+    /// Which source a peer known several ways shows: the most explicit (lowest) wins, so a
+    /// member that is also a configured remote shows as a remote, and a member that also sent
+    /// traffic as a member.
+    pub fn rank(self) -> u8 {
+        match self {
+            PeerSource::Remote => 0,
+            PeerSource::Static => 1,
+            PeerSource::Etcd => 2,
+            PeerSource::Learned => 3,
         }
     }
 }
@@ -115,6 +130,8 @@ pub enum FdbKind {
     Static,
     /// A flood-list remote (shown with the all-zero MAC, like `bridge fdb show`).
     Flood,
+    /// A cluster member's TAP MAC, from etcd.
+    Etcd,
 }
 
 impl FdbKind {
@@ -123,6 +140,7 @@ impl FdbKind {
             FdbKind::Learned => "learned",
             FdbKind::Static => "static",
             FdbKind::Flood => "flood",
+            FdbKind::Etcd => "etcd",
         }
     }
 }

@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::NetworkHandle;
 use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
-use crate::fdb::EntryKind;
+use crate::fdb::{EntryKind, FloodSource};
 use crate::mac::MacAddr;
 
 impl NetworkHandle {
@@ -69,6 +69,7 @@ impl NetworkHandle {
                 kind: match e.kind {
                     EntryKind::Learned => FdbKind::Learned,
                     EntryKind::Static => FdbKind::Static,
+                    EntryKind::Etcd => FdbKind::Etcd,
                 },
                 age_secs: e.age_secs,
             })
@@ -91,18 +92,22 @@ impl NetworkHandle {
         let mut peers: BTreeMap<SocketAddr, (PeerSource, Option<u64>)> = BTreeMap::new();
         let mut note = |dst: SocketAddr, source: PeerSource, age: Option<u64>| {
             let e = peers.entry(dst).or_insert((source, age));
-            e.0 = e.0.min(source);
+            e.0 = if source.rank() < e.0.rank() { source } else { e.0 };
             e.1 = match (e.1, age) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         };
-        for d in self.net.fdb.flood_list().iter() {
-            note(*d, PeerSource::Remote, None);
+        for d in self.net.fdb.flood_of(FloodSource::Config) {
+            note(d, PeerSource::Remote, None);
+        }
+        for d in self.net.fdb.flood_of(FloodSource::Etcd) {
+            note(d, PeerSource::Etcd, None);
         }
         for e in self.net.fdb.snapshot() {
             match e.kind {
                 EntryKind::Static => note(e.dst, PeerSource::Static, None),
+                EntryKind::Etcd => note(e.dst, PeerSource::Etcd, None),
                 EntryKind::Learned => note(e.dst, PeerSource::Learned, Some(e.age_secs)),
             }
         }
