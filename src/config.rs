@@ -190,6 +190,10 @@ pub struct NetworkConfig {
     /// Clamp the MSS of TCP SYNs to the path.
     #[serde(default, deserialize_with = "deserialize_mss_clamp")]
     pub mss_clamp: Option<MssClamp>,
+    /// ARP/ND suppression: answer ARP requests and neighbour solicitations for addresses of the
+    /// neighbour table locally (README "Clusters").
+    #[serde(default)]
+    pub proxy: bool,
 }
 
 /// Most queues a network may ask for.
@@ -240,6 +244,7 @@ impl NetworkConfig {
             queues: None,
             df: Df::default(),
             mss_clamp: None,
+            proxy: false,
         }
     }
 

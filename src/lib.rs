@@ -6,6 +6,7 @@
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
+//! - [`neigh`] and [`proxy`]: the neighbour table and ARP/ND suppression, also pure;
 //! - [`dataplane`]: the part that owns devices, sockets and threads.
 //!
 //! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
@@ -24,10 +25,12 @@ pub mod fdb;
 pub mod flow;
 pub mod ifname;
 pub mod mac;
+pub mod neigh;
 pub mod offload;
 pub mod pipeline;
 pub mod pmtu;
 pub mod privileges;
+pub mod proxy;
 pub mod ratelimit;
 pub mod stats;
 pub mod train;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Endpoint;
 use crate::mac::MacAddr;
+use crate::neigh::NeighSource;
 
 /// Longest request line accepted; anything longer is refused, so a client cannot make us buffer
 /// without bound.
@@ -35,6 +36,18 @@ pub enum Request {
     Stats,
     /// One row per remote VTEP.
     Peers,
+    /// The neighbour table (overlay IP -> MAC) that `--proxy` answers from.
+    NeighShow,
+    /// Adds or replaces an operator's neighbour entry.
+    NeighAdd {
+        ip: IpAddr,
+        #[serde(with = "as_string")]
+        mac: MacAddr,
+    },
+    /// Removes an operator's neighbour entry.
+    NeighDel {
+        ip: IpAddr,
+    },
 }
 
 /// Parses one request line.
@@ -52,6 +65,17 @@ pub enum Reply {
     Fdb(Vec<FdbRow>),
     Stats(Stats),
     Peers(Vec<PeerRow>),
+    Neigh(Vec<NeighRow>),
+}
+
+/// One row of `vxtap neigh show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighRow {
+    pub ip: IpAddr,
+    #[serde(with = "as_string")]
+    pub mac: MacAddr,
+    pub vni: u32,
+    pub source: NeighSource,
 }
 
 /// One row of `vxtap peers --json`: a remote VTEP of one network.
@@ -246,6 +270,12 @@ mod tests {
             },
             Request::FdbDel { mac: MacAddr::ZERO, dst: Some("198.18.0.3".parse().unwrap()) },
             Request::FdbDel { mac: "02:00:00:00:00:02".parse().unwrap(), dst: None },
+            Request::NeighShow,
+            Request::NeighAdd {
+                ip: "198.19.0.9".parse().unwrap(),
+                mac: "02:00:00:00:00:09".parse().unwrap(),
+            },
+            Request::NeighDel { ip: "2001:db8:1::9".parse().unwrap() },
         ];
         for r in reqs {
             let line = serde_json::to_string(&r).unwrap();
@@ -311,5 +341,17 @@ mod tests {
             serde_json::to_string(&Reply::Peers(vec![peer])).unwrap(),
             r#"[{"dst":"198.18.2.2","port":4789,"vni":42,"source":"remote","node":null,"pmtu":1400,"last_seen_secs":null}]"#
         );
+        let neigh = NeighRow {
+            ip: "198.19.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:02".parse().unwrap(),
+            vni: 42,
+            source: NeighSource::Etcd,
+        };
+        assert_eq!(
+            serde_json::to_string(&Reply::Neigh(vec![neigh])).unwrap(),
+            r#"[{"ip":"198.19.0.2","mac":"02:00:00:00:00:02","vni":42,"source":"etcd"}]"#
+        );
+        assert_eq!(serde_json::to_string(&FdbKind::Etcd).unwrap(), r#""etcd""#);
+        assert_eq!(serde_json::to_string(&PeerSource::Etcd).unwrap(), r#""etcd""#);
     }
 }

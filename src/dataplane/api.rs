@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use tracing::info;
 
 use super::NetworkHandle;
+use crate::control::NeighRow;
 use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
 use crate::fdb::{EntryKind, FloodSource};
 use crate::mac::MacAddr;
@@ -19,6 +20,20 @@ impl NetworkHandle {
             Request::FdbShow => Ok(Reply::Fdb(self.fdb_rows())),
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::Peers => Ok(Reply::Peers(self.peers())),
+            Request::NeighShow => Ok(Reply::Neigh(self.neigh_rows())),
+            Request::NeighAdd { ip, mac } => {
+                self.net.neigh.add_static(*ip, *mac).map_err(|e| e.to_string())?;
+                info!(dev = self.config.dev, %ip, %mac, "neighbour entry added");
+                Ok(Reply::Done)
+            }
+            Request::NeighDel { ip } => {
+                if self.net.neigh.remove_static(*ip) {
+                    info!(dev = self.config.dev, %ip, "neighbour entry deleted");
+                    Ok(Reply::Done)
+                } else {
+                    Err(format!("no static neighbour entry for {ip} on {}", self.config.dev))
+                }
+            }
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
                 if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
@@ -141,5 +156,16 @@ impl NetworkHandle {
             ("fdb_expired".to_string(), f.expired),
         ]);
         Stats(out)
+    }
+
+    /// `neigh show`: the neighbour table in use, by address.
+    fn neigh_rows(&self) -> Vec<NeighRow> {
+        let vni = self.net.vni;
+        self.net
+            .neigh
+            .snapshot()
+            .into_iter()
+            .map(|n| NeighRow { ip: n.ip, mac: n.mac, vni, source: n.source })
+            .collect()
     }
 }

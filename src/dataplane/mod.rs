@@ -16,6 +16,7 @@ mod api;
 mod netdev;
 mod network;
 mod report;
+mod suppress;
 mod sys;
 mod tap;
 mod tap_reader;

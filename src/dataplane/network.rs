@@ -72,5 +72,5 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     if c.offload && !o.tso {
         warn!(dev = c.dev, "the kernel refused the TAP's TSO offload: one frame per read");
     }
-    Ok((tap, Network::new(c.vni, port, header, fdb)))
+    Ok((tap, Network::new(c.vni, port, header, fdb).with_proxy(c.proxy)))
 }

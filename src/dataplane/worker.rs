@@ -52,6 +52,9 @@ pub(crate) fn tap_to_underlay(net: Arc<Network>, tap: Arc<Tap>, q: usize, underl
             }
             Ok(Read::Frame { buf, len }) => {
                 net.counters.tx_syscalls(1);
+                if net.proxy && super::suppress::answer(&net, &out.tap, &mut out.reply, buf, len) {
+                    continue;
+                }
                 if let Some(e) = net.encapsulate(buf, len) {
                     out.frame(&mut train, &buf[e.datagram.clone()], &e);
                 }
