@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::cidr::Cidr;
+use crate::cluster::EtcdConfig;
 use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
 use crate::flow::PortRange;
 use crate::ifname;
@@ -337,11 +338,13 @@ pub fn default_control_path(dev: &str) -> PathBuf {
     Path::new(CONTROL_DIR).join(format!("{dev}.sock"))
 }
 
-/// The TOML file: `[[network]]` tables.
+/// The TOML file: `[[network]]` tables, and an `[etcd]` table for a cluster.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     network: Vec<NetworkConfig>,
+    #[serde(default)]
+    etcd: Option<EtcdConfig>,
 }
 
 /// Reads and checks a config file.
@@ -352,9 +355,38 @@ pub fn load(path: &Path) -> Result<Vec<NetworkConfig>, String> {
 
 /// Parses and checks the text of a config file.
 pub fn parse(text: &str) -> Result<Vec<NetworkConfig>, String> {
+    parse_all(text).map(|(networks, _)| networks)
+}
+
+/// Reads and checks a config file, its `[etcd]` table included.
+pub fn load_all(path: &Path) -> Result<(Vec<NetworkConfig>, Option<EtcdConfig>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    parse_all(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks the text of a config file: its networks and its `[etcd]` table.
+pub fn parse_all(text: &str) -> Result<(Vec<NetworkConfig>, Option<EtcdConfig>), String> {
     let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
     validate(&file.network)?;
-    Ok(file.network)
+    Ok((file.network, file.etcd))
+}
+
+/// What a cluster (`--etcd`) needs of the networks: a local address to publish (the other
+/// members send there; the wildcard is not an address).
+pub fn check_cluster(networks: &[NetworkConfig]) -> Result<(), String> {
+    for n in networks {
+        match n.local {
+            Some(ip) if !ip.is_unspecified() => {}
+            _ => {
+                return Err(format!(
+                    "network {} (vni {}): a cluster member needs its underlay address (--local): \
+                     the other members send to it",
+                    n.dev, n.vni
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks each network and the whole set: unique TAP names and control sockets, and networks
@@ -498,5 +530,23 @@ mod tests {
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));
         assert!(parse(&TWO_VNIS.replace("02:00:00:00:00:09", "zz")).is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn etcd_table_and_proxy() {
+        let text = format!(
+            "[etcd]\nendpoints = [\"http://198.18.0.9:2379\"]\nnode = \"a\"\nttl = 5\n\n{}",
+            TWO_VNIS.replacen("learning = false", "learning = false\nproxy = true", 1)
+        );
+        let (nets, etcd) = parse_all(&text).unwrap();
+        assert!(nets[1].proxy && !nets[0].proxy);
+        let etcd = etcd.expect("[etcd]");
+        assert_eq!((etcd.endpoints.len(), etcd.node.as_deref(), etcd.ttl), (1, Some("a"), Some(5)));
+        assert!(parse_all(TWO_VNIS).unwrap().1.is_none());
+        assert!(parse_all(&text.replace("ttl = 5", "tll = 5")).is_err(), "unknown keys are errors");
+        assert!(check_cluster(&nets).is_ok());
+        let mut wild = nets.clone();
+        wild[0].local = None;
+        assert!(check_cluster(&wild).unwrap_err().contains("--local"));
     }
 }

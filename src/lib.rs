@@ -7,6 +7,8 @@
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
 //! - [`neigh`] and [`proxy`]: the neighbour table and ARP/ND suppression, also pure;
+//! - [`cluster`]: the cluster control plane on etcd: its pure part (keys, member records,
+//!   reconciliation) and, with the `etcd` feature, the task that talks to etcd;
 //! - [`dataplane`]: the part that owns devices, sockets and threads.
 //!
 //! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
@@ -18,6 +20,7 @@
 
 pub mod allow;
 pub mod cidr;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;
