@@ -11,6 +11,8 @@
 //!   only through the [`Tables`] trait, which the dataplane implements, so this module never
 //!   depends on the dataplane.
 
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod key;
 pub mod member;
 pub mod reconcile;
@@ -19,6 +21,10 @@ pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 
+#[cfg(not(feature = "etcd"))]
+pub use disabled::{start, Handle, StartError};
+#[cfg(feature = "etcd")]
+pub use etcd::{start, Handle, StartError};
 pub use key::NetKey;
 pub use member::Member;
 pub use reconcile::{Change, NetSpec};
@@ -32,6 +38,44 @@ pub const SUPPORTED: bool = cfg!(feature = "etcd");
 
 /// The error `vxtap run` gives for cluster options in a build without the feature.
 pub const UNSUPPORTED: &str = "this vxtap was built without etcd support: cargo build --features etcd";
+
+/// A build without the `etcd` feature: `vxtap run` refuses cluster options before it gets here
+/// ([`UNSUPPORTED`]); these keep its code free of feature switches.
+#[cfg(not(feature = "etcd"))]
+mod disabled {
+    use std::sync::Arc;
+
+    use super::{NetKey, Settings, Status, Tables, UNSUPPORTED};
+
+    /// Why the cluster could not start.
+    #[derive(Debug)]
+    pub struct StartError(pub String);
+
+    impl std::fmt::Display for StartError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for StartError {}
+
+    /// Never made.
+    pub struct Handle(());
+
+    impl Handle {
+        pub async fn shutdown(self) {}
+    }
+
+    /// Always [`UNSUPPORTED`].
+    pub async fn start(
+        _: Settings,
+        _: Vec<(NetKey, bool)>,
+        _: Arc<dyn Tables>,
+        _: Arc<Status>,
+    ) -> Result<Handle, StartError> {
+        Err(StartError(UNSUPPORTED.into()))
+    }
+}
 
 /// What this process publishes about itself in one network.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,9 @@
 //! Rules, the same on every VTEP so that the cluster agrees:
 //! - a record that fails its checks ([`Member::parse`]) is refused and counted; if its node had
 //!   a valid record before, that member leaves (a bad value never keeps stale state alive);
-//! - two members claiming one MAC: the node whose name sorts first keeps it, the other is
-//!   refused (counted once, while the clash lasts);
+//! - two members claiming one MAC: the one registered first (lowest create revision, then
+//!   node name) keeps it, the other is refused (counted once, while the clash lasts), so a
+//!   record written later cannot take over a member's MAC;
 //! - this process's own record is not a member; when it is deleted, or replaced by another
 //!   process's ([`Own`]), the I/O task registers again or reports the clash.
 
@@ -75,17 +76,20 @@ pub struct Batch {
     pub own: Vec<Own>,
 }
 
+/// One record as etcd has it: key, value, and the revision that created the key.
+pub type Kv<'a> = (&'a [u8], &'a [u8], i64);
+
 /// One event of a watch.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    Put { key: &'a [u8], value: &'a [u8] },
+    Put(Kv<'a>),
     Delete { key: &'a [u8] },
 }
 
 struct NetState {
     spec: NetSpec,
-    /// The valid records as last read, by node.
-    desired: BTreeMap<String, Member>,
+    /// The valid records as last read, by node, with their create revision.
+    desired: BTreeMap<String, (i64, Member)>,
     /// Nodes refused for a MAC clash, already counted.
     clashing: BTreeSet<String>,
     /// What the tables were last told.
@@ -121,14 +125,14 @@ impl Reconciler {
 
     /// A full listing of the prefix replaces everything read before: members missing from it
     /// have left (what a missed delete event would otherwise hide).
-    pub fn list<'a>(&mut self, kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Batch {
+    pub fn list<'a>(&mut self, kvs: impl IntoIterator<Item = Kv<'a>>) -> Batch {
         let mut batch = Batch::default();
         let mut own_seen = vec![false; self.nets.len()];
         for n in &mut self.nets {
             n.desired.clear();
         }
-        for (k, v) in kvs {
-            if let Some(net) = self.put(k, v, &mut batch) {
+        for kv in kvs {
+            if let Some(net) = self.put(kv, &mut batch) {
                 own_seen[net] = true;
             }
         }
@@ -145,8 +149,8 @@ impl Reconciler {
         let mut batch = Batch::default();
         for e in events {
             match e {
-                Event::Put { key, value } => {
-                    self.put(key, value, &mut batch);
+                Event::Put(kv) => {
+                    self.put(kv, &mut batch);
                 }
                 Event::Delete { key } => self.delete(key, &mut batch),
             }
@@ -171,7 +175,7 @@ impl Reconciler {
     }
 
     /// Reads one record; returns the network when it was this process's own.
-    fn put(&mut self, key: &[u8], value: &[u8], batch: &mut Batch) -> Option<usize> {
+    fn put(&mut self, (key, value, created): Kv<'_>, batch: &mut Batch) -> Option<usize> {
         let (i, node) = self.locate(key, batch)?;
         let n = &mut self.nets[i];
         if node == n.spec.view.node {
@@ -183,7 +187,7 @@ impl Reconciler {
         }
         match Member::parse(&node, value, &n.spec.view) {
             Ok(m) => {
-                n.desired.insert(node, m);
+                n.desired.insert(node, (created, m));
             }
             Err(e) => {
                 n.desired.remove(&node);
@@ -206,11 +210,14 @@ impl Reconciler {
     /// Compares each network's valid members with what was applied.
     fn finish(&mut self, mut batch: Batch) -> Batch {
         for (i, n) in self.nets.iter_mut().enumerate() {
-            // MAC clashes: the first node by name keeps the MAC.
+            // MAC clashes: the first registered (then the first by name) keeps the MAC.
+            let mut by_age: Vec<(&i64, &String, &Member)> =
+                n.desired.iter().map(|(k, (c, m))| (c, k, m)).collect();
+            by_age.sort();
             let mut owners: BTreeMap<MacAddr, &str> = BTreeMap::new();
             let mut effective = BTreeMap::new();
             let mut clashing = BTreeSet::new();
-            for (node, m) in &n.desired {
+            for (_, node, m) in by_age {
                 match owners.get(&m.mac) {
                     Some(first) => {
                         if !n.clashing.contains(node) {
@@ -277,22 +284,26 @@ mod tests {
         }
     }
 
-    fn kv(net: NetKey, m: &Member) -> (Vec<u8>, Vec<u8>) {
-        (key::member_key(P, net, &m.node).into_bytes(), m.to_json().into_bytes())
+    fn kv(net: NetKey, m: &Member) -> (Vec<u8>, Vec<u8>, i64) {
+        kv_at(net, m, 1)
     }
 
-    fn own(instance: &str) -> (Vec<u8>, Vec<u8>) {
+    fn kv_at(net: NetKey, m: &Member, created: i64) -> (Vec<u8>, Vec<u8>, i64) {
+        (key::member_key(P, net, &m.node).into_bytes(), m.to_json().into_bytes(), created)
+    }
+
+    fn own(instance: &str) -> (Vec<u8>, Vec<u8>, i64) {
         let mut m = member("me", 99);
         m.instance = instance.into();
         kv(NET, &m)
     }
 
-    fn list(r: &mut Reconciler, kvs: &[(Vec<u8>, Vec<u8>)]) -> Batch {
-        r.list(kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    fn list(r: &mut Reconciler, kvs: &[(Vec<u8>, Vec<u8>, i64)]) -> Batch {
+        r.list(kvs.iter().map(|(k, v, c)| (k.as_slice(), v.as_slice(), *c)))
     }
 
-    fn put(r: &mut Reconciler, (k, v): &(Vec<u8>, Vec<u8>)) -> Batch {
-        r.events([Event::Put { key: k, value: v }])
+    fn put(r: &mut Reconciler, (k, v, c): &(Vec<u8>, Vec<u8>, i64)) -> Batch {
+        r.events([Event::Put((k, v, *c))])
     }
 
     #[test]
@@ -344,7 +355,7 @@ mod tests {
         assert_eq!((b.changes[0].left.clone(), b.changes[0].members.len()), (vec![a2], 0));
         let b = r.events([Event::Delete { key: key.as_bytes() }]);
         assert!(b.changes.is_empty(), "deleting an unknown member changes nothing");
-        let unrelated = r.events([Event::Put { key: b"/vxtap/v1/filler", value: b"x" }]);
+        let unrelated = r.events([Event::Put((b"/vxtap/v1/filler", b"x", 1))]);
         assert_eq!(unrelated, Batch::default(), "keys outside the layout are ignored, not counted");
         let other_vni = kv(NetKey { proto: Proto::Vxlan, vni: 7 }, &member("z", 9));
         assert_eq!(put(&mut r, &other_vni), Batch::default(), "networks this process does not run");
@@ -356,11 +367,11 @@ mod tests {
         let a = member("a", 2);
         put(&mut r, &kv(NET, &a));
         let key = key::member_key(P, NET, "a").into_bytes();
-        let b = r.events([Event::Put { key: &key, value: b"{garbage" }]);
+        let b = r.events([Event::Put((&key, b"{garbage", 1))]);
         assert_eq!(b.bad.len(), 1);
         assert_eq!(b.changes[0].left, vec![a.clone()], "a member whose record turns bad leaves");
         let bad_key = b"/vxtap/v1/vxlan/42/members/bad name".to_vec();
-        let b = r.events([Event::Put { key: &bad_key, value: a.to_json().as_bytes() }]);
+        let b = r.events([Event::Put((&bad_key, a.to_json().as_bytes(), 1))]);
         assert!(matches!(b.bad[..], [(_, Invalid::Key(_))]));
         let mut thief = member("t", 5);
         thief.mac = MacAddr([2, 0, 0, 0, 0, 0xee]);
@@ -370,24 +381,29 @@ mod tests {
     }
 
     #[test]
-    fn a_mac_two_members_claim_stays_with_the_first_by_name() {
+    fn a_mac_two_members_claim_stays_with_the_first_registered() {
         let mut r = reconciler();
         let b = member("b", 2);
-        put(&mut r, &kv(NET, &b));
+        put(&mut r, &kv_at(NET, &b, 10));
         let mut a = member("a", 3);
         a.mac = b.mac;
-        let batch = put(&mut r, &kv(NET, &a));
-        assert_eq!(batch.changes[0].joined, vec![a.clone()]);
-        assert_eq!(batch.changes[0].left, vec![b.clone()], "the first by name wins, the same on every VTEP");
+        let batch = put(&mut r, &kv_at(NET, &a, 20));
+        assert!(batch.changes.is_empty(), "a later record cannot take a member's MAC, whatever its name");
         assert!(
-            matches!(&batch.bad[..], [(k, Invalid::DuplicateMac { with, .. })] if k.ends_with("/b") && with == "a")
+            matches!(&batch.bad[..], [(k, Invalid::DuplicateMac { with, .. })] if k.ends_with("/a") && with == "b")
         );
         let c = member("c", 4);
-        let batch = put(&mut r, &kv(NET, &c));
+        let batch = put(&mut r, &kv_at(NET, &c, 30));
         assert!(batch.bad.is_empty(), "a clash is counted once, not on every change");
-        let a_key = key::member_key(P, NET, "a");
-        let batch = r.events([Event::Delete { key: a_key.as_bytes() }]);
-        assert_eq!(batch.changes[0].joined, vec![b], "the clash over, the other member joins");
+        assert_eq!(batch.changes[0].joined, vec![c]);
+        let b_key = key::member_key(P, NET, "b");
+        let batch = r.events([Event::Delete { key: b_key.as_bytes() }]);
+        assert_eq!(batch.changes[0].left, vec![b.clone()]);
+        assert_eq!(batch.changes[0].joined, vec![a.clone()], "the clash over, the other member joins");
+        let mut d = member("d", 5);
+        d.mac = a.mac;
+        let batch = list(&mut r, &[kv_at(NET, &d, 20), kv_at(NET, &a, 20)]);
+        assert!(matches!(&batch.bad[..], [(k, _)] if k.ends_with("/d")), "same revision (one txn): by name");
     }
 
     #[test]

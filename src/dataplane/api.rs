@@ -126,6 +126,8 @@ impl NetworkHandle {
                 EntryKind::Learned => note(e.dst, PeerSource::Learned, Some(e.age_secs)),
             }
         }
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let node = |dst: &SocketAddr| members.iter().find(|(v, _)| v == dst).map(|(_, n)| n.clone());
         peers
             .into_iter()
             .map(|(dst, (source, last_seen_secs))| PeerRow {
@@ -133,7 +135,7 @@ impl NetworkHandle {
                 port: dst.port(),
                 vni: self.net.vni,
                 source,
-                node: None,
+                node: node(&dst),
                 pmtu: self.underlay.path_mtu(dst.ip()),
                 last_seen_secs,
             })
@@ -155,6 +157,9 @@ impl NetworkHandle {
             ("fdb_moved".to_string(), f.moved),
             ("fdb_expired".to_string(), f.expired),
         ]);
+        if let Some((status, i)) = self.cluster.get() {
+            out.extend(status.fields(*i));
+        }
         Stats(out)
     }
 

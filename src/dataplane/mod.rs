@@ -13,6 +13,8 @@
 //! - `api`: the answers to control requests.
 
 mod api;
+mod cluster;
+mod ifaddrs;
 mod netdev;
 mod network;
 mod report;
