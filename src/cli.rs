@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use vxtap::cidr::Cidr;
+use vxtap::cluster::settings::{self, EtcdConfig, Settings};
 use vxtap::config::{self, AllowFrom, Endpoint, NetworkConfig, PortRangeArg, StaticEntry, DEFAULT_DEV};
 use vxtap::mac::MacAddr;
 use vxtap::pmtu::{Df, MssClamp};
@@ -71,6 +72,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
     },
+    /// Show or change the neighbour table (ARP/ND suppression, --proxy) of a running VTEP
+    #[command(subcommand)]
+    Neigh(NeighCommand),
 }
 
 #[derive(Args, Debug)]
@@ -158,8 +162,41 @@ pub struct RunArgs {
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues", "df", "mss_clamp"])]
+        "no_offload", "queues", "df", "mss_clamp", "proxy"])]
     pub config: Option<PathBuf>,
+    /// etcd endpoints of a cluster to join, comma-separated (http://HOST:PORT, or https:// with
+    /// --etcd-ca): the members find each other there and need no --remote or --static (README
+    /// "Clusters"). Needs --local. With --config, these --etcd* flags override its [etcd] table
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the cluster in etcd [default: /vxtap/v1]
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// This host's name in the cluster, unique among its members [default: the hostname]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// etcd lease time to live: how long a crashed member stays in the others' tables, in seconds
+    /// (a clean exit leaves at once) [default: 15]
+    #[arg(long, value_name = "SECS")]
+    pub etcd_ttl: Option<u64>,
+    /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Key (PEM) of --etcd-cert
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user; the password comes from the config file's [etcd] table or the
+    /// VXTAP_ETCD_PASSWORD environment variable, never from a flag
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// ARP/ND suppression: answer broadcast ARP requests and neighbour solicitations for
+    /// addresses of the neighbour table (cluster members, `vxtap neigh add`) whose MAC is behind
+    /// a remote VTEP on the TAP, instead of flooding them; anything else crosses as usual
+    #[arg(long)]
+    pub proxy: bool,
 }
 
 impl RunArgs {
@@ -189,12 +226,68 @@ impl RunArgs {
                 n.queues = self.queues;
                 n.df = self.df;
                 n.mss_clamp = self.mss_clamp;
+                n.proxy = self.proxy;
                 vec![n]
             }
         };
         config::validate(&nets)?;
         Ok(nets)
     }
+}
+
+impl RunArgs {
+    /// The cluster to join: the config file's [etcd] table with the --etcd* flags over it,
+    /// checked; None when neither names one.
+    pub fn cluster(&self, networks: &[NetworkConfig]) -> Result<Option<Settings>, String> {
+        let file = match &self.config {
+            Some(path) => config::load_all(path)?.1.unwrap_or_default(),
+            None => EtcdConfig::default(),
+        };
+        let flags = EtcdConfig {
+            endpoints: self.etcd.clone(),
+            prefix: self.etcd_prefix.clone(),
+            node: self.node.clone(),
+            ttl: self.etcd_ttl,
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password: None,
+        };
+        let etcd = file.merged(flags);
+        if etcd.is_empty() {
+            return Ok(None);
+        }
+        let password = std::env::var(settings::PASSWORD_ENV).ok();
+        let s = etcd.settings(password, &settings::hostname())?;
+        config::check_cluster(networks)?;
+        Ok(Some(s))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NeighCommand {
+    /// List the neighbour table (overlay IP -> MAC) that --proxy answers from
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON array of {"ip","mac","vni","source"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or replace a static neighbour entry IP -> MAC
+    Add {
+        ip: IpAddr,
+        mac: MacAddr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a static neighbour entry
+    Del {
+        ip: IpAddr,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,5 +386,57 @@ mod tests {
         assert_eq!((n.df, n.mss_clamp), (Df::Unset, Some(MssClamp::Auto)));
         let n = parse(&["vxtap", "run", "--vni", "1", "--mss-clamp=1400"]);
         assert_eq!(n.mss_clamp, Some(MssClamp::PathMtu(1400)));
+        assert!(parse(&["vxtap", "run", "--vni", "1", "--proxy"]).proxy);
+    }
+
+    #[test]
+    fn etcd_flags() {
+        let run = |args: &[&str]| {
+            let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            let nets = r.networks().unwrap();
+            r.cluster(&nets)
+        };
+        assert_eq!(run(&["vxtap", "run", "--vni", "1"]), Ok(None));
+        let s = run(&[
+            "vxtap",
+            "run",
+            "--vni",
+            "1",
+            "--local",
+            "198.18.0.1",
+            "--etcd",
+            "http://198.18.0.9:2379,198.18.0.10:2379",
+            "--node",
+            "a",
+            "--etcd-ttl",
+            "3",
+            "--etcd-prefix",
+            "/lab",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.endpoints, ["http://198.18.0.9:2379", "http://198.18.0.10:2379"]);
+        assert_eq!((s.node.as_str(), s.ttl, s.prefix.as_str()), ("a", 3, "/lab"));
+        let err = run(&["vxtap", "run", "--vni", "1", "--etcd", "http://198.18.0.9:2379", "--node", "a"]);
+        assert!(err.unwrap_err().contains("--local"), "the wildcard cannot be published");
+        let err = run(&["vxtap", "run", "--vni", "1", "--local", "198.18.0.1", "--node", "a"]);
+        assert!(err.unwrap_err().contains("no endpoint"), "--node alone names no cluster");
+        let err =
+            run(&["vxtap", "run", "--vni", "1", "--local", "198.18.0.1", "--etcd", "h:1", "--etcd-ttl", "0"]);
+        assert!(err.unwrap_err().contains("ttl 0"));
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--vni", "1", "--etcd-password", "x"]).is_err(),
+            "no such flag"
+        );
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--config", "f.toml", "--proxy"]).is_err(),
+            "per network"
+        );
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--config", "f.toml", "--etcd", "h:1"]).is_ok(),
+            "process-wide"
+        );
+        assert!(Cli::try_parse_from(["vxtap", "neigh", "add", "198.19.0.2", "02:00:00:00:00:02"]).is_ok());
+        assert!(Cli::try_parse_from(["vxtap", "neigh", "del", "nowhere"]).is_err());
     }
 }
