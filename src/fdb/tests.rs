@@ -419,7 +419,7 @@ fn concurrent_lookup_and_learn() {
                     };
                     for round in 0..200u32 {
                         for i in 0..KNOWN {
-                            let to = if (round + t + i) % 2 == 0 { 1 } else { 2 };
+                            let to = if (round + t + i).is_multiple_of(2) { 1 } else { 2 };
                             tally(fdb.learn(mac(i), vtep(to)));
                         }
                         for k in 0..NEW / 200 {
