@@ -24,7 +24,11 @@
 //! - `underlay`: [`Family`], [`Underlay`] (veth pair or bridge star), [`KernelVxlan`];
 //! - `vtep`: the [`Vtep`] process guard and control-socket helpers ([`vtep_cmd`], [`stats_json`],
 //!   [`fdb_json`], [`counter`]);
-//! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`].
+//! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`];
+//! - `etcd`: [`Etcd`], a throw-away etcd server in a namespace with a small client of its JSON
+//!   gateway (put, delete, list, compact, leases);
+//! - `capture`: raw frames on a device ([`capture`], [`send_frame`]), to see what crossed the
+//!   underlay and to hand a TAP hand-made frames.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,11 +36,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
+mod capture;
+mod etcd;
 mod netns;
 mod traffic;
 mod underlay;
 mod vtep;
 
+pub use capture::{capture, send_frame, vxlan_inner, Capture};
+pub use etcd::{etcd_installed, Etcd, ETCD_READY_TIMEOUT};
 pub use netns::{netns_available, require_netns, require_netns_and, Netns, TempDir};
 pub use traffic::{
     tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, EchoServer, Fnv1a, TransferReport,
