@@ -608,3 +608,32 @@ netns_test!(proxy_answers_for_members_and_forwards_the_rest, requires = etcd_ins
     }
     assert_eq!((c.stat(0, "arp_suppressed"), c.stat(0, "nd_suppressed")), (arp, nd), "none was answered");
 });
+
+// etcd down at startup: the TAP comes up with the static configuration (here a --remote each),
+// traffic flows, and the VTEPs join when etcd is back. A member leaving then takes its etcd
+// entries with it but never the configured remote.
+netns_test!(startup_with_etcd_down_runs_and_joins_later, requires = etcd_installed, {
+    let mut c = Cluster::new(2);
+    c.etcd.kill();
+    for i in 0..2 {
+        let peer = c.bed.ul.addr(1 - i).to_string();
+        c.start(i, &["--remote", &peer]);
+    }
+    let _servers = c.bed.echo_servers();
+    c.bed.echo(0, 1);
+    assert_eq!((c.stat(0, "etcd_connected"), c.stat(0, "etcd_members")), (0, 0));
+    c.etcd.restart().unwrap();
+    c.converge(&[0, 1]);
+    c.wait_stat(0, "etcd_connected", |v| v == 1, CONVERGE);
+    let flood = |c: &Cluster| -> Vec<Value> {
+        c.bed.fdb(0).as_array().unwrap().iter().filter(|e| e["kind"] == "flood").cloned().collect()
+    };
+    assert_eq!(flood(&c).len(), 1, "a remote that is also a member is flooded to once: {:?}", flood(&c));
+    let st = c.bed.vtep(1).terminate(Duration::from_secs(10)).unwrap();
+    assert!(st.success());
+    c.wait_member(0, 1, false, CONVERGE);
+    assert_eq!(flood(&c).len(), 1, "the configured remote stays: {:?}", flood(&c));
+    assert_eq!(flood(&c)[0]["dst"].as_str(), Some(c.bed.ul.addr(1).to_string().as_str()));
+    let peers = c.json(0, &["peers", "--json"]);
+    assert_eq!(peers[0]["source"], "remote", "{peers}");
+});
