@@ -71,6 +71,10 @@ pub enum Command {
         /// Megabytes to send through the overlay for the throughput figure
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
+        /// Three VTEPs and a throw-away etcd instead: they find each other with no --remote
+        /// (needs a build with --features etcd, and etcd installed)
+        #[arg(long)]
+        cluster: bool,
     },
     /// Show or change the neighbour table (ARP/ND suppression, --proxy) of a running VTEP
     #[command(subcommand)]

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
-        Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
+        Command::Demo { proto, cluster: true, .. } => demo::cluster(proto),
+        Command::Demo { proto, megabytes, .. } => demo::run(proto, megabytes),
         Command::Neigh(NeighCommand::Show { target, json }) => {
             show(&target, &Request::NeighShow, json, print_neigh)
         }
