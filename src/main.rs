@@ -112,7 +112,15 @@ fn serve(
         let mut signals = Signals::install()?;
         let sockets = serve_control(&dataplane, user)?;
         spawn_housekeeping(&dataplane);
-        let cluster = join_cluster(&dataplane, cluster).await?;
+        // Joining may wait out a crashed predecessor's lease: a signal meanwhile stops here.
+        let cluster = tokio::select! {
+            c = join_cluster(&dataplane, cluster) => c?,
+            _ = signals.wait() => {
+                info!("shutting down before joining the cluster");
+                sockets.iter().for_each(|p| drop(std::fs::remove_file(p)));
+                return Ok(());
+            }
+        };
         if let Some(user) = user {
             user.become_user()?;
             info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");

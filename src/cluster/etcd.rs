@@ -566,6 +566,8 @@ impl Task {
                             "another vxtap wrote a record under this node's name"
                         );
                     }
+                    // Not ours any more: register again once that record is gone.
+                    self.published[net] = None;
                 }
             }
         }
