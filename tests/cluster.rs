@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use vxtap::control::{FdbKind, FdbRow, Request, Stats};
 use vxtap_testbed::{
     capture, etcd_installed, netns_test, send_frame, udp_roundtrip, vtep_cmd, vxlan_inner, Etcd, Netns,
     Underlay,
@@ -80,16 +81,20 @@ impl Cluster {
         self.bed.ul.node(i)
     }
 
+    /// A counter of node i, asked in process (for close polling).
     fn stat(&self, i: usize, key: &str) -> u64 {
-        self.bed.counter_at(&self.bed.control(i), key)
+        let stats: Stats = vxtap::control::request(&self.bed.control(i), &Request::Stats)
+            .unwrap_or_else(|e| panic!("node {i}: stats: {e:#}\n{}", self.logs()));
+        stats.get(key).unwrap_or_else(|| panic!("node {i}: no counter {key}"))
     }
 
-    /// Whether node i's FDB has `mac` as an etcd entry pointing at node j's VTEP.
+    /// Whether node i's FDB has node j's TAP MAC as an etcd entry pointing at node j's VTEP.
+    /// Asks the control socket in process (no CLI to spawn), so polling it times events closely.
     fn has_member(&self, i: usize, j: usize) -> bool {
-        let fdb = self.bed.fdb(i);
-        fdb_entry(&fdb, &mac(j)).is_some_and(|e| {
-            e["kind"] == "etcd" && e["dst"].as_str() == Some(&self.bed.ul.addr(j).to_string())
-        })
+        let rows: Vec<FdbRow> = vxtap::control::request(&self.bed.control(i), &Request::FdbShow)
+            .unwrap_or_else(|e| panic!("node {i}: fdb show: {e:#}\n{}", self.logs()));
+        let want: vxtap::MacAddr = mac(j).parse().unwrap();
+        rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == self.bed.ul.addr(j))
     }
 
     /// Waits until node i's view of node j's membership is `present`; panics with the logs.
@@ -462,11 +467,12 @@ netns_test!(scale_500_members, requires = etcd_installed, {
     assert_eq!(fdb.as_array().unwrap().iter().filter(|e| e["kind"] == "etcd").count(), N + 2, "etcd entries");
     println!(
         "scale: {N} member records written in {:.2} s; both VTEPs had all {} members {:.2} s after the first \
-         write; a VTEP joining the {}-member cluster was ready in {:.2} s and had every member in {:.2} s; \
-         RSS of a VTEP {} kB before, {} kB with {} members; the new VTEP {} kB",
+         write ({:.2} s after the last); a VTEP joining the {}-member cluster was ready in {:.2} s and had \
+         every member in {:.2} s; RSS of a VTEP {} kB before, {} kB with {} members; the new VTEP {} kB",
         written.as_secs_f64(),
         N + 1,
         applied.as_secs_f64(),
+        (applied - written).as_secs_f64(),
         N + 2,
         ready.as_secs_f64(),
         joined.as_secs_f64(),
