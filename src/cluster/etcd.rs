@@ -392,8 +392,9 @@ impl Task {
             let pause = match ended {
                 Failure::Restart(why) => {
                     info!("etcd session restarts: {why}");
+                    // At once, give or take the jitter (never a tight loop if it keeps happening).
                     backoff = BACKOFF_FIRST;
-                    Duration::from_millis(50)
+                    jitter(BACKOFF_FIRST)
                 }
                 Failure::Etcd(why) | Failure::Fatal(why) => {
                     warn!(

@@ -10,7 +10,9 @@
 //! - `tap_reader`, `tap_writer`: a TAP queue as plain frames, its offloads behind them;
 //! - [`udp`]: the underlay sockets (quinn-udp);
 //! - `worker`: the two packet loops; `report`: the periodic drop summary;
-//! - `api`: the answers to control requests.
+//! - `api`: the answers to control requests;
+//! - `cluster`: the tables behind the cluster control plane ([`crate::cluster::Tables`]), and
+//!   `ifaddrs`, the TAP's addresses it publishes; `suppress`: `--proxy`'s answers on the TAP path.
 
 mod api;
 mod cluster;
