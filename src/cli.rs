@@ -19,7 +19,8 @@ use vxtap::wire::{Proto, MAX_VNI};
     about = "Userspace VXLAN (RFC 7348) and Geneve (RFC 8926) VTEP over a Linux TAP device",
     long_about = "vxtap bridges a TAP device onto a VXLAN or Geneve overlay: frames read from the TAP are \
 encapsulated and sent over UDP to the VTEP that owns the destination MAC (broadcast, multicast and \
-unknown unicast go to every --remote); datagrams received are checked, decapsulated and written to the TAP.\n\n\
+unknown unicast go to every --remote and, with --etcd, every cluster member); datagrams received are \
+checked, decapsulated and written to the TAP.\n\n\
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level."
 )]
 pub struct Cli {
