@@ -35,13 +35,14 @@ pub struct Change {
     pub left: Vec<Member>,
     /// Members whose record changed: (before, after).
     pub updated: Vec<(Member, Member)>,
-    /// Every member after the change, by node name.
+    /// Every member after the change, the first registered first (lowest create revision, then
+    /// node name): flood order, and who keeps an overlay address two members claim.
     pub members: Vec<Member>,
 }
 
 impl Change {
-    /// Overlay address -> MAC of every member, each address once (the first member by node name
-    /// keeps an address two claim).
+    /// Overlay address -> MAC of every member, each address once (the member registered first
+    /// keeps an address two claim, as for MACs).
     pub fn neighbours(&self) -> Vec<(IpAddr, MacAddr)> {
         let mut seen = HashSet::new();
         self.members
@@ -217,6 +218,7 @@ impl Reconciler {
             let mut owners: BTreeMap<MacAddr, &str> = BTreeMap::new();
             let mut effective = BTreeMap::new();
             let mut clashing = BTreeSet::new();
+            let mut by_age_valid = Vec::new();
             for (_, node, m) in by_age {
                 match owners.get(&m.mac) {
                     Some(first) => {
@@ -231,6 +233,7 @@ impl Reconciler {
                     None => {
                         owners.insert(m.mac, node);
                         effective.insert(node.clone(), m.clone());
+                        by_age_valid.push(m.clone());
                     }
                 }
             }
@@ -251,7 +254,7 @@ impl Reconciler {
             if change.joined.is_empty() && change.left.is_empty() && change.updated.is_empty() {
                 continue;
             }
-            change.members = effective.values().cloned().collect();
+            change.members = by_age_valid;
             n.applied = effective;
             batch.changes.push(change);
         }
@@ -404,6 +407,12 @@ mod tests {
         d.mac = a.mac;
         let batch = list(&mut r, &[kv_at(NET, &d, 20), kv_at(NET, &a, 20)]);
         assert!(matches!(&batch.bad[..], [(k, _)] if k.ends_with("/d")), "same revision (one txn): by name");
+        let mut e = member("e", 6);
+        e.overlay = a.overlay.clone();
+        let batch = list(&mut r, &[kv_at(NET, &e, 10), kv_at(NET, &a, 20)]);
+        let ch = &batch.changes[0];
+        assert_eq!(ch.members, vec![e.clone(), a.clone()], "the first registered first");
+        assert_eq!(ch.neighbours(), vec![(e.overlay[0], e.mac)], "and it keeps a contested address");
     }
 
     #[test]
