@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use vxtap::cidr::Cidr;
+use vxtap::cluster::settings::{self, EtcdConfig, Settings};
 use vxtap::config::{
     self, AllowFrom, Endpoint, FlowLabel, NetworkConfig, PortRangeArg, StaticEntry, Ttl, DEFAULT_DEV,
 };
@@ -21,7 +22,8 @@ use vxtap::wire::{Proto, MAX_VNI};
     about = "Userspace VXLAN (RFC 7348) and Geneve (RFC 8926) VTEP over a Linux TAP device",
     long_about = "vxtap bridges a TAP device onto a VXLAN or Geneve overlay: frames read from the TAP are \
 encapsulated and sent over UDP to the VTEP that owns the destination MAC (broadcast, multicast and \
-unknown unicast go to every --remote); datagrams received are checked, decapsulated and written to the TAP.\n\n\
+unknown unicast go to every --remote and, with --etcd, every cluster member); datagrams received are \
+checked, decapsulated and written to the TAP.\n\n\
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level."
 )]
 pub struct Cli {
@@ -73,7 +75,14 @@ pub enum Command {
         /// Megabytes to send through the overlay for the throughput figure
         #[arg(long, default_value_t = 100)]
         megabytes: usize,
+        /// Three VTEPs and a throw-away etcd instead: they find each other with no --remote
+        /// (needs a build with --features etcd, and etcd installed)
+        #[arg(long)]
+        cluster: bool,
     },
+    /// Show or change the neighbour table (ARP/ND suppression, --proxy) of a running VTEP
+    #[command(subcommand)]
+    Neigh(NeighCommand),
     /// Print a shell completion script, e.g. `vxtap completions bash > /etc/bash_completion.d/vxtap`
     Completions {
         /// bash, zsh or fish (also elvish, powershell)
@@ -206,7 +215,7 @@ pub struct RunArgs {
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "no_cpu_pinning"])]
+        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "no_cpu_pinning", "proxy"])]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (overrides the
     /// config file's `metrics`) [default: off]
@@ -215,6 +224,39 @@ pub struct RunArgs {
     /// Log format on stderr: text, or json (one object per line, for log collectors)
     #[arg(long, value_name = "text|json", default_value = "text")]
     pub log_format: LogFormat,
+    /// etcd endpoints of a cluster to join, comma-separated (http://HOST:PORT, or https:// with
+    /// --etcd-ca): the members find each other there and need no --remote or --static (README
+    /// "Clusters"). Needs --local. With --config, these --etcd* flags override its [etcd] table
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the cluster in etcd [default: /vxtap/v1]
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// This host's name in the cluster, unique among its members [default: the hostname]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// etcd lease time to live: how long a crashed member stays in the others' tables, in seconds
+    /// (a clean exit leaves at once) [default: 15]
+    #[arg(long, value_name = "SECS")]
+    pub etcd_ttl: Option<u64>,
+    /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Key (PEM) of --etcd-cert
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user; the password comes from the config file's [etcd] table or the
+    /// VXTAP_ETCD_PASSWORD environment variable, never from a flag
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// ARP/ND suppression: answer broadcast ARP requests and neighbour solicitations for
+    /// addresses of the neighbour table (cluster members, `vxtap neigh add`) whose MAC is behind
+    /// a remote VTEP on the TAP, instead of flooding them; anything else crosses as usual
+    #[arg(long)]
+    pub proxy: bool,
 }
 
 impl RunArgs {
@@ -250,6 +292,7 @@ impl RunArgs {
                 n.tos = self.tos;
                 n.flowlabel = self.flowlabel;
                 n.cpu_pinning = !self.no_cpu_pinning;
+                n.proxy = self.proxy;
                 vec![n]
             }
         };
@@ -267,6 +310,59 @@ impl RunArgs {
             (None, None) => Ok(None),
         }
     }
+
+    /// The cluster to join: the config file's [etcd] table with the --etcd* flags over it,
+    /// checked; None when neither names one.
+    pub fn cluster(&self, networks: &[NetworkConfig]) -> Result<Option<Settings>, String> {
+        let file = match &self.config {
+            Some(path) => config::load_all(path)?.1.unwrap_or_default(),
+            None => EtcdConfig::default(),
+        };
+        let flags = EtcdConfig {
+            endpoints: self.etcd.clone(),
+            prefix: self.etcd_prefix.clone(),
+            node: self.node.clone(),
+            ttl: self.etcd_ttl,
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password: None,
+        };
+        let etcd = file.merged(flags);
+        if etcd.is_empty() {
+            return Ok(None);
+        }
+        let password = std::env::var(settings::PASSWORD_ENV).ok();
+        let s = etcd.settings(password, &settings::hostname())?;
+        config::check_cluster(networks)?;
+        Ok(Some(s))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NeighCommand {
+    /// List the neighbour table (overlay IP -> MAC) that --proxy answers from
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON array of {"ip","mac","vni","source"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or replace a static neighbour entry IP -> MAC
+    Add {
+        ip: IpAddr,
+        mac: MacAddr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a static neighbour entry
+    Del {
+        ip: IpAddr,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -428,5 +524,61 @@ mod tests {
         };
         assert_eq!(shell, clap_complete::Shell::Zsh);
         assert!(Cli::try_parse_from(["vxtap", "completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn proxy_and_etcd_flags() {
+        let parse = |args: &[&str]| {
+            let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            r.networks().unwrap().remove(0)
+        };
+        assert!(parse(&["vxtap", "run", "--vni", "1", "--proxy"]).proxy);
+        let run = |args: &[&str]| {
+            let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            let nets = r.networks().unwrap();
+            r.cluster(&nets)
+        };
+        assert_eq!(run(&["vxtap", "run", "--vni", "1"]), Ok(None));
+        let s = run(&[
+            "vxtap",
+            "run",
+            "--vni",
+            "1",
+            "--local",
+            "198.18.0.1",
+            "--etcd",
+            "http://198.18.0.9:2379,198.18.0.10:2379",
+            "--node",
+            "a",
+            "--etcd-ttl",
+            "3",
+            "--etcd-prefix",
+            "/lab",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.endpoints, ["http://198.18.0.9:2379", "http://198.18.0.10:2379"]);
+        assert_eq!((s.node.as_str(), s.ttl, s.prefix.as_str()), ("a", 3, "/lab"));
+        let err = run(&["vxtap", "run", "--vni", "1", "--etcd", "http://198.18.0.9:2379", "--node", "a"]);
+        assert!(err.unwrap_err().contains("--local"), "the wildcard cannot be published");
+        let err = run(&["vxtap", "run", "--vni", "1", "--local", "198.18.0.1", "--node", "a"]);
+        assert!(err.unwrap_err().contains("no endpoint"), "--node alone names no cluster");
+        let err =
+            run(&["vxtap", "run", "--vni", "1", "--local", "198.18.0.1", "--etcd", "h:1", "--etcd-ttl", "0"]);
+        assert!(err.unwrap_err().contains("ttl 0"));
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--vni", "1", "--etcd-password", "x"]).is_err(),
+            "no such flag"
+        );
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--config", "f.toml", "--proxy"]).is_err(),
+            "per network"
+        );
+        assert!(
+            Cli::try_parse_from(["vxtap", "run", "--config", "f.toml", "--etcd", "h:1"]).is_ok(),
+            "process-wide"
+        );
+        assert!(Cli::try_parse_from(["vxtap", "neigh", "add", "198.19.0.2", "02:00:00:00:00:02"]).is_ok());
+        assert!(Cli::try_parse_from(["vxtap", "neigh", "del", "nowhere"]).is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::cidr::Cidr;
+use crate::cluster::EtcdConfig;
 use crate::dsfield::Tos;
 use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
 use crate::flow::PortRange;
@@ -258,6 +259,10 @@ pub struct NetworkConfig {
     /// socket's datagrams to the queue of the CPU they arrive on.
     #[serde(default = "yes")]
     pub cpu_pinning: bool,
+    /// ARP/ND suppression: answer ARP requests and neighbour solicitations for addresses of the
+    /// neighbour table locally (README "Clusters").
+    #[serde(default)]
+    pub proxy: bool,
 }
 
 /// Most queues a network may ask for.
@@ -314,6 +319,7 @@ impl NetworkConfig {
             tos: Tos::default(),
             flowlabel: FlowLabel::default(),
             cpu_pinning: true,
+            proxy: false,
         }
     }
 
@@ -457,13 +463,16 @@ pub fn netns_id() -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// The TOML file: `[[network]]` tables, and the process-wide keys before the first of them.
+/// The TOML file: `[[network]]` tables, and the process-wide settings before the first of
+/// them: `metrics = "..."` and an `[etcd]` table for a cluster.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     network: Vec<NetworkConfig>,
     /// Where `/metrics` is served (off when absent).
     metrics: Option<SocketAddr>,
+    #[serde(default)]
+    etcd: Option<EtcdConfig>,
 }
 
 /// Reads and checks a config file.
@@ -482,6 +491,8 @@ pub struct Settings {
     pub networks: Vec<NetworkConfig>,
     /// `metrics = "ADDR:PORT"`: serve Prometheus metrics there.
     pub metrics: Option<SocketAddr>,
+    /// `[etcd]`: join a cluster (README "Clusters").
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// Reads and checks a config file, networks and process-wide settings.
@@ -497,7 +508,7 @@ pub fn parse_settings(text: &str) -> Result<Settings, String> {
     if let Some(m) = file.metrics {
         check_metrics_addr(m)?;
     }
-    Ok(Settings { networks: file.network, metrics: file.metrics })
+    Ok(Settings { networks: file.network, metrics: file.metrics, etcd: file.etcd })
 }
 
 /// Parses `--metrics`: an `ADDR:PORT` (`[v6]:PORT` for IPv6) with a real port.
@@ -509,6 +520,34 @@ pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
 fn check_metrics_addr(addr: SocketAddr) -> Result<(), String> {
     if addr.port() == 0 {
         return Err(format!("metrics address {addr}: port 0 is not a port"));
+    }
+    Ok(())
+}
+
+/// Reads and checks a config file, its `[etcd]` table included.
+pub fn load_all(path: &Path) -> Result<(Vec<NetworkConfig>, Option<EtcdConfig>), String> {
+    load_settings(path).map(|s| (s.networks, s.etcd))
+}
+
+/// Parses and checks the text of a config file: its networks and its `[etcd]` table.
+pub fn parse_all(text: &str) -> Result<(Vec<NetworkConfig>, Option<EtcdConfig>), String> {
+    parse_settings(text).map(|s| (s.networks, s.etcd))
+}
+
+/// What a cluster (`--etcd`) needs of the networks: a local address to publish (the other
+/// members send there; the wildcard is not an address).
+pub fn check_cluster(networks: &[NetworkConfig]) -> Result<(), String> {
+    for n in networks {
+        match n.local {
+            Some(ip) if !ip.is_unspecified() => {}
+            _ => {
+                return Err(format!(
+                    "network {} (vni {}): a cluster member needs its underlay address (--local): \
+                     the other members send to it",
+                    n.dev, n.vni
+                ))
+            }
+        }
     }
     Ok(())
 }
@@ -698,5 +737,23 @@ mod tests {
         assert!(parse_settings(&format!("{TWO_VNIS}\nmetrics = \"198.18.0.1:9477\"")).is_err());
         assert_eq!(parse_metrics_addr("[2001:db8::1]:9477").unwrap().port(), 9477);
         assert!(parse_metrics_addr("198.18.0.1:0").is_err() && parse_metrics_addr("localhost:1").is_err());
+    }
+
+    #[test]
+    fn etcd_table_and_proxy() {
+        let text = format!(
+            "[etcd]\nendpoints = [\"http://198.18.0.9:2379\"]\nnode = \"a\"\nttl = 5\n\n{}",
+            TWO_VNIS.replacen("learning = false", "learning = false\nproxy = true", 1)
+        );
+        let (nets, etcd) = parse_all(&text).unwrap();
+        assert!(nets[1].proxy && !nets[0].proxy);
+        let etcd = etcd.expect("[etcd]");
+        assert_eq!((etcd.endpoints.len(), etcd.node.as_deref(), etcd.ttl), (1, Some("a"), Some(5)));
+        assert!(parse_all(TWO_VNIS).unwrap().1.is_none());
+        assert!(parse_all(&text.replace("ttl = 5", "tll = 5")).is_err(), "unknown keys are errors");
+        assert!(check_cluster(&nets).is_ok());
+        let mut wild = nets.clone();
+        wild[0].local = None;
+        assert!(check_cluster(&wild).unwrap_err().contains("--local"));
     }
 }

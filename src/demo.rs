@@ -10,8 +10,8 @@ use anyhow::{anyhow, Context, Result};
 
 use vxtap::wire::Proto;
 use vxtap_testbed::{
-    netns_available, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, vtep_cmd, Family, TempDir,
-    Underlay, Vtep,
+    etcd_installed, netns_available, stats_json, tcp_transfer, udp_echo_server, udp_roundtrip, vtep_cmd,
+    Etcd, Family, TempDir, Underlay, Vtep,
 };
 
 const ECHO_PORT: u16 = 7000;
@@ -121,4 +121,121 @@ pub fn run(proto: Proto, megabytes: usize) -> Result<()> {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `vxtap demo --cluster`: three namespaces on one bridge and a fourth running a throw-away
+/// etcd; three VTEPs with `--etcd` and no `--remote` find each other, talk, and see one leave.
+pub fn cluster(proto: Proto) -> Result<()> {
+    netns_available().map_err(|why| {
+        anyhow!("vxtap demo needs root and iproute2 (`ip`) to create network namespaces: {why}")
+    })?;
+    if !vxtap::cluster::SUPPORTED {
+        return Err(anyhow!("{}", vxtap::cluster::UNSUPPORTED));
+    }
+    etcd_installed().map_err(|why| anyhow!("vxtap demo --cluster runs a throw-away etcd: {why}"))?;
+    let bin = std::env::current_exe().context("locating the vxtap binary")?;
+    let tmp = TempDir::new("demo")?;
+    let underlay = Underlay::star(4)?;
+    let etcd = Etcd::start(underlay.node(3), underlay.addr(3))?;
+    println!("vxtap demo --cluster: {proto}, three hosts and an etcd on one bridge");
+    println!("  etcd      {} (in {})", etcd.endpoint(), underlay.node(3).name());
+    let names = ["host-a", "host-b", "host-c"];
+    let mut vteps = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let control = tmp.join(&format!("{name}.sock"));
+        let args: Vec<String> = [
+            "--dev",
+            "vxt0",
+            "--vni",
+            "42",
+            "--proto",
+            &proto.to_string(),
+            "--local",
+            &underlay.addr(i).to_string(),
+            "--address",
+            &format!("198.19.0.{}/24", i + 1),
+            "--control",
+            &control.to_string_lossy(),
+            "--etcd",
+            &etcd.endpoint(),
+            "--node",
+            name,
+            "--proxy",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        println!("  {name}    vxtap run {}", args.join(" "));
+        let vtep = Vtep::spawn(underlay.node(i), &bin, &args).with_context(|| format!("starting {name}"))?;
+        vteps.push((vtep, control));
+    }
+
+    let members = |control: &std::path::Path| -> Result<u64> {
+        Ok(stats_json(&bin, control)?.get("etcd_members").and_then(|v| v.as_u64()).unwrap_or(0))
+    };
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(30);
+    for (i, (_, control)) in vteps.iter().enumerate() {
+        while members(control)? < 2 {
+            if Instant::now() >= deadline {
+                return Err(anyhow!("{} did not see the two others within 30 s", names[i]));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!(
+        "\nEvery VTEP knows the two others {:?} after the last one started (no --remote anywhere)",
+        t0.elapsed()
+    );
+
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(udp_echo_server(
+            underlay.node(i),
+            SocketAddr::from(([198, 19, 0, i as u8 + 1], ECHO_PORT)),
+        )?);
+    }
+    for from in 0..3 {
+        for to in (0..3).filter(|&to| to != from) {
+            let addr = SocketAddr::from(([198, 19, 0, to as u8 + 1], ECHO_PORT));
+            udp_roundtrip(underlay.node(from), addr, b"hello", 20, Duration::from_millis(500))?;
+        }
+    }
+    println!("UDP echo between every pair over the overlay: ok");
+
+    let a = &vteps[0].1.clone();
+    for (what, args) in [
+        ("fdb show", &["fdb", "show"][..]),
+        ("peers", &["peers"][..]),
+        ("neigh show", &["neigh", "show"][..]),
+    ] {
+        println!("\nhost-a: vxtap {what}");
+        print!("{}", indent(&vtep_cmd(&bin, a, args)?));
+    }
+    let stats = stats_json(&bin, a)?;
+    let shown: Vec<String> = stats
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("etcd_") || k.ends_with("_suppressed"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("host-a: vxtap stats (cluster and suppression counters)\n  {}", shown.join(" "));
+
+    let t = Instant::now();
+    vteps[2].0.terminate(Duration::from_secs(2))?;
+    while members(a)? != 1 {
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err(anyhow!("host-a still lists host-c 10 s after it stopped"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("\nhost-c stopped with SIGTERM (its lease revoked): host-a dropped it within {:?}", t.elapsed());
+
+    drop(servers);
+    for (vtep, _) in vteps.iter_mut().take(2) {
+        vtep.terminate(Duration::from_secs(2))?;
+    }
+    println!("All VTEPs stopped; etcd, namespaces, veth and TAPs are being removed.");
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //! (outer IP and UDP port) behind which it lives, entries are either learned from decapsulated
 //! frames or configured statically, and a per-VNI flood list receives broadcast, multicast and
 //! unknown-unicast frames (what `bridge fdb append 00:00:00:00:00:00 dst IP` configures).
+//! A cluster control plane adds entries of its own ([`EntryKind::Etcd`]) and a flood list of its
+//! own ([`FloodSource::Etcd`]), kept apart from the operator's so that neither removes the other's.
 //!
 //! Concurrency model: many dataplane threads call [`Fdb::lookup`] and [`Fdb::learn`] at once.
 //! Lookups and refreshes of an unchanged entry only take a shard *read* lock of the [`DashMap`];
@@ -11,7 +13,7 @@
 //! write lock is taken only when an entry is created, moves to another VTEP, or is removed
 //! (configuration, ageing). Neither lookup nor refresh allocates.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +96,28 @@ pub enum EntryKind {
     Learned,
     /// Configured by the operator; never overwritten by learning, never ages.
     Static,
+    /// A cluster member's TAP MAC, from the control plane (etcd): never overwritten by learning,
+    /// never ages, replaced when the member's record changes, removed when it leaves. An
+    /// operator's static entry for the same MAC wins over it.
+    Etcd,
+}
+
+impl EntryKind {
+    /// Learned entries move, age and count against the cap; the others are pinned.
+    #[inline]
+    fn is_pinned(self) -> bool {
+        self != EntryKind::Learned
+    }
+}
+
+/// Who put a remote on the flood list. Each source has its own list and the flood list is their
+/// union, so a cluster member leaving never removes a remote the operator configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FloodSource {
+    /// `--remote`, `remotes = [...]`, `fdb add 00:00:00:00:00:00`.
+    Config,
+    /// The members of a cluster control plane.
+    Etcd,
 }
 
 /// Per-VNI FDB settings.
@@ -234,7 +258,10 @@ pub struct Fdb {
     /// can fail) and decremented *after* a removal, so it is never below the real count and
     /// concurrent learners can never push the real count over the cap.
     learned: AtomicUsize,
+    /// The union of `flood_sources`, read on the packet path without a lock.
     flood: ArcSwap<Vec<SocketAddr>>,
+    /// Each source's own list ([`FloodSource`] order); only configuration changes take the lock.
+    flood_sources: std::sync::Mutex<[Vec<SocketAddr>; 2]>,
     counters: AtomicCounters,
 }
 
@@ -271,6 +298,7 @@ impl Fdb {
             map: DashMap::with_capacity(capacity),
             learned: AtomicUsize::new(0),
             flood: ArcSwap::from_pointee(Vec::new()),
+            flood_sources: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             counters: AtomicCounters::default(),
             config,
         }
@@ -338,7 +366,7 @@ impl Fdb {
         }
         let now = self.clock.now_ms();
         let fast = match self.map.get(&src) {
-            Some(slot) if slot.kind == EntryKind::Static => Fast::Done(LearnOutcome::StaticKept),
+            Some(slot) if slot.kind.is_pinned() => Fast::Done(LearnOutcome::StaticKept),
             Some(slot) if slot.dst == from => {
                 touch(&slot.last_seen, now);
                 Fast::Done(LearnOutcome::Refreshed)
@@ -358,7 +386,7 @@ impl Fdb {
         match self.map.entry(src) {
             MapEntry::Occupied(mut o) => {
                 let slot = o.get_mut();
-                if slot.kind == EntryKind::Static {
+                if slot.kind.is_pinned() {
                     LearnOutcome::StaticKept
                 } else if slot.dst == from {
                     touch(&slot.last_seen, now);
@@ -411,7 +439,61 @@ impl Fdb {
         Ok(())
     }
 
-    /// Removes the entry of `mac`, learned or static; false if there was none.
+    /// Adds or replaces the entry of a cluster member's MAC ([`EntryKind::Etcd`]); a learned entry
+    /// is replaced (its slot in the cap freed), an operator's static entry is kept. Ok(false)
+    /// when a static entry kept it out.
+    pub fn set_etcd(&self, mac: MacAddr, dst: SocketAddr) -> Result<bool, FdbError> {
+        if !mac.is_learnable() {
+            return Err(FdbError::NotUnicast(mac));
+        }
+        if self.is_local(mac) {
+            return Err(FdbError::LocalMac(mac));
+        }
+        if dst.ip().is_unspecified() || dst.port() == 0 {
+            return Err(FdbError::InvalidDst(dst));
+        }
+        let now = self.clock.now_ms();
+        match self.map.entry(mac) {
+            MapEntry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                match slot.kind {
+                    EntryKind::Static => return Ok(false),
+                    EntryKind::Learned => {
+                        self.learned.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    EntryKind::Etcd => {}
+                }
+                *slot = Slot { dst, kind: EntryKind::Etcd, last_seen: AtomicU64::new(now) };
+            }
+            MapEntry::Vacant(v) => {
+                v.insert(Slot { dst, kind: EntryKind::Etcd, last_seen: AtomicU64::new(now) });
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes the entry of `mac` if the control plane put it there; false otherwise.
+    pub fn remove_etcd(&self, mac: &MacAddr) -> bool {
+        self.map.remove_if(mac, |_, s| s.kind == EntryKind::Etcd).is_some()
+    }
+
+    /// Removes the learned entries pointing at a VTEP with address `ip` (a cluster member that
+    /// left: the MACs behind it are gone with it), returning how many.
+    pub fn remove_learned_at(&self, ip: IpAddr) -> usize {
+        let ip = ip.to_canonical();
+        let mut removed = 0;
+        self.map.retain(|_, s| {
+            let keep = s.kind != EntryKind::Learned || s.dst.ip().to_canonical() != ip;
+            if !keep {
+                removed += 1;
+                self.learned.fetch_sub(1, Ordering::AcqRel);
+            }
+            keep
+        });
+        removed
+    }
+
+    /// Removes the entry of `mac`, of any kind; false if there was none.
     pub fn remove(&self, mac: &MacAddr) -> bool {
         match self.map.remove(mac) {
             Some((_, old)) => {
@@ -428,7 +510,7 @@ impl Fdb {
     pub fn flush_learned(&self) -> usize {
         let mut removed = 0;
         self.map.retain(|_, s| {
-            let keep = s.kind == EntryKind::Static;
+            let keep = s.kind.is_pinned();
             if !keep {
                 removed += 1;
                 self.learned.fetch_sub(1, Ordering::AcqRel);
@@ -444,44 +526,53 @@ impl Fdb {
         self.flood.load()
     }
 
-    /// Replaces the flood list; duplicates are dropped (first occurrence kept) so a remote never
-    /// receives a frame twice.
+    /// Replaces the operator's flood list ([`FloodSource::Config`]); duplicates are dropped
+    /// (first occurrence kept) so a remote never receives a frame twice.
     pub fn set_flood_list(&self, remotes: Vec<SocketAddr>) {
-        let mut list = Vec::with_capacity(remotes.len());
-        for r in remotes {
-            if !list.contains(&r) {
-                list.push(r);
-            }
-        }
-        self.flood.store(Arc::new(list));
+        self.set_flood(FloodSource::Config, remotes);
     }
 
-    /// Appends a remote to the flood list; false if already present.
+    /// Replaces the flood list of one source; the flood list becomes the union of the sources'
+    /// lists (the operator's first), each remote once.
+    pub fn set_flood(&self, source: FloodSource, remotes: Vec<SocketAddr>) {
+        self.change_flood(source, |list| *list = remotes);
+    }
+
+    /// The flood list of one source.
+    pub fn flood_of(&self, source: FloodSource) -> Vec<SocketAddr> {
+        self.flood_sources.lock().unwrap_or_else(|e| e.into_inner())[source as usize].clone()
+    }
+
+    /// Appends a remote to the operator's flood list; false if already there.
     pub fn add_flood(&self, remote: SocketAddr) -> bool {
-        let mut added = false;
-        // rcu retries the closure if another writer raced us, so `added` reflects the final run.
-        self.flood.rcu(|cur| {
-            added = !cur.contains(&remote);
-            let mut next = Vec::clone(cur);
+        self.change_flood(FloodSource::Config, |list| {
+            let added = !list.contains(&remote);
             if added {
-                next.push(remote);
+                list.push(remote);
             }
-            next
-        });
-        added
+            added
+        })
     }
 
-    /// Removes a remote from the flood list; false if it was not there.
+    /// Removes a remote from the operator's flood list; false if it was not there (a remote
+    /// only a cluster member put there stays, as long as the member does).
     pub fn remove_flood(&self, remote: &SocketAddr) -> bool {
-        let mut removed = false;
-        self.flood.rcu(|cur| {
-            let mut next = Vec::clone(cur);
-            let before = next.len();
-            next.retain(|r| r != remote);
-            removed = next.len() != before;
-            next
-        });
-        removed
+        self.change_flood(FloodSource::Config, |list| {
+            let before = list.len();
+            list.retain(|r| r != remote);
+            list.len() != before
+        })
+    }
+
+    /// Changes one source's list and publishes the new union, under the sources' lock so that
+    /// concurrent changes cannot publish out of order.
+    fn change_flood<R>(&self, source: FloodSource, f: impl FnOnce(&mut Vec<SocketAddr>) -> R) -> R {
+        let mut sources = self.flood_sources.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut sources[source as usize]);
+        let mut seen = std::collections::HashSet::new();
+        let union: Vec<SocketAddr> = sources.iter().flatten().copied().filter(|r| seen.insert(*r)).collect();
+        self.flood.store(Arc::new(union));
+        r
     }
 
     /// Removes learned entries idle for at least the ageing time, returning how many. Meant to be
@@ -494,7 +585,7 @@ impl Fdb {
         let mut removed = 0;
         self.map.retain(|_, s| {
             let idle = now.saturating_sub(*s.last_seen.get_mut());
-            let keep = s.kind == EntryKind::Static || idle < self.ageing_ms;
+            let keep = s.kind.is_pinned() || idle < self.ageing_ms;
             if !keep {
                 removed += 1;
                 self.learned.fetch_sub(1, Ordering::AcqRel);

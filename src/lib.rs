@@ -6,8 +6,12 @@
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
-//! - [`dataplane`]: the part that owns devices, sockets and threads;
-//! - [`metrics`]: the Prometheus exporter, reading the dataplane's counters at scrape time.
+//! - [`pmtu`] and [`dsfield`]: path MTU handling and the outer DS field, also pure;
+//! - [`neigh`] and [`proxy`]: the neighbour table and ARP/ND suppression, also pure;
+//! - [`cluster`]: the cluster control plane on etcd: its pure part (keys, member records,
+//!   reconciliation) and, with the `etcd` feature, the task that talks to etcd;
+//! - [`metrics`]: the Prometheus exporter, reading the dataplane's counters at scrape time;
+//! - [`dataplane`]: the part that owns devices, sockets and threads.
 //!
 //! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
 //! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
@@ -18,6 +22,7 @@
 
 pub mod allow;
 pub mod cidr;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;
@@ -27,10 +32,12 @@ pub mod flow;
 pub mod ifname;
 pub mod mac;
 pub mod metrics;
+pub mod neigh;
 pub mod offload;
 pub mod pipeline;
 pub mod pmtu;
 pub mod privileges;
+pub mod proxy;
 pub mod ratelimit;
 pub mod stats;
 pub mod train;

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
 
-use cli::{Cli, Command, FdbCommand, RunArgs, Target};
-use vxtap::control::{self, FdbKind, FdbRow, PeerRow, Request, Stats};
+use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
+use vxtap::control::{self, FdbKind, FdbRow, NeighRow, PeerRow, Request, Stats};
 use vxtap::dataplane::Dataplane;
 use vxtap::fdb::MonotonicClock;
 use vxtap::privileges::User;
@@ -38,7 +38,17 @@ fn main() -> ExitCode {
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
-        Command::Demo { proto, megabytes } => demo::run(proto, megabytes),
+        Command::Demo { proto, cluster: true, .. } => demo::cluster(proto),
+        Command::Demo { proto, megabytes, .. } => demo::run(proto, megabytes),
+        Command::Neigh(NeighCommand::Show { target, json }) => {
+            show(&target, &Request::NeighShow, json, print_neigh)
+        }
+        Command::Neigh(NeighCommand::Add { ip, mac, target }) => {
+            control::request(&target.path(), &Request::NeighAdd { ip, mac })
+        }
+        Command::Neigh(NeighCommand::Del { ip, target }) => {
+            control::request(&target.path(), &Request::NeighDel { ip })
+        }
         Command::Completions { shell } => ops::completions(shell),
         Command::Man => ops::man(),
     };
@@ -68,7 +78,18 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&networks, user.as_ref(), metrics) {
+    let cluster = match args.cluster(&networks) {
+        Ok(Some(_)) if !vxtap::cluster::SUPPORTED => {
+            eprintln!("error: {}", vxtap::cluster::UNSUPPORTED);
+            return ExitCode::from(2);
+        }
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&networks, user.as_ref(), metrics, cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -81,6 +102,7 @@ fn serve(
     networks: &[vxtap::config::NetworkConfig],
     user: Option<&User>,
     metrics: Option<SocketAddr>,
+    cluster: Option<vxtap::cluster::Settings>,
 ) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -91,6 +113,15 @@ fn serve(
         if let Some(addr) = metrics {
             serve_metrics(&dataplane, addr).await?;
         }
+        // Joining may wait out a crashed predecessor's lease: a signal meanwhile stops here.
+        let cluster = tokio::select! {
+            c = join_cluster(&dataplane, cluster) => c?,
+            _ = signals.wait() => {
+                info!("shutting down before joining the cluster");
+                sockets.iter().for_each(|p| drop(std::fs::remove_file(p)));
+                return Ok(());
+            }
+        };
         if let Some(user) = user {
             user.become_user()?;
             info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");
@@ -101,6 +132,9 @@ fn serve(
         signals.wait().await;
         info!("shutting down");
         ops::notify_stopping();
+        if let Some(cluster) = cluster {
+            cluster.shutdown().await;
+        }
         for path in &sockets {
             if let Err(e) = std::fs::remove_file(path) {
                 warn!("removing {}: {e}", path.display());
@@ -161,6 +195,27 @@ fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
             reporter.report(&dp, DROP_REPORT_PERIOD);
         }
     });
+}
+
+/// Joins the cluster (`--etcd`) once the TAPs are up: registers (a live process with the same
+/// node name is an error), then keeps the tables in step with etcd on this runtime. etcd being
+/// down is not an error: the networks run with their static configuration meanwhile.
+async fn join_cluster(
+    dataplane: &Arc<Dataplane>,
+    settings: Option<vxtap::cluster::Settings>,
+) -> Result<Option<vxtap::cluster::Handle>> {
+    let Some(settings) = settings else { return Ok(None) };
+    let status = Arc::new(vxtap::cluster::Status::new(dataplane.networks.len()));
+    dataplane.attach_cluster(status.clone());
+    let nets = dataplane
+        .networks
+        .iter()
+        .map(|n| {
+            (vxtap::cluster::NetKey { proto: n.config.proto, vni: n.config.vni }, n.config.underlay_v6())
+        })
+        .collect();
+    let tables: Arc<dyn vxtap::cluster::Tables> = dataplane.clone();
+    Ok(Some(vxtap::cluster::start(settings, nets, tables, status).await?))
 }
 
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
@@ -244,6 +299,13 @@ fn print_peers(rows: &Vec<PeerRow>) {
             opt(p.pmtu.map(u64::from), ""),
             opt(p.last_seen_secs, "s ago"),
         );
+    }
+}
+
+/// One line per neighbour, in the spirit of `ip neigh show`.
+fn print_neigh(rows: &Vec<NeighRow>) {
+    for n in rows {
+        println!("{} lladdr {} vni {} {}", n.ip, n.mac, n.vni, n.source.as_str());
     }
 }
 

@@ -13,7 +13,9 @@ use crate::dsfield::{self, Tos};
 use crate::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::flow;
 use crate::mac::MacAddr;
+use crate::neigh::Neighbours;
 use crate::pmtu::{self, Df, MssClamp, PathMtus};
+use crate::proxy;
 use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, DropReason};
 use crate::wire::{self, EncapHeader, RxPolicy};
@@ -35,6 +37,11 @@ pub struct Network {
     pub tos: Tos,
     /// ICMP "too big" replies to inner senders, so a flood of oversize frames yields few.
     pub too_big_replies: TokenBucket,
+    /// ARP/ND suppression (`--proxy`): requests for neighbours known behind a remote VTEP are
+    /// answered from [`Network::neigh`] instead of crossing the tunnel.
+    pub proxy: bool,
+    /// The overlay's IP -> MAC table (`vxtap neigh`, cluster members).
+    pub neigh: Neighbours,
 }
 
 /// How a network deals with paths narrower than its frames (README "Path MTU").
@@ -90,6 +97,8 @@ impl Network {
             path: PathPolicy::default(),
             tos: Tos::default(),
             too_big_replies: TokenBucket::new(TOO_BIG_REPLIES_PER_SEC, TOO_BIG_REPLIES_BURST),
+            proxy: false,
+            neigh: Neighbours::default(),
         }
     }
 
@@ -97,6 +106,25 @@ impl Network {
     pub fn with_tos(mut self, tos: Tos) -> Network {
         self.tos = tos;
         self
+    }
+
+    /// The same network with ARP/ND suppression on or off.
+    pub fn with_proxy(mut self, proxy: bool) -> Network {
+        self.proxy = proxy;
+        self
+    }
+
+    /// `--proxy`: if `frame` (read from the TAP) is an ARP request or neighbour solicitation for
+    /// an address of the neighbour table whose MAC the FDB places behind a remote VTEP, builds
+    /// the reply into `out` ([`proxy::MAX_REPLY_LEN`] bytes) and returns it. Everything else
+    /// (None) goes through the tunnel as usual.
+    #[inline]
+    pub fn proxy_reply(&self, frame: &[u8], out: &mut [u8]) -> Option<proxy::Answer> {
+        if !proxy::is_candidate(frame) {
+            return None;
+        }
+        let lookup = |ip| self.neigh.lookup(ip).filter(|mac| self.fdb.lookup(mac).is_some());
+        proxy::answer(frame, lookup, out)
     }
 
     /// The same network with this path policy.
@@ -227,7 +255,8 @@ impl Demux {
         demux
     }
 
-    /// Re-reads the known VTEPs (flood-list remotes and static entries) after the FDB changed.
+    /// Re-reads the known VTEPs (flood-list remotes, static entries and cluster members' entries)
+    /// after the FDB changed.
     pub fn refresh_allowlist(&self) {
         if self.allow.is_open() {
             return;
@@ -235,7 +264,8 @@ impl Demux {
         let mut hosts = Vec::new();
         for n in &self.networks {
             hosts.extend(n.fdb.flood_list().iter().map(|a| a.ip()));
-            hosts.extend(n.fdb.snapshot().iter().filter(|e| e.kind == EntryKind::Static).map(|e| e.dst.ip()));
+            hosts
+                .extend(n.fdb.snapshot().iter().filter(|e| e.kind != EntryKind::Learned).map(|e| e.dst.ip()));
         }
         self.allow.set_hosts(hosts);
     }

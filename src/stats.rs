@@ -92,11 +92,13 @@ struct Direction {
 struct Drops([AtomicU64; N_REASONS]);
 
 /// What vxtap itself wrote back into the TAP (cold path): ICMP "too big" replies, and those the
-/// rate limit held back.
+/// rate limit held back; ARP replies and neighbour advertisements of `--proxy`.
 #[derive(Default)]
 struct Replies {
     icmp_too_big: AtomicU64,
     icmp_ratelimited: AtomicU64,
+    arp_suppressed: AtomicU64,
+    nd_suppressed: AtomicU64,
 }
 
 /// Counters of one network or one socket.
@@ -178,6 +180,16 @@ impl Counters {
         self.replies.icmp_ratelimited.fetch_add(1, Relaxed);
     }
 
+    /// An ARP request answered from the neighbour table instead of crossing the tunnel.
+    pub fn arp_suppressed(&self) {
+        self.replies.arp_suppressed.fetch_add(1, Relaxed);
+    }
+
+    /// A neighbour solicitation answered from the neighbour table instead of crossing the tunnel.
+    pub fn nd_suppressed(&self) {
+        self.replies.nd_suppressed.fetch_add(1, Relaxed);
+    }
+
     #[inline]
     pub fn drop(&self, reason: DropReason) {
         self.drops.0[reason as usize].fetch_add(1, Relaxed);
@@ -211,6 +223,8 @@ impl Counters {
             tx_icmp_too_big: self.replies.icmp_too_big.load(Relaxed),
             tx_icmp_ratelimited: self.replies.icmp_ratelimited.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops.0[i].load(Relaxed)),
+            arp_suppressed: self.replies.arp_suppressed.load(Relaxed),
+            nd_suppressed: self.replies.nd_suppressed.load(Relaxed),
         }
     }
 }
@@ -229,6 +243,8 @@ pub struct Snapshot {
     pub tx_icmp_too_big: u64,
     pub tx_icmp_ratelimited: u64,
     pub drops: [u64; N_REASONS],
+    pub arp_suppressed: u64,
+    pub nd_suppressed: u64,
 }
 
 impl Snapshot {
@@ -251,6 +267,8 @@ impl Snapshot {
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
             *a += b;
         }
+        self.arp_suppressed += other.arp_suppressed;
+        self.nd_suppressed += other.nd_suppressed;
         self
     }
 
@@ -281,6 +299,10 @@ impl Snapshot {
             ("tx_icmp_ratelimited".to_string(), self.tx_icmp_ratelimited),
         ];
         out.extend(DropReason::ALL.iter().map(|r| (format!("drop_{}", r.name()), self.dropped(*r))));
+        out.extend([
+            ("arp_suppressed".to_string(), self.arp_suppressed),
+            ("nd_suppressed".to_string(), self.nd_suppressed),
+        ]);
         out
     }
 }
@@ -350,7 +372,8 @@ mod tests {
     #[test]
     fn fields_name_every_counter() {
         let f = Counters::default().snapshot().fields();
-        assert_eq!(f.len(), 10 + DropReason::ALL.len());
+        assert_eq!(f.len(), 12 + DropReason::ALL.len());
+        assert!(f.iter().any(|(k, _)| k == "arp_suppressed") && f.iter().any(|(k, _)| k == "nd_suppressed"));
         assert!(f.iter().any(|(k, _)| k == "tx_icmp_too_big"));
         assert!(f.iter().any(|(k, _)| k == "drop_geneve_critical_option"));
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Endpoint;
 use crate::mac::MacAddr;
+use crate::neigh::NeighSource;
 
 /// Longest request line accepted; anything longer is refused, so a client cannot make us buffer
 /// without bound.
@@ -35,6 +36,18 @@ pub enum Request {
     Stats,
     /// One row per remote VTEP.
     Peers,
+    /// The neighbour table (overlay IP -> MAC) that `--proxy` answers from.
+    NeighShow,
+    /// Adds or replaces an operator's neighbour entry.
+    NeighAdd {
+        ip: IpAddr,
+        #[serde(with = "as_string")]
+        mac: MacAddr,
+    },
+    /// Removes an operator's neighbour entry.
+    NeighDel {
+        ip: IpAddr,
+    },
 }
 
 /// Parses one request line.
@@ -52,6 +65,17 @@ pub enum Reply {
     Fdb(Vec<FdbRow>),
     Stats(Stats),
     Peers(Vec<PeerRow>),
+    Neigh(Vec<NeighRow>),
+}
+
+/// One row of `vxtap neigh show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighRow {
+    pub ip: IpAddr,
+    #[serde(with = "as_string")]
+    pub mac: MacAddr,
+    pub vni: u32,
+    pub source: NeighSource,
 }
 
 /// One row of `vxtap peers --json`: a remote VTEP of one network.
@@ -84,6 +108,8 @@ pub enum PeerSource {
     Learned,
     /// Learned from traffic, in group mode (found through the multicast group).
     Group,
+    /// A member of the cluster (etcd); `node` names it.
+    Etcd,
 }
 
 impl PeerSource {
@@ -93,6 +119,20 @@ impl PeerSource {
             PeerSource::Static => "static",
             PeerSource::Learned => "learned",
             PeerSource::Group => "group",
+            PeerSource::Etcd => "etcd",
+        }
+    }
+
+    /// Which source a peer known several ways shows: the most explicit (lowest) wins, so a
+    /// member that is also a configured remote shows as a remote, and a member that also sent
+    /// traffic as a member.
+    pub fn rank(self) -> u8 {
+        match self {
+            PeerSource::Remote => 0,
+            PeerSource::Static => 1,
+            PeerSource::Etcd => 2,
+            PeerSource::Group => 3,
+            PeerSource::Learned => 4,
         }
     }
 }
@@ -120,6 +160,8 @@ pub enum FdbKind {
     Flood,
     /// The multicast group, the default destination in group mode (also the all-zero MAC).
     Group,
+    /// A cluster member's TAP MAC, from etcd.
+    Etcd,
 }
 
 impl FdbKind {
@@ -129,6 +171,7 @@ impl FdbKind {
             FdbKind::Static => "static",
             FdbKind::Flood => "flood",
             FdbKind::Group => "group",
+            FdbKind::Etcd => "etcd",
         }
     }
 }
@@ -234,6 +277,12 @@ mod tests {
             },
             Request::FdbDel { mac: MacAddr::ZERO, dst: Some("198.18.0.3".parse().unwrap()) },
             Request::FdbDel { mac: "02:00:00:00:00:02".parse().unwrap(), dst: None },
+            Request::NeighShow,
+            Request::NeighAdd {
+                ip: "198.19.0.9".parse().unwrap(),
+                mac: "02:00:00:00:00:09".parse().unwrap(),
+            },
+            Request::NeighDel { ip: "2001:db8:1::9".parse().unwrap() },
         ];
         for r in reqs {
             let line = serde_json::to_string(&r).unwrap();
@@ -299,5 +348,17 @@ mod tests {
             serde_json::to_string(&Reply::Peers(vec![peer])).unwrap(),
             r#"[{"dst":"198.18.2.2","port":4789,"vni":42,"source":"remote","node":null,"pmtu":1400,"last_seen_secs":null}]"#
         );
+        let neigh = NeighRow {
+            ip: "198.19.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:02".parse().unwrap(),
+            vni: 42,
+            source: NeighSource::Etcd,
+        };
+        assert_eq!(
+            serde_json::to_string(&Reply::Neigh(vec![neigh])).unwrap(),
+            r#"[{"ip":"198.19.0.2","mac":"02:00:00:00:00:02","vni":42,"source":"etcd"}]"#
+        );
+        assert_eq!(serde_json::to_string(&FdbKind::Etcd).unwrap(), r#""etcd""#);
+        assert_eq!(serde_json::to_string(&PeerSource::Etcd).unwrap(), r#""etcd""#);
     }
 }

@@ -7,4 +7,4 @@ pub mod message;
 pub mod server;
 
 pub use client::request;
-pub use message::{parse_request, FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
+pub use message::{parse_request, FdbKind, FdbRow, NeighRow, PeerRow, PeerSource, Reply, Request, Stats};

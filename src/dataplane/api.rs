@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use tracing::info;
 
 use super::NetworkHandle;
+use crate::control::NeighRow;
 use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
-use crate::fdb::EntryKind;
+use crate::fdb::{EntryKind, FloodSource};
 use crate::mac::MacAddr;
 
 impl NetworkHandle {
@@ -19,6 +20,20 @@ impl NetworkHandle {
             Request::FdbShow => Ok(Reply::Fdb(self.fdb_rows())),
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::Peers => Ok(Reply::Peers(self.peers())),
+            Request::NeighShow => Ok(Reply::Neigh(self.neigh_rows())),
+            Request::NeighAdd { ip, mac } => {
+                self.net.neigh.add_static(*ip, *mac).map_err(|e| e.to_string())?;
+                info!(dev = self.config.dev, %ip, %mac, "neighbour entry added");
+                Ok(Reply::Done)
+            }
+            Request::NeighDel { ip } => {
+                if self.net.neigh.remove_static(*ip) {
+                    info!(dev = self.config.dev, %ip, "neighbour entry deleted");
+                    Ok(Reply::Done)
+                } else {
+                    Err(format!("no static neighbour entry for {ip} on {}", self.config.dev))
+                }
+            }
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
                 if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
@@ -69,6 +84,7 @@ impl NetworkHandle {
                 kind: match e.kind {
                     EntryKind::Learned => FdbKind::Learned,
                     EntryKind::Static => FdbKind::Static,
+                    EntryKind::Etcd => FdbKind::Etcd,
                 },
                 age_secs: e.age_secs,
             })
@@ -92,24 +108,30 @@ impl NetworkHandle {
         let mut peers: BTreeMap<SocketAddr, (PeerSource, Option<u64>)> = BTreeMap::new();
         let mut note = |dst: SocketAddr, source: PeerSource, age: Option<u64>| {
             let e = peers.entry(dst).or_insert((source, age));
-            e.0 = e.0.min(source);
+            e.0 = if source.rank() < e.0.rank() { source } else { e.0 };
             e.1 = match (e.1, age) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         };
         let group = self.config.group;
-        for d in self.net.fdb.flood_list().iter().filter(|d| Some(d.ip()) != group) {
-            note(*d, PeerSource::Remote, None);
+        for d in self.net.fdb.flood_of(FloodSource::Config).into_iter().filter(|d| Some(d.ip()) != group) {
+            note(d, PeerSource::Remote, None);
+        }
+        for d in self.net.fdb.flood_of(FloodSource::Etcd) {
+            note(d, PeerSource::Etcd, None);
         }
         // In group mode, VTEPs that were not configured were found through the group.
         let learned = if group.is_some() { PeerSource::Group } else { PeerSource::Learned };
         for e in self.net.fdb.snapshot() {
             match e.kind {
                 EntryKind::Static => note(e.dst, PeerSource::Static, None),
+                EntryKind::Etcd => note(e.dst, PeerSource::Etcd, None),
                 EntryKind::Learned => note(e.dst, learned, Some(e.age_secs)),
             }
         }
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let node = |dst: &SocketAddr| members.iter().find(|(v, _)| v == dst).map(|(_, n)| n.clone());
         peers
             .into_iter()
             .map(|(dst, (source, last_seen_secs))| PeerRow {
@@ -117,7 +139,7 @@ impl NetworkHandle {
                 port: dst.port(),
                 vni: self.net.vni,
                 source,
-                node: None,
+                node: node(&dst),
                 pmtu: self.underlay.path_mtu(dst.ip()),
                 last_seen_secs,
             })
@@ -139,6 +161,20 @@ impl NetworkHandle {
             ("fdb_moved".to_string(), f.moved),
             ("fdb_expired".to_string(), f.expired),
         ]);
+        if let Some((status, i)) = self.cluster.get() {
+            out.extend(status.fields(*i));
+        }
         Stats(out)
+    }
+
+    /// `neigh show`: the neighbour table in use, by address.
+    fn neigh_rows(&self) -> Vec<NeighRow> {
+        let vni = self.net.vni;
+        self.net
+            .neigh
+            .snapshot()
+            .into_iter()
+            .map(|n| NeighRow { ip: n.ip, mac: n.mac, vni, source: n.source })
+            .collect()
     }
 }

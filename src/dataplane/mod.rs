@@ -10,13 +10,18 @@
 //! - `tap_reader`, `tap_writer`: a TAP queue as plain frames, its offloads behind them;
 //! - [`udp`]: the underlay sockets (quinn-udp);
 //! - `worker`: the two packet loops; `report`: the periodic drop summary;
-//! - `api`: the answers to control requests; `metrics`: the values `/metrics` shows.
+//! - `api`: the answers to control requests; `metrics`: the values `/metrics` shows;
+//! - `cluster`: the tables behind the cluster control plane ([`crate::cluster::Tables`]), and
+//!   `ifaddrs`, the TAP's addresses it publishes; `suppress`: `--proxy`'s answers on the TAP path.
 
 mod api;
+mod cluster;
+mod ifaddrs;
 mod metrics;
 mod netdev;
 mod network;
 mod report;
+mod suppress;
 mod sys;
 mod tap;
 mod tap_reader;

@@ -2,13 +2,14 @@
 //! FDB built from the configuration, and the handle that ties it to the socket it shares.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use super::tap::{Tap, TapOptions};
 use super::udp::Underlay;
+use crate::cluster::Status;
 use crate::config::NetworkConfig;
 use crate::fdb::{Clock, Fdb, FdbConfig};
 use crate::pipeline::{Demux, Network};
@@ -23,6 +24,11 @@ pub struct NetworkHandle {
     pub(super) underlay: Arc<Underlay>,
     /// The TAP's kernel drop count when vxtap started (a reused TAP may have some already).
     tap_drops_at_start: u64,
+    /// The cluster control plane's status and this network's index in it, once attached
+    /// (`--etcd`).
+    pub(super) cluster: OnceLock<(Arc<Status>, usize)>,
+    /// The cluster members' VTEPs and node names, for `peers`.
+    pub(super) members: Mutex<Vec<(SocketAddr, String)>>,
 }
 
 impl NetworkHandle {
@@ -34,7 +40,16 @@ impl NetworkHandle {
         underlay: Arc<Underlay>,
     ) -> NetworkHandle {
         let tap_drops_at_start = tap.kernel_drops().unwrap_or(0);
-        NetworkHandle { config, net, tap, demux, underlay, tap_drops_at_start }
+        NetworkHandle {
+            config,
+            net,
+            tap,
+            demux,
+            underlay,
+            tap_drops_at_start,
+            cluster: OnceLock::new(),
+            members: Mutex::new(Vec::new()),
+        }
     }
 
     /// Frames the kernel dropped at the TAP since vxtap started (queue full: not read in time).
@@ -83,5 +98,5 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     if c.offload && !o.tso {
         warn!(dev = c.dev, "the kernel refused the TAP's TSO offload: one frame per read");
     }
-    Ok((tap, Network::new(c.vni, port, header, fdb)))
+    Ok((tap, Network::new(c.vni, port, header, fdb).with_proxy(c.proxy)))
 }

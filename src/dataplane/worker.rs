@@ -79,6 +79,10 @@ impl<'a> TxSide<'a> {
                 }
                 Ok(Read::Frame { buf, len }) => {
                     net.counters.tx_syscalls(1);
+                    if net.proxy && super::suppress::answer(net, &self.out.tap, &mut self.out.reply, buf, len)
+                    {
+                        continue;
+                    }
                     if let Some(e) = net.encapsulate(buf, len) {
                         self.out.frame(&mut self.train, &buf[e.datagram.clone()], &e);
                     }

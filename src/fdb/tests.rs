@@ -419,7 +419,7 @@ fn concurrent_lookup_and_learn() {
                     };
                     for round in 0..200u32 {
                         for i in 0..KNOWN {
-                            let to = if (round + t + i) % 2 == 0 { 1 } else { 2 };
+                            let to = if (round + t + i).is_multiple_of(2) { 1 } else { 2 };
                             tally(fdb.learn(mac(i), vtep(to)));
                         }
                         for k in 0..NEW / 200 {
@@ -568,4 +568,63 @@ proptest! {
             prop_assert_eq!(snap, want);
         }
     }
+}
+
+#[test]
+fn etcd_entries_are_pinned_and_yield_to_statics() {
+    let (fdb, clock) = fdb_with(FdbConfig { ageing: Duration::from_secs(10), ..FdbConfig::default() });
+    assert_eq!(fdb.learn(mac(1), vtep(1)), LearnOutcome::Created);
+    assert_eq!(fdb.set_etcd(mac(1), vtep(2)), Ok(true), "replaces a learned entry");
+    assert_eq!(fdb.learned_len(), 0, "its slot in the cap is freed");
+    assert_eq!(entry(&fdb, mac(1)).kind, EntryKind::Etcd);
+    assert_eq!(fdb.learn(mac(1), vtep(3)), LearnOutcome::StaticKept, "learning never moves it");
+    assert_eq!(fdb.lookup(&mac(1)), Some(vtep(2)));
+    clock.advance(60_000);
+    assert_eq!(fdb.expire(), 0, "never aged");
+    assert_eq!(fdb.set_etcd(mac(1), vtep(4)), Ok(true), "replaced when the member changes");
+    assert_eq!(fdb.lookup(&mac(1)), Some(vtep(4)));
+    fdb.add_static(mac(2), vtep(5)).unwrap();
+    assert_eq!(fdb.set_etcd(mac(2), vtep(6)), Ok(false), "the operator's static entry wins");
+    assert_eq!((fdb.lookup(&mac(2)), entry(&fdb, mac(2)).kind), (Some(vtep(5)), EntryKind::Static));
+    assert!(!fdb.remove_etcd(&mac(2)), "remove_etcd leaves a static entry alone");
+    assert!(fdb.remove_etcd(&mac(1)));
+    assert_eq!(fdb.lookup(&mac(1)), None);
+    assert!(fdb.flush_learned() == 0 && fdb.len() == 1);
+    assert_eq!(fdb.set_etcd(LOCAL, vtep(1)), Err(FdbError::LocalMac(LOCAL)));
+    assert_eq!(fdb.set_etcd(MacAddr::BROADCAST, vtep(1)), Err(FdbError::NotUnicast(MacAddr::BROADCAST)));
+    assert!(fdb.set_etcd(mac(3), SocketAddr::from(([0, 0, 0, 0], 4789))).is_err());
+}
+
+#[test]
+fn learned_entries_behind_a_vtep_are_removed_with_it() {
+    let (fdb, _) = fdb();
+    for i in 0..5 {
+        fdb.learn(mac(i), vtep(1));
+    }
+    fdb.learn(mac(10), vtep(2));
+    fdb.set_etcd(mac(11), vtep(1)).unwrap();
+    fdb.add_static(mac(12), vtep(1)).unwrap();
+    let other_port = SocketAddr::from(([192, 0, 2, 1], 8472));
+    fdb.learn(mac(13), other_port);
+    assert_eq!(fdb.remove_learned_at("::ffff:192.0.2.1".parse().unwrap()), 6, "any port, canonical form");
+    assert_eq!(fdb.learned_len(), 1);
+    assert_eq!(fdb.lookup(&mac(10)), Some(vtep(2)));
+    assert!(fdb.lookup(&mac(11)).is_some() && fdb.lookup(&mac(12)).is_some(), "pinned entries stay");
+}
+
+#[test]
+fn flood_sources_are_kept_apart() {
+    let (fdb, _) = fdb();
+    fdb.set_flood_list(vec![vtep(1), vtep(2), vtep(1)]);
+    fdb.set_flood(FloodSource::Etcd, vec![vtep(2), vtep(3)]);
+    assert_eq!(**fdb.flood_list(), vec![vtep(1), vtep(2), vtep(3)], "union, each once, operator's first");
+    fdb.set_flood(FloodSource::Etcd, vec![]);
+    assert_eq!(**fdb.flood_list(), vec![vtep(1), vtep(2)], "a member leaving keeps configured remotes");
+    fdb.set_flood(FloodSource::Etcd, vec![vtep(3)]);
+    assert!(!fdb.remove_flood(&vtep(3)), "the operator cannot remove a member's entry by accident");
+    assert!(fdb.remove_flood(&vtep(1)));
+    assert!(fdb.add_flood(vtep(4)) && !fdb.add_flood(vtep(4)));
+    assert_eq!(**fdb.flood_list(), vec![vtep(2), vtep(4), vtep(3)]);
+    assert_eq!(fdb.flood_of(FloodSource::Etcd), vec![vtep(3)]);
+    assert_eq!(fdb.flood_of(FloodSource::Config), vec![vtep(2), vtep(4)]);
 }

@@ -119,7 +119,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Writes byte 0: version 0 and the option length in bytes (a multiple of 4, at most 252).
     #[inline]
     fn set_version_and_options_len(&mut self, options_len: usize) {
-        debug_assert!(options_len % 4 == 0 && options_len <= MAX_OPTIONS_LEN);
+        debug_assert!(options_len.is_multiple_of(4) && options_len <= MAX_OPTIONS_LEN);
         self.buffer.as_mut()[0] = (options_len / 4) as u8;
     }
 

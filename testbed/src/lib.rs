@@ -26,7 +26,10 @@
 //! - `vtep`: the [`Vtep`] process guard and control-socket helpers ([`vtep_cmd`], [`stats_json`],
 //!   [`fdb_json`], [`counter`]);
 //! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`];
-//! - `capture`: [`Capture`], frames seen on an interface (AF_PACKET).
+//! - `etcd`: [`Etcd`], a throw-away etcd server in a namespace with a small client of its JSON
+//!   gateway (put, delete, list, compact, leases);
+//! - `capture`: raw frames on a device ([`capture`], [`send_frame`]), to see what crossed the
+//!   underlay and to hand a TAP hand-made frames.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,12 +38,14 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::{bail, Context, Result};
 
 mod capture;
+mod etcd;
 mod netns;
 mod traffic;
 mod underlay;
 mod vtep;
 
-pub use capture::Capture;
+pub use capture::{capture, send_frame, vxlan_inner, Capture};
+pub use etcd::{etcd_installed, Etcd, ETCD_READY_TIMEOUT};
 pub use netns::{netns_available, require_netns, require_netns_and, Netns, TempDir};
 pub use traffic::{
     tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, udp_send_df, Df, EchoServer, Fnv1a,

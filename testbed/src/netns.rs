@@ -197,8 +197,7 @@ impl Netns {
     }
 
     fn handle(&self) -> Result<File> {
-        let path = format!("/run/netns/{}", self.name);
-        File::open(&path).with_context(|| format!("opening {path}"))
+        handle(&self.name)
     }
 
     /// Runs `f` on a new thread that has entered this namespace, so sockets `f` opens live here.
@@ -208,18 +207,7 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let file = self.handle()?;
-        let joined = std::thread::scope(|s| {
-            s.spawn(move || -> Result<R> {
-                enter(&file)?;
-                Ok(f())
-            })
-            .join()
-        });
-        match joined {
-            Ok(r) => r.with_context(|| format!("entering {}", self.name)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        run_in(&self.name, f)
     }
 
     /// Like [`Netns::run`], but detached: for servers that outlive the call. The thread's result
@@ -238,6 +226,31 @@ impl Netns {
                 Ok(f())
             })
             .context("spawning a thread")
+    }
+}
+
+fn handle(name: &str) -> Result<File> {
+    let path = format!("/run/netns/{name}");
+    File::open(&path).with_context(|| format!("opening {path}"))
+}
+
+/// [`Netns::run`] by the namespace's name, for guards that outlive no borrow of it.
+pub(crate) fn run_in<F, R>(name: &str, f: F) -> Result<R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    let file = handle(name)?;
+    let joined = std::thread::scope(|s| {
+        s.spawn(move || -> Result<R> {
+            enter(&file)?;
+            Ok(f())
+        })
+        .join()
+    });
+    match joined {
+        Ok(r) => r.with_context(|| format!("entering {name}")),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 

@@ -56,6 +56,53 @@ impl Vtep {
         Ok(vtep)
     }
 
+    /// Like [`Vtep::spawn`], without waiting for `ready`: for a process expected to fail.
+    pub fn spawn_unready(ns: &Netns, bin: &Path, args: &[String]) -> Result<Vtep> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(bin)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {} in {}", bin.display(), ns.name()))?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(pump(out, log.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(pump(err, log.clone()));
+        }
+        Ok(Vtep { child, log, pumps, status: None })
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or an error with the log.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                bail!("still running after {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The resident set size in kB (VmRSS of /proc/PID/status), while it runs.
+    pub fn rss_kb(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.child.id()))
+    }
+
     /// The process id (vxtap's own, see the type docs).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -141,7 +188,7 @@ impl Drop for Vtep {
 }
 
 /// Copies lines from a child's pipe into the shared log until EOF (the child exits).
-fn pump<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>) -> JoinHandle<()> {
+pub(crate) fn pump<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(r);
         let mut line = Vec::new();

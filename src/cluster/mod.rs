@@ -1,0 +1,100 @@
+//! The cluster control plane: VTEPs that find each other through etcd (README "Clusters").
+//!
+//! Each process registers, under a lease, one record per network ([`member`]) at a key of
+//! [`key`]'s layout, lists and watches the others, and turns them into its tables: flood list,
+//! FDB entries (member TAP MAC -> member VTEP), allowlist and neighbour table. This module is
+//! split like the rest of vxtap:
+//! - pure, tested without etcd: [`key`], [`member`], [`reconcile`] (records in, table changes
+//!   out), [`settings`] (the `[etcd]` table and flags), [`status`] (counters for `vxtap stats`);
+//! - with the `etcd` feature, `etcd`: the one tokio task that talks to etcd (connect, lease,
+//!   register, keep alive, list, watch, resynchronise, revoke on exit). It reaches the tables
+//!   only through the [`Tables`] trait, which the dataplane implements, so this module never
+//!   depends on the dataplane.
+
+#[cfg(feature = "etcd")]
+mod etcd;
+pub mod key;
+pub mod member;
+pub mod reconcile;
+pub mod settings;
+pub mod status;
+
+use std::net::{IpAddr, SocketAddr};
+
+#[cfg(not(feature = "etcd"))]
+pub use disabled::{start, Handle, StartError};
+#[cfg(feature = "etcd")]
+pub use etcd::{start, Handle, StartError};
+pub use key::NetKey;
+pub use member::Member;
+pub use reconcile::{Change, NetSpec};
+pub use settings::{EtcdConfig, Settings};
+pub use status::Status;
+
+use crate::mac::MacAddr;
+
+/// Whether this build can run a cluster (`cargo build --features etcd`).
+pub const SUPPORTED: bool = cfg!(feature = "etcd");
+
+/// The error `vxtap run` gives for cluster options in a build without the feature.
+pub const UNSUPPORTED: &str = "this vxtap was built without etcd support: cargo build --features etcd";
+
+/// A build without the `etcd` feature: `vxtap run` refuses cluster options before it gets here
+/// ([`UNSUPPORTED`]); these keep its code free of feature switches.
+#[cfg(not(feature = "etcd"))]
+mod disabled {
+    use std::sync::Arc;
+
+    use super::{NetKey, Settings, Status, Tables, UNSUPPORTED};
+
+    /// Why the cluster could not start.
+    #[derive(Debug)]
+    pub struct StartError(pub String);
+
+    impl std::fmt::Display for StartError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for StartError {}
+
+    /// Never made.
+    pub struct Handle(());
+
+    impl Handle {
+        pub async fn shutdown(self) {}
+    }
+
+    /// Always [`UNSUPPORTED`].
+    pub async fn start(
+        _: Settings,
+        _: Vec<(NetKey, bool)>,
+        _: Arc<dyn Tables>,
+        _: Arc<Status>,
+    ) -> Result<Handle, StartError> {
+        Err(StartError(UNSUPPORTED.into()))
+    }
+}
+
+/// What this process publishes about itself in one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// Where the other members send: the network's local address and port.
+    pub vtep: SocketAddr,
+    /// The TAP's MAC.
+    pub mac: MacAddr,
+    /// The TAP's addresses now.
+    pub overlay: Vec<IpAddr>,
+}
+
+/// The tables of the running networks, as the cluster task sees them. Implemented by the
+/// dataplane; every call is quick and synchronous (no I/O but reading the TAP's addresses), so
+/// the task never holds anything across an await.
+pub trait Tables: Send + Sync + 'static {
+    /// This process's record for network `net` (index into the task's network list), as of now.
+    fn local(&self, net: usize) -> LocalRecord;
+    /// Applies one network's change: flood list, FDB entries, learned MACs behind members that
+    /// left, neighbour table, allowlist.
+    fn apply(&self, change: &Change);
+}
