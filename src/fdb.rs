@@ -418,9 +418,9 @@ impl Fdb {
         self.learned.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }
 
-    /// Adds or replaces a static entry. A learned entry of the same MAC is replaced and its slot
-    /// in the learned cap freed.
-    pub fn add_static(&self, mac: MacAddr, dst: SocketAddr) -> Result<(), FdbError> {
+    /// Whether `mac` -> `dst` may be configured: a unicast MAC that is not the TAP's own, and a
+    /// real address and port.
+    fn check_entry(&self, mac: MacAddr, dst: SocketAddr) -> Result<(), FdbError> {
         if !mac.is_learnable() {
             return Err(FdbError::NotUnicast(mac));
         }
@@ -430,6 +430,13 @@ impl Fdb {
         if dst.ip().is_unspecified() || dst.port() == 0 {
             return Err(FdbError::InvalidDst(dst));
         }
+        Ok(())
+    }
+
+    /// Adds or replaces a static entry. A learned entry of the same MAC is replaced and its slot
+    /// in the learned cap freed.
+    pub fn add_static(&self, mac: MacAddr, dst: SocketAddr) -> Result<(), FdbError> {
+        self.check_entry(mac, dst)?;
         let slot = Slot { dst, kind: EntryKind::Static, last_seen: AtomicU64::new(self.clock.now_ms()) };
         if let Some(old) = self.map.insert(mac, slot) {
             if old.kind == EntryKind::Learned {
@@ -443,15 +450,7 @@ impl Fdb {
     /// is replaced (its slot in the cap freed), an operator's static entry is kept. Ok(false)
     /// when a static entry kept it out.
     pub fn set_etcd(&self, mac: MacAddr, dst: SocketAddr) -> Result<bool, FdbError> {
-        if !mac.is_learnable() {
-            return Err(FdbError::NotUnicast(mac));
-        }
-        if self.is_local(mac) {
-            return Err(FdbError::LocalMac(mac));
-        }
-        if dst.ip().is_unspecified() || dst.port() == 0 {
-            return Err(FdbError::InvalidDst(dst));
-        }
+        self.check_entry(mac, dst)?;
         let now = self.clock.now_ms();
         match self.map.entry(mac) {
             MapEntry::Occupied(mut o) => {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vxtap_testbed::{netns_test, tcp_transfer, udp_send, vtep_cmd, Family, KernelVxlan, Underlay};
+use vxtap_testbed::{netns_test, tcp_transfer, udp_send, vtep_cmd, Family, Underlay};
 
 /// Two vxtap VTEPs: echo both ways, then each has learned the other's TAP MAC at its underlay
 /// address and the protocol's port.
@@ -38,14 +38,7 @@ netns_test!(vxlan_v6_underlay_echo_and_learning, pair_echo_and_learning(Family::
 fn kernel_interop(extra: &[&str]) {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     bed.start_with(0, Proto::Vxlan, &[1], extra);
-    let kernel = KernelVxlan {
-        dev: "vx0".into(),
-        vni: 42,
-        port: 4789,
-        local: bed.ul.addr(1),
-        remote: bed.ul.addr(0),
-        address: "198.19.0.2/24".into(),
-    };
+    let kernel = kernel_vxlan(&bed, 1, 0);
     bed.check(kernel.create(bed.ul.node(1)), "kernel vxlan");
     let _servers = bed.echo_servers();
     bed.echo_pair();

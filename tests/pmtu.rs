@@ -14,8 +14,7 @@ use serde_json::Value;
 use vxtap::offload::checksum::{pseudo_v4, Sum};
 use vxtap::wire::Proto;
 use vxtap_testbed::{
-    netns_test, tcp_transfer, udp_echo_server, udp_send_df, vtep_cmd, Capture, Df, Family, KernelVxlan,
-    Netns, Underlay,
+    netns_test, tcp_transfer, udp_echo_server, udp_send_df, vtep_cmd, Capture, Df, Family, Netns, Underlay,
 };
 
 const MEGABYTES_20: usize = 20 << 20;
@@ -129,14 +128,7 @@ netns_test!(df_clear_udp_crosses_the_narrow_link_df_unset, df_clear_udp_arrives(
 netns_test!(kernel_vxlan_peer_behind_the_narrow_link, {
     let mut bed = Bed::new(Underlay::routed(Family::V4, 1400).expect("routed underlay"));
     bed.start_with(0, Proto::Vxlan, &[1], &[]);
-    let kernel = KernelVxlan {
-        dev: "vx0".into(),
-        vni: 42,
-        port: 4789,
-        local: bed.ul.addr(1),
-        remote: bed.ul.addr(0),
-        address: "198.19.0.2/24".into(),
-    };
+    let kernel = kernel_vxlan(&bed, 1, 0);
     bed.check(kernel.create(bed.ul.node(1)), "kernel vxlan");
     for (server, client) in [(1, 0), (0, 1)] {
         let r = tcp_transfer(bed.ul.node(server), overlay(server, 5001), bed.ul.node(client), MEGABYTES_20);

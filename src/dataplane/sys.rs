@@ -55,21 +55,8 @@ pub(crate) fn setsockopt_int(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: value is a c_int living for the call, and its size is passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    // SAFETY: integer options take a C int, which `value` is.
+    unsafe { setsockopt_struct(fd, level, name, &value) }
 }
 
 /// Reads an integer socket option.

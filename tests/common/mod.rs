@@ -11,8 +11,8 @@ use serde_json::Value;
 /// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
 pub use vxtap::wire::Proto;
 use vxtap_testbed::{
-    counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, TempDir, Underlay,
-    Vtep,
+    counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, KernelVxlan,
+    TempDir, Underlay, Vtep,
 };
 
 pub const ECHO_PORT: u16 = 7000;
@@ -202,6 +202,19 @@ impl Bed {
         if !wait_until(SETTLE, || self.counter_at(control, key) >= at_least) {
             panic!("{key} did not reach {at_least}: {}\n{}", self.stats_at(control), self.logs());
         }
+    }
+}
+
+/// The kernel's VXLAN device in node `at` (VNI 42, port 4789, overlay 198.19.0.(at+1)/24),
+/// flooding to node `to`.
+pub fn kernel_vxlan(bed: &Bed, at: usize, to: usize) -> KernelVxlan {
+    KernelVxlan {
+        dev: "vx0".into(),
+        vni: 42,
+        port: 4789,
+        local: bed.ul.addr(at),
+        remote: bed.ul.addr(to),
+        address: format!("198.19.0.{}/24", at + 1),
     }
 }
 
