@@ -265,7 +265,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1_000))]
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(debug_assertions) { 500 } else { 5_000 }))]
 
         /// Every implementation of the lane loop, inside `add_bytes` and alone, on any length
         /// (odd ones too) from any starting alignment, with any sum carried in.
