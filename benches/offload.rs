@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
-use vxtap::offload::checksum::Sum;
+use vxtap::offload::checksum::{self, Sum};
 use vxtap::offload::gro::{Coalescer, Offer};
 use vxtap::offload::tso;
 use vxtap::offload::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
@@ -42,6 +42,11 @@ fn bench_checksum(c: &mut Criterion) {
         g.bench_function(format!("add_bytes/{len}"), |b| {
             b.iter(|| black_box(Sum::ZERO.add_bytes(black_box(&data)).fold()))
         });
+        // Each implementation of the lane loop, on the whole blocks (add_bytes uses one).
+        let blocks = &data[..len / 64 * 64];
+        for (name, f) in checksum::block_variants() {
+            g.bench_function(format!("{name}/{len}"), |b| b.iter(|| black_box(f(black_box(blocks)).fold())));
+        }
     }
     g.finish();
 }

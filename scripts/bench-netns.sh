@@ -5,7 +5,8 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: bash scripts/bench-netns.sh [--repeat N] [--duration S] [--smoke] [--out DIR] [--bin PATH]
+Usage: bash scripts/bench-netns.sh [--repeat N] [--duration S] [--zero-loss-trials N]
+                                  [--zero-loss-seconds S] [--smoke] [--out DIR] [--bin PATH]
 
 Measures vxtap end to end between two network namespaces and compares it with the Linux kernel's
 VXLAN device and with the bare veth the tunnels run over. Needs root (namespaces, TAP, vxlan).
@@ -27,6 +28,21 @@ Per configuration:
   tcp4           iperf3 TCP, 4 streams (-P 4): Gbit/s at the receiver, retransmits
   udp64          iperf3 UDP, 64-byte payload, unlimited rate (-u -b 0 -l 64): packets/s delivered
                  at the receiver (kpps) and loss %
+  udp64 zero-loss  RFC 2544-style throughput: the highest offered rate of 64-byte UDP payloads
+                 that loses at most 0.1 %, found by a binary search over paced iperf3 trials
+                 (-u -l 64 -b RATE -w 4M; --zero-loss-seconds each, at most --zero-loss-trials).
+                 The first trial offers the rate the unpaced udp64 sender reached; each next one
+                 offers the middle of the interval between the highest rate that passed (at
+                 first 0) and the lowest that failed (what the sender really sent, if it fell
+                 short of the rate asked), until the trials are spent or the interval is within
+                 2 % of its upper end. Loss = 1 - received/sent (payload bytes at the server,
+                 packets the client sent). The figure is the rate the best passing trial sent,
+                 in kpps, marked "sender-bound" (^) when that trial's sender fell more than 5 %
+                 short of the rate asked: the tunnel carried all iperf3 could send, so its
+                 capacity is at least that. iperf3's socket buffers are 4 MB (-w; capped by
+                 net.core.rmem_max/wmem_max) so that the receiving iperf3 being descheduled on a
+                 busy machine does not count as tunnel loss; iperf3 paces in bursts every 1 ms
+                 (its default pacing timer). The veth row is the harness's own ceiling.
   rtt            ping -i 0.01 -c 200: average and p99 (nearest rank) of the per-packet times, us
   cpu            user+system CPU seconds of both vxtap processes (all threads, /proc/PID/stat)
                  during tcp1, per 1e9 bytes received; "-" for veth and kernel-vxlan
@@ -39,8 +55,13 @@ kernel-vxlan; RTT cells also show the difference to the kernel in microseconds.
 Options:
   --repeat N     run the whole sequence of configurations N times; report medians (default 1)
   --duration S   seconds per iperf3 test (default 10)
-  --smoke        fast CI variant: 1-second iperf3 tests, 20 pings; only checks that every
-                 configuration moved traffic in every test (figures are printed but not judged)
+  --zero-loss-trials N   paced trials of the zero-loss search per configuration (default 7;
+                 0 skips the search)
+  --zero-loss-seconds S  seconds per zero-loss trial (default 3)
+  --smoke        fast CI variant: 1-second iperf3 tests, 20 pings, a zero-loss search of two
+                 1-second trials (a coarse figure: the unpaced rate or half of it); only checks
+                 that every configuration moved traffic in every test (figures are printed but
+                 not judged)
   --out DIR      where to write results (default: results/<date-time>/ in the repository):
                    results.json  every run's figures, problems and vxtap counters, the medians,
                                  the ratios to kernel-vxlan, date, uname -r, git HEAD, nproc
@@ -69,13 +90,17 @@ HELPER="$SCRIPT_DIR/bench_chart.py"
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-REPEAT=1 DURATION=10 SMOKE=0 OUT="" BIN=""
+REPEAT=1 DURATION=10 SMOKE=0 OUT="" BIN="" ZL_TRIALS=7 ZL_SECONDS=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeat) [ $# -ge 2 ] || die "--repeat needs a value"; REPEAT=$2; shift 2 ;;
     --repeat=*) REPEAT=${1#*=}; shift ;;
     --duration) [ $# -ge 2 ] || die "--duration needs a value"; DURATION=$2; shift 2 ;;
     --duration=*) DURATION=${1#*=}; shift ;;
+    --zero-loss-trials) [ $# -ge 2 ] || die "--zero-loss-trials needs a value"; ZL_TRIALS=$2; shift 2 ;;
+    --zero-loss-trials=*) ZL_TRIALS=${1#*=}; shift ;;
+    --zero-loss-seconds) [ $# -ge 2 ] || die "--zero-loss-seconds needs a value"; ZL_SECONDS=$2; shift 2 ;;
+    --zero-loss-seconds=*) ZL_SECONDS=${1#*=}; shift ;;
     --smoke) SMOKE=1; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; OUT=$2; shift 2 ;;
     --out=*) OUT=${1#*=}; shift ;;
@@ -87,8 +112,11 @@ while [ $# -gt 0 ]; do
 done
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
+[[ $ZL_TRIALS =~ ^[0-9]+$ ]] || die "--zero-loss-trials must be a non-negative integer"
+[[ $ZL_SECONDS =~ ^[1-9][0-9]*$ ]] || die "--zero-loss-seconds must be a positive integer (seconds)"
 PINGS=200
-if [ "$SMOKE" = 1 ]; then DURATION=1 PINGS=20; fi
+ZL_LOSS_PCT=0.1  # the loss a zero-loss trial may have (RFC 2544 asks for none; iperf3 counts exactly)
+if [ "$SMOKE" = 1 ]; then DURATION=1 PINGS=20 ZL_TRIALS=$((ZL_TRIALS < 2 ? ZL_TRIALS : 2)) ZL_SECONDS=1; fi
 [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, TAP and vxlan devices)"
 
 # Paths given on the command line are relative to the caller's directory.
@@ -281,7 +309,40 @@ iperf() {
   # The client's JSON carries the server's numbers too; keep only the files that say something.
   [ -s "$dir/$name-server.err" ] || rm -f "$dir/$name-server.err"
   [ -s "$dir/$name.err" ] || rm -f "$dir/$name.err"
-  if [ "$name" != udp ]; then rm -f "$dir/$name-server.json"; fi
+  case $name in udp|zl-*) ;; *) rm -f "$dir/$name-server.json" ;; esac
+}
+
+# zero_loss DIR: the binary search of the udp64 zero-loss figure (see --help), after the unpaced
+# UDP test whose sender rate is its first offer. One line per trial in DIR/zero-loss.txt:
+# "TRIAL REQUESTED_PPS SENT_PPS RECEIVED_PPS LOSS_PCT pass|fail|error".
+zero_loss() {
+  local dir=$1 lo=0 hi rate k sent recv loss verdict
+  : >"$dir/zero-loss.txt"
+  hi=$(python3 "$HELPER" sent-pps "$dir/udp.json") || hi=0
+  if ! [[ $hi =~ ^[0-9]+$ ]] || [ "$hi" -le 0 ]; then
+    echo "zero-loss search skipped: the unpaced UDP test reported no sender rate" >>"$dir/error.txt"
+    return 0
+  fi
+  rate=$hi
+  for ((k = 1; k <= ZL_TRIALS; k++)); do
+    log "    udp64 zero-loss trial $k/$ZL_TRIALS: $((rate / 1000)) kpps (${ZL_SECONDS}s)"
+    DURATION=$ZL_SECONDS iperf "$dir" "zl-$k" -u -l 64 -b $((rate * 64 * 8)) -w 4M
+    read -r sent recv loss verdict < <(python3 "$HELPER" trial "$dir" "zl-$k" "$ZL_LOSS_PCT") ||
+      sent=0 recv=0 loss=- verdict=error
+    echo "$k $rate $sent $recv $loss $verdict" >>"$dir/zero-loss.txt"
+    case $verdict in
+      pass)
+        lo=$rate
+        # The sender could not make the rate asked of it: higher offers cannot offer more.
+        [ $((sent * 100)) -ge $((rate * 95)) ] || break ;;
+      # Lost too much at what the sender really offered (the sender may fall short of the rate).
+      fail) hi=$((sent > 0 && sent < rate ? sent : rate)) ;;
+      *) break ;;  # no result: the problem is in error.txt
+    esac
+    # Done when the first offer passes, or the interval is within 2 % of its upper end.
+    [ "$lo" -lt "$hi" ] && [ $(((hi - lo) * 100)) -gt $((hi * 2)) ] || break
+    rate=$(((lo + hi) / 2))
+  done
 }
 
 measure() {  # DIR
@@ -292,6 +353,7 @@ measure() {  # DIR
   netdiag before "$dir/udp-diag.txt"
   iperf "$dir" udp -u -b 0 -l 64
   netdiag after "$dir/udp-diag.txt"
+  [ "$ZL_TRIALS" = 0 ] || zero_loss "$dir"
   log "    ping x$PINGS"
   run_wait timeout -k 5 60 ip netns exec "$NS_A" ping -n -i 0.01 -c "$PINGS" -W 2 "$O_B" \
     >"$dir/ping.txt" 2>&1 || rc=$?
@@ -336,7 +398,7 @@ run_config() {  # RUN CONFIG
 }
 
 # ---- main ------------------------------------------------------------------------------------
-log "vxtap $BIN; results in $OUT; ${REPEAT} run(s), iperf3 ${DURATION}s, $PINGS pings$([ "$SMOKE" = 1 ] && echo ', smoke')"
+log "vxtap $BIN; results in $OUT; ${REPEAT} run(s), iperf3 ${DURATION}s, $PINGS pings, zero-loss search $ZL_TRIALS x ${ZL_SECONDS}s$([ "$SMOKE" = 1 ] && echo ', smoke')"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_underlay
 for ((run = 1; run <= REPEAT; run++)); do
@@ -359,6 +421,9 @@ python3 "$HELPER" report --out "$OUT" --repeat "$REPEAT" $([ "$SMOKE" = 1 ] && e
   --meta "loadavg_end=$LOAD_END" \
   --meta "duration_s=$DURATION" \
   --meta "pings=$PINGS" \
+  --meta "zero_loss_trials=$ZL_TRIALS" \
+  --meta "zero_loss_seconds=$ZL_SECONDS" \
+  --meta "zero_loss_max_loss_pct=$ZL_LOSS_PCT" \
   --meta "repeat=$REPEAT" \
   --meta "smoke=$([ "$SMOKE" = 1 ] && echo true || echo false)" \
   --meta "command=$0 $ORIG_ARGS" || rc=$?

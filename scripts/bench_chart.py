@@ -8,10 +8,19 @@ and prints the table. Standard library only (no matplotlib: the SVG is written b
     bench_chart.py report --out OUT --repeat N --meta KEY=VALUE ... [--smoke]
         Reads OUT/raw/run*/CONFIG/, writes OUT/results.json and OUT/chart.svg, prints the table.
         Exit status 1 if a test of a configuration delivered nothing (in any run), else 0.
+    bench_chart.py sent-pps UDP_CLIENT_JSON
+        The packets per second an iperf3 UDP client sent (an integer; 0 if unknown): the first
+        offer of the zero-loss search.
+    bench_chart.py trial RUN_DIR NAME MAX_LOSS_PCT
+        One zero-loss trial (RUN_DIR/NAME.json and NAME-server.json): "SENT_PPS RECEIVED_PPS
+        LOSS_PCT pass|fail|error", pass when the loss is at most MAX_LOSS_PCT.
 
 Raw files per configuration run (written by bench-netns.sh):
     tcp1.json, tcp4.json   iperf3 -J output of the client (TCP 1 stream, 4 streams)
     udp.json               iperf3 -J output of the UDP client; udp-server.json of its server
+    zl-K.json              iperf3 -J output of zero-loss trial K's client; zl-K-server.json of its server
+    zero-loss.txt          one line per zero-loss trial: "K REQUESTED_PPS SENT_PPS RECEIVED_PPS
+                           LOSS_PCT pass|fail|error"
     ping.txt               ping output (one "time=X ms" line per reply)
     cpu.txt                lines "before|after PID UTIME STIME" (clock ticks) of the vxtap processes
                            around the TCP single-stream test, and "clk_tck N"
@@ -37,13 +46,16 @@ METRICS = [
     ("tcp4_retrans", "tcp4 retransmits", "", 0),
     ("udp_kpps", "udp64 delivered", "kpps", 1),
     ("udp_loss_pct", "udp64 loss", "%", 1),
+    ("udp_zl_kpps", "udp64 zero-loss", "kpps", 1),
     ("rtt_avg_us", "rtt avg", "us", 1),
     ("rtt_p99_us", "rtt p99", "us", 1),
     ("cpu_s_per_gb", "vxtap cpu (tcp1)", "s/GB", 2),
     ("syscalls_per_gb", "vxtap syscalls (tcp1)", "k/GB", 1),
 ]
 RTT_METRICS = {"rtt_avg_us", "rtt_p99_us"}
-CHART = [("tcp1_gbps", "TCP, 1 stream"), ("tcp4_gbps", "TCP, 4 streams"), ("udp_kpps", "UDP 64 B, packets/s")]
+CHART = [("tcp1_gbps", "TCP, 1 stream"), ("tcp4_gbps", "TCP, 4 streams"), ("udp_kpps", "UDP 64 B, packets/s"),
+         ("udp_zl_kpps", "UDP 64 B, zero loss")]
+SENDER_BOUND = 0.95  # a trial whose sender made less than this share of the rate asked is sender-bound
 COLOURS = {"veth": "#8c8c8c", "kernel-vxlan": "#1f77b4", "vxtap-vxlan": "#ff7f0e", "vxtap-geneve": "#2ca02c",
            "vxtap-nooffload": "#d62728"}
 
@@ -88,6 +100,52 @@ def udp_figures(server, client):
             continue
         return delivered / seconds, delivered, r.get("lost_percent")
     return None, 0, None
+
+
+def udp_sent(client):
+    """(packets sent, seconds) of an iperf3 UDP client run."""
+    try:
+        s = client["end"]["sum_sent"]
+        return int(s["packets"]), float(s["seconds"])
+    except (KeyError, TypeError, ValueError):
+        return None, None
+
+
+def trial_figures(run_dir, name):
+    """(sent pps, received pps, loss %) of a paced UDP trial; loss = 1 - received / sent."""
+    errors = []
+    client = load_json(os.path.join(run_dir, f"{name}.json"), errors)
+    server = load_json(os.path.join(run_dir, f"{name}-server.json"), errors)
+    sent, secs = udp_sent(client)
+    try:
+        r = server["end"]["sum_received"]
+        received, rsecs = int(r["bytes"]) // UDP_PAYLOAD, float(r["seconds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not sent or not secs or not rsecs:
+        return None
+    return sent / secs, received / rsecs, max(0.0, 100.0 * (1 - received / sent))
+
+
+def zero_loss_figures(run_dir):
+    """The zero-loss search's trials, its figure (kpps sent by the best passing trial) and
+    whether that trial was sender-bound; (None, False) without a passing trial."""
+    path = os.path.join(run_dir, "zero-loss.txt")
+    trials = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) != 6:
+                    continue
+                num = lambda x, cast: cast(x) if x not in ("-", "") else None
+                trials.append({"trial": int(p[0]), "requested_pps": num(p[1], int), "sent_pps": num(p[2], int),
+                               "received_pps": num(p[3], int), "loss_pct": num(p[4], float), "verdict": p[5]})
+    passed = [t for t in trials if t["verdict"] == "pass" and t["sent_pps"]]
+    if not passed:
+        return trials, None, False
+    best = max(passed, key=lambda t: t["sent_pps"])
+    return trials, best["sent_pps"] / 1e3, best["sent_pps"] < SENDER_BOUND * best["requested_pps"]
 
 
 def ping_figures(path):
@@ -166,6 +224,12 @@ def parse_run(run_dir):
     fig["udp_kpps"] = pps / 1e3 if pps is not None else None
     fig["udp_delivered_packets"] = delivered
     moved["udp"] = delivered > 0
+    sent, secs = udp_sent(uc)
+    fig["udp_sent_kpps"] = sent / secs / 1e3 if sent and secs else None
+    trials, fig["udp_zl_kpps"], fig["udp_zl_sender_bound"] = zero_loss_figures(run_dir)
+    fig["udp_zl_trials"] = trials
+    if trials:
+        moved["udp_zero_loss"] = any(t["received_pps"] for t in trials)
     fig["rtt_avg_us"], fig["rtt_p99_us"], replies, fig["ping_loss_pct"] = ping_figures(os.path.join(run_dir, "ping.txt"))
     fig["ping_replies"] = replies
     moved["ping"] = replies > 0
@@ -203,6 +267,8 @@ def cmd_summary(run_dir):
     for key, label, unit, dec in METRICS:
         if fig.get(key) is not None:
             parts.append(f"{label} {fmt(fig[key], dec)}{(' ' + unit) if unit else ''}")
+    if fig.get("udp_zl_sender_bound"):
+        parts.append("zero-loss sender-bound")
     line = "; ".join(parts) or "no figures"
     if not all(moved.values()):
         line += "  [NOTHING DELIVERED: " + ", ".join(k for k, v in moved.items() if not v) + "]"
@@ -287,7 +353,7 @@ def chart_svg(medians, configs, subtitle):
     return "\n".join(out) + "\n"
 
 
-def table(medians, configs, repeat):
+def table(medians, configs, repeat, sender_bound=()):
     kern = medians.get(KERNEL, {})
     rows = [["figure"] + configs]
     for key, label, unit, dec in METRICS:
@@ -298,6 +364,8 @@ def table(medians, configs, repeat):
                 row.append("-")
                 continue
             cell = fmt(v, dec)
+            if key == "udp_zl_kpps" and v is not None and c in sender_bound:
+                cell += "^"
             r = ratio(v, kern.get(key))
             if v is not None and key in RTT_METRICS and kern.get(key) is not None:
                 cell += f" ({r:.2f}x, {v - kern[key]:+.1f}us)" if r is not None else f" ({v - kern[key]:+.1f}us)"
@@ -342,10 +410,11 @@ def cmd_report(argv):
                 if not ok:
                     failures.append(f"run {n}, {c}: {test} delivered nothing")
     configs = [c for c in CONFIGS if any(r["config"] == c for r in runs)]
+    sender_bound = [c for c in configs if any(r["config"] == c and r["figures"].get("udp_zl_sender_bound") for r in runs)]
     medians = {}
     for c in configs:
         medians[c] = {}
-        for key in list(METRICS_KEYS) + ["ping_loss_pct", "vxtap_cpu_s", "tcp1_bytes"]:
+        for key in list(METRICS_KEYS) + ["ping_loss_pct", "vxtap_cpu_s", "tcp1_bytes", "udp_sent_kpps"]:
             vals = [r["figures"].get(key) for r in runs if r["config"] == c]
             vals = [v for v in vals if v is not None]
             medians[c][key] = statistics.median(vals) if vals else None
@@ -359,6 +428,7 @@ def cmd_report(argv):
         "median": medians,
         "ratio_to_kernel_vxlan": ratios,
         "rtt_delta_to_kernel_vxlan_us": rtt_delta,
+        "zero_loss_sender_bound": sender_bound,
         "ok": not failures,
         "failures": failures,
         "runs": runs,
@@ -374,10 +444,13 @@ def cmd_report(argv):
     print(f"vxtap netns benchmark{' (smoke)' if smoke else ''}: median of {repeat} run(s), "
           f"iperf3 {meta.get('duration_s', '?')} s per test, {meta.get('pings', '?')} pings; "
           f"ratio (x) to kernel-vxlan in brackets")
-    print(table(medians, configs, repeat))
+    print(table(medians, configs, repeat, sender_bound))
     print(f"cpu = user+system seconds of both vxtap processes during the TCP single-stream test per 1e9 bytes received;"
           f" syscalls = their packet-moving system calls (TAP reads/writes, socket sends/receives) in that test, per GB;"
-          f" udp64 = 64-byte payloads at unlimited rate, delivered at the receiver")
+          f" udp64 = 64-byte payloads at unlimited rate, delivered at the receiver;"
+          f" udp64 zero-loss = the highest paced rate losing <= {meta.get('zero_loss_max_loss_pct', '?')} %"
+          f" (binary search, at most {meta.get('zero_loss_trials', '?')} trials of {meta.get('zero_loss_seconds', '?')} s;"
+          f" ^ = sender-bound: the tunnel carried all that iperf3 could send)")
     cc = sorted({r["figures"].get("tcp_congestion") for r in runs} - {None})
     if cc:
         print(f"TCP congestion control (iperf3 sender): {', '.join(cc)}")
@@ -401,6 +474,18 @@ METRICS_KEYS = [m[0] for m in METRICS]
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "summary":
         cmd_summary(sys.argv[2])
+        return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "sent-pps":
+        sent, secs = udp_sent(load_json(sys.argv[2], []))
+        print(int(sent / secs) if sent and secs else 0)
+        return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "trial":
+        t = trial_figures(sys.argv[2], sys.argv[3])
+        if t is None:
+            print("0 0 - error")
+        else:
+            sent, recv, loss = t
+            print(f"{int(sent)} {int(recv)} {loss:.3f} {'pass' if loss <= float(sys.argv[4]) else 'fail'}")
         return 0
     if len(sys.argv) >= 2 and sys.argv[1] == "report":
         return cmd_report(sys.argv[2:])

@@ -5,7 +5,9 @@
 //! keeps each flow on one port, so one path, and in order. The dataplane's send pool maps
 //! [`flow_hash`] onto its sockets, each bound to one port of the [`PortRange`].
 
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use crate::wire::ethernet::{self, macsec};
+use crate::wire::ip::{auth, protocol};
+use crate::wire::{ipv4, ipv6, tcp, udp};
 
 /// The range outer source ports are drawn from (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,44 +47,235 @@ impl Default for PortRange {
 /// A 32-bit hash of the inner frame's flow: MAC addresses and EtherType always; IPv4/IPv6
 /// addresses and protocol when present; TCP/UDP ports when present (never for IP fragments, so
 /// every fragment of a datagram hashes alike). Frames too short for an Ethernet header hash to 0.
+///
+/// The fields are read by hand, with no allocation, exactly as etherparse's lax slicing finds
+/// them (the tests keep etherparse as the oracle): the IP header past up to three VLAN or
+/// integrity-only MACsec tags, chosen by its version nibble; IPv6 past its extension headers
+/// (the protocol hashed is the transport's) and IPv4 past an Authentication Header (the protocol
+/// hashed is the header's own); the transport inside the length the IP header gives, when that
+/// length fits the frame; ports only from a complete TCP or UDP header of a packet that is not
+/// a fragment and whose extension headers all parsed.
 #[inline]
 pub fn flow_hash(frame: &[u8]) -> u32 {
-    let Some(macs) = frame.get(..14) else {
+    let Some(l2) = frame.get(..ethernet::HEADER_LEN) else {
         return 0;
     };
     let mut h = Mixer::new();
-    h.bytes(macs);
-    if let Ok(packet) = LaxSlicedPacket::from_ethernet(frame) {
-        match &packet.net {
-            Some(LaxNetSlice::Ipv4(ip)) => {
-                let hdr = ip.header();
-                h.bytes(&hdr.source());
-                h.bytes(&hdr.destination());
-                h.word(u64::from(hdr.protocol().0));
-            }
-            Some(LaxNetSlice::Ipv6(ip)) => {
-                let hdr = ip.header();
-                h.bytes(&hdr.source());
-                h.bytes(&hdr.destination());
-                h.word(u64::from(ip.payload().ip_number.0));
-            }
-            Some(LaxNetSlice::Arp(_)) | None => {}
-        }
-        match &packet.transport {
-            Some(TransportSlice::Tcp(t)) => {
-                h.word(u64::from(t.source_port()) << 16 | u64::from(t.destination_port()))
-            }
-            Some(TransportSlice::Udp(u)) => {
-                h.word(u64::from(u.source_port()) << 16 | u64::from(u.destination_port()))
-            }
-            _ => {}
-        }
+    h.bytes14(l2);
+    let ethertype = ethernet::ethertype(frame);
+    let l3 = if ethertype == ethernet::ETHERTYPE_IPV4 || ethertype == ethernet::ETHERTYPE_IPV6 {
+        Some(&frame[ethernet::HEADER_LEN..])
+    } else {
+        past_tags(frame)
+    };
+    if let Some(ip) = l3 {
+        hash_ip(&mut h, ip);
     }
     h.finish()
 }
 
+/// At most this many VLAN or MACsec tags are walked before the IP header (etherparse's
+/// `LaxSlicedPacket::LINK_EXTS_CAP`).
+const MAX_TAGS: usize = 3;
+
+/// The IP header (IPv4 or IPv6 EtherType) past VLAN and integrity-only MACsec tags; None for
+/// anything else, an encrypted payload, more than [`MAX_TAGS`] tags, or a tag cut short.
+#[cold]
+fn past_tags(frame: &[u8]) -> Option<&[u8]> {
+    // The EtherType field at `at`; what it announces starts at `at + 2` and ends at `end`.
+    let mut at = ethernet::field::ETHERTYPE.start;
+    let mut end = frame.len();
+    for _ in 0..=MAX_TAGS {
+        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+        let body = at + 2;
+        match ethertype {
+            ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => return frame.get(body..end),
+            ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ | ethernet::ETHERTYPE_VLAN_DOUBLE => {
+                // TPID and TCI, then the next EtherType.
+                if end < body + ethernet::VLAN_TAG_LEN {
+                    return None;
+                }
+                at += ethernet::VLAN_TAG_LEN;
+            }
+            ethernet::ETHERTYPE_MACSEC => {
+                let tag = frame.get(body..end)?;
+                let tci = *tag.get(macsec::field::TCI_AN)?;
+                let short_len = *tag.get(macsec::field::SHORT_LEN)? & macsec::SHORT_LEN_MASK;
+                if tci & macsec::TCI_VERSION != 0
+                    || tci & (macsec::TCI_E | macsec::TCI_C) != 0
+                    || short_len == 1
+                {
+                    return None;
+                }
+                let sci = if tci & macsec::TCI_SC != 0 { macsec::SCI_LEN } else { 0 };
+                at = body + macsec::HEADER_LEN + sci;
+                // The short length counts the user data from its EtherType on; it bounds the
+                // rest only when the frame holds all of it.
+                let data_end = at + usize::from(short_len);
+                if short_len >= 2 && data_end <= end {
+                    end = data_end;
+                }
+                if end < at + 2 {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Hashes the addresses and protocol of the IP header `ip` starts with, then its ports.
+#[inline]
+fn hash_ip(h: &mut Mixer, ip: &[u8]) {
+    match ip.first().map(|b| b >> 4) {
+        Some(ipv4::VERSION) => hash_ipv4(h, ip),
+        Some(ipv6::VERSION) => hash_ipv6(h, ip),
+        _ => {}
+    }
+}
+
+#[inline]
+fn hash_ipv4(h: &mut Mixer, ip: &[u8]) {
+    let header_len = ipv4::header_len(ip);
+    if header_len < ipv4::HEADER_LEN || ip.len() < header_len {
+        return;
+    }
+    let proto = ip[ipv4::field::PROTOCOL];
+    h.bytes4(&ip[ipv4::field::SRC]);
+    h.bytes4(&ip[ipv4::field::DST]);
+    h.word(u64::from(proto));
+    if ipv4::is_fragment(ip) {
+        return;
+    }
+    // The total length bounds the payload when it is consistent with the header and the frame.
+    let total = usize::from(ipv4::total_len(ip));
+    let end = if total < header_len || ip.len() < total { ip.len() } else { total };
+    let payload = &ip[header_len..end];
+    if proto == protocol::AUTH {
+        if let Some((next, rest)) = past_auth(payload) {
+            hash_ports(h, next, rest);
+        }
+    } else {
+        hash_ports(h, proto, payload);
+    }
+}
+
+#[inline]
+fn hash_ipv6(h: &mut Mixer, ip: &[u8]) {
+    if ip.len() < ipv6::HEADER_LEN {
+        return;
+    }
+    // The payload length bounds the payload when it fits the frame; 0 (a jumbogram, or
+    // unset) means the rest of the frame.
+    let payload_len = usize::from(ipv6::payload_len(ip));
+    let end = if payload_len == 0 || ip.len() - ipv6::HEADER_LEN < payload_len {
+        ip.len()
+    } else {
+        ipv6::HEADER_LEN + payload_len
+    };
+    let next = ip[ipv6::field::NEXT_HEADER];
+    let payload = &ip[ipv6::HEADER_LEN..end];
+    let (next, transport) =
+        if is_ipv6_extension(next) { past_ipv6_extensions(next, payload) } else { (next, Some(payload)) };
+    h.bytes16(&ip[ipv6::field::SRC]);
+    h.bytes16(&ip[ipv6::field::DST]);
+    h.word(u64::from(next));
+    if let Some(t) = transport {
+        hash_ports(h, next, t);
+    }
+}
+
+#[inline]
+fn is_ipv6_extension(next: u8) -> bool {
+    matches!(
+        next,
+        protocol::IPV6_HOP_BY_HOP
+            | protocol::IPV6_ROUTE
+            | protocol::IPV6_FRAG
+            | protocol::AUTH
+            | protocol::IPV6_DEST_OPTS
+    )
+}
+
+/// Walks IPv6 extension headers from `next`: the protocol after them, and the transport
+/// header's bytes unless one of them was cut short or malformed (then the protocol is the
+/// header that failed) or a Fragment header made this a fragment.
+#[cold]
+fn past_ipv6_extensions(mut next: u8, mut rest: &[u8]) -> (u8, Option<&[u8]>) {
+    let mut fragment = false;
+    let mut first = true;
+    loop {
+        let len = match next {
+            // Hop-by-Hop may only come first (RFC 8200 §4.1).
+            protocol::IPV6_HOP_BY_HOP if !first => return (next, None),
+            protocol::IPV6_HOP_BY_HOP | protocol::IPV6_ROUTE | protocol::IPV6_DEST_OPTS => {
+                if rest.len() < ipv6::ext::MIN_LEN {
+                    return (next, None);
+                }
+                ipv6::ext::header_len(rest)
+            }
+            protocol::IPV6_FRAG => {
+                if rest.len() < ipv6::frag::HEADER_LEN {
+                    return (next, None);
+                }
+                fragment |= ipv6::frag::is_fragment(rest);
+                ipv6::frag::HEADER_LEN
+            }
+            protocol::AUTH => match past_auth(rest) {
+                Some((n, r)) => {
+                    next = n;
+                    rest = r;
+                    first = false;
+                    continue;
+                }
+                None => return (next, None),
+            },
+            _ => return (next, (!fragment).then_some(rest)),
+        };
+        if rest.len() < len {
+            return (next, None);
+        }
+        // Both layouts above start with the next header's protocol.
+        const _: () = assert!(ipv6::frag::field::NEXT_HEADER == ipv6::ext::field::NEXT_HEADER);
+        next = rest[ipv6::ext::field::NEXT_HEADER];
+        rest = &rest[len..];
+        first = false;
+    }
+}
+
+/// The protocol after an Authentication Header and what follows it; None if it is cut short or
+/// its length field is 0.
+#[inline]
+fn past_auth(b: &[u8]) -> Option<(u8, &[u8])> {
+    if b.len() < auth::MIN_LEN {
+        return None;
+    }
+    let len = auth::header_len(b)?;
+    Some((b[auth::field::NEXT_HEADER], b.get(len..)?))
+}
+
+/// Hashes the ports of a complete TCP or UDP header.
+#[inline]
+fn hash_ports(h: &mut Mixer, proto: u8, l4: &[u8]) {
+    let ports = match proto {
+        protocol::TCP
+            if l4.len() >= tcp::HEADER_LEN && (tcp::HEADER_LEN..=l4.len()).contains(&tcp::header_len(l4)) =>
+        {
+            tcp::ports(l4)
+        }
+        protocol::UDP if l4.len() >= udp::HEADER_LEN => udp::ports(l4),
+        _ => return,
+    };
+    h.word(u64::from(ports.0) << 16 | u64::from(ports.1));
+}
+
 /// A small multiply-rotate hash with a murmur3 finaliser: fast, allocation-free and
 /// well spread in the low and high bits (the mapping uses the high bits).
+///
+/// Byte strings go in as little-endian 64-bit words, a shorter last word zero-padded and
+/// marked with its length ([`Mixer::bytes`]); the fixed-length forms the hash uses compute
+/// exactly that with the length known.
 struct Mixer(u64);
 
 impl Mixer {
@@ -97,7 +290,8 @@ impl Mixer {
         self.0 = (self.0 ^ v).wrapping_mul(Self::K).rotate_left(29);
     }
 
-    #[inline]
+    /// The general form, which the fixed-length ones must match (tests).
+    #[cfg(test)]
     fn bytes(&mut self, b: &[u8]) {
         let mut chunks = b.chunks_exact(8);
         for c in &mut chunks {
@@ -111,6 +305,29 @@ impl Mixer {
         }
     }
 
+    /// [`Mixer::bytes`] of 4 bytes (an IPv4 address).
+    #[inline]
+    fn bytes4(&mut self, b: &[u8]) {
+        let w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        self.word(u64::from(w) ^ 4 << 59);
+    }
+
+    /// [`Mixer::bytes`] of 14 bytes (the Ethernet header).
+    #[inline]
+    fn bytes14(&mut self, b: &[u8]) {
+        let b: &[u8; 14] = b.try_into().unwrap_or(&[0; 14]);
+        self.word(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        self.word(u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], 0, 0]) ^ 6 << 59);
+    }
+
+    /// [`Mixer::bytes`] of 16 bytes (an IPv6 address).
+    #[inline]
+    fn bytes16(&mut self, b: &[u8]) {
+        let b: &[u8; 16] = b.try_into().unwrap_or(&[0; 16]);
+        self.word(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        self.word(u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]));
+    }
+
     #[inline]
     fn finish(&self) -> u32 {
         let mut x = self.0;
@@ -122,6 +339,9 @@ impl Mixer {
         (x >> 32) as u32
     }
 }
+
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,9 @@
 //! | Destination (6) | Source (6) | 0x8100 (2) | TCI (2) | EtherType (2) | payload
 //! ```
 //! Accessors take the frame from its first byte and panic if it is shorter than the field.
+//!
+//! The flow hash also walks stacked tags (802.1ad, [`ETHERTYPE_QINQ`]) and an integrity-only
+//! MACsec tag ([`macsec`]) to reach the IP header; the rest of vxtap sees at most one 802.1Q tag.
 
 use super::read_u16;
 
@@ -39,6 +42,12 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// EtherType of IPv6.
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType (TPID) of an 802.1ad service tag, the outer tag of Q-in-Q.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// The TPID pre-standard Q-in-Q switches use for the outer tag.
+pub const ETHERTYPE_VLAN_DOUBLE: u16 = 0x9100;
+/// EtherType of MACsec (IEEE 802.1AE).
+pub const ETHERTYPE_MACSEC: u16 = 0x88e5;
 
 /// Mask of the VLAN ID in the tag control information.
 pub const VLAN_ID_MASK: u16 = 0x0fff;
@@ -66,6 +75,45 @@ pub fn payload_type(frame: &[u8]) -> Option<(u16, usize)> {
 #[inline]
 pub fn vlan_id(b: &[u8]) -> Option<u16> {
     (ethertype(b) == ETHERTYPE_VLAN).then(|| read_u16(b, field::VLAN_TCI) & VLAN_ID_MASK)
+}
+
+/// The MACsec SecTAG (IEEE 802.1AE §9.3) that follows [`ETHERTYPE_MACSEC`].
+///
+/// ```text
+/// | TCI/AN (1) | SL (1) | Packet Number (4) | SCI (8, when TCI has SC) | user data
+/// ```
+/// Unless the E or C bit is set the user data is not modified (integrity only) and starts with
+/// its own EtherType.
+pub mod macsec {
+    /// Byte offsets and ranges of the tag's fields.
+    pub(crate) mod field {
+        use std::ops::Range;
+
+        /// Tag control information (high six bits) and association number (low two).
+        pub(crate) const TCI_AN: usize = 0;
+        /// Short length: the user data's length (EtherType included) when below 48, else 0.
+        pub(crate) const SHORT_LEN: usize = 1;
+        #[allow(dead_code)] // Part of the map; nothing reads it.
+        pub(crate) const PN: Range<usize> = 2..6;
+        /// Secure channel identifier, present when [`super::TCI_SC`] is set.
+        #[allow(dead_code)] // Part of the map; nothing reads it.
+        pub(crate) const SCI: Range<usize> = 6..14;
+    }
+
+    /// Length of the tag without an SCI.
+    pub const HEADER_LEN: usize = 6;
+    /// Length of the SCI.
+    pub const SCI_LEN: usize = 8;
+    /// TCI: the version bit, which must be 0.
+    pub const TCI_VERSION: u8 = 0x80;
+    /// TCI: an SCI follows the packet number.
+    pub const TCI_SC: u8 = 0x20;
+    /// TCI: the user data is encrypted.
+    pub const TCI_E: u8 = 0x08;
+    /// TCI: the user data was changed (encrypted, or the ICV is not the default length).
+    pub const TCI_C: u8 = 0x04;
+    /// The short length in its byte.
+    pub const SHORT_LEN_MASK: u8 = 0x3f;
 }
 
 #[cfg(test)]
