@@ -354,6 +354,13 @@ impl Fdb {
     ///
     /// Checks in order: local-MAC loop (always), learnability, learning enabled, then the table.
     pub fn learn(&self, src: MacAddr, from: SocketAddr) -> LearnOutcome {
+        self.learn_at(src, from, self.clock.now_ms())
+    }
+
+    /// [`Fdb::learn`] at time `now` (the table clock's milliseconds), read once per batch of
+    /// datagrams by the receive path rather than once per frame.
+    #[inline]
+    pub fn learn_at(&self, src: MacAddr, from: SocketAddr, now: u64) -> LearnOutcome {
         if self.is_local(src) {
             bump(&self.counters.local_mac_loops);
             return LearnOutcome::LocalMacLoop;
@@ -364,7 +371,6 @@ impl Fdb {
         if !self.config.learning {
             return LearnOutcome::Disabled;
         }
-        let now = self.clock.now_ms();
         let fast = match self.map.get(&src) {
             Some(slot) if slot.kind.is_pinned() => Fast::Done(LearnOutcome::StaticKept),
             Some(slot) if slot.dst == from => {

@@ -210,10 +210,16 @@ impl Network {
     /// or a MAC that a static entry places behind another VTEP.
     #[inline]
     pub fn learn(&self, frame: &[u8], from: IpAddr) -> bool {
+        self.learn_at(frame, from, self.fdb.now_ms())
+    }
+
+    /// [`Network::learn`] at time `now` (the FDB clock's milliseconds, read once per batch).
+    #[inline]
+    pub fn learn_at(&self, frame: &[u8], from: IpAddr, now: u64) -> bool {
         let Some(src) = MacAddr::from_slice(&frame[6..]) else {
             return true;
         };
-        match self.fdb.learn(src, SocketAddr::new(from, self.peer_port)) {
+        match self.fdb.learn_at(src, SocketAddr::new(from, self.peer_port), now) {
             LearnOutcome::LocalMacLoop => {
                 self.counters.drop(DropReason::LocalMacLoop);
                 false
@@ -278,6 +284,20 @@ impl Demux {
     /// network's index and the inner frame (a sub-slice of `datagram`); drops are counted here.
     #[inline]
     pub fn decapsulate<'a>(&self, datagram: &'a [u8], from: IpAddr) -> Option<(usize, &'a [u8])> {
+        self.decapsulate_at(datagram, from, self.now_ms())
+    }
+
+    /// The clock of the networks' FDBs, in milliseconds (0 without networks): the receive path
+    /// reads it once per batch and hands it to [`Demux::decapsulate_at`].
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.networks.first().map_or(0, |n| n.fdb.now_ms())
+    }
+
+    /// [`Demux::decapsulate`], learning with the time `now` rather than reading the clock for
+    /// every datagram (a clock read costs about as much as the rest of decapsulation).
+    #[inline]
+    pub fn decapsulate_at<'a>(&self, datagram: &'a [u8], from: IpAddr, now: u64) -> Option<(usize, &'a [u8])> {
         let from = from.to_canonical();
         if !self.allow.allows(from) {
             self.counters.drop(DropReason::NotAllowed);
@@ -294,7 +314,7 @@ impl Demux {
             self.counters.drop(DropReason::UnknownVni);
             return None;
         };
-        if !self.networks[index].learn(d.frame, from) {
+        if !self.networks[index].learn_at(d.frame, from, now) {
             return None;
         }
         Some((index, d.frame))

@@ -398,12 +398,14 @@ impl<'a> RxSide<'a> {
 
     fn deliver(&mut self, n: usize) {
         let demux = self.demux;
+        // One clock read for the batch's learning, not one per datagram.
+        let now = demux.now_ms();
         for (m, msg) in self.meta[..n].iter().zip(self.storage.chunks_mut(RECV_MSG)) {
             let data = &mut msg[..m.len.min(RECV_MSG)];
             let stride = if m.stride == 0 { data.len().max(1) } else { m.stride };
             let outer_ce = m.ecn == Some(quinn_udp::EcnCodepoint::Ce);
             for datagram in data.chunks_mut(stride) {
-                let Some((index, frame)) = demux.decapsulate(datagram, m.addr.ip()) else { continue };
+                let Some((index, frame)) = demux.decapsulate_at(datagram, m.addr.ip(), now) else { continue };
                 // The frame is the datagram's tail; ECN and --mss-clamp may rewrite it in place.
                 let at = datagram.len() - frame.len();
                 let net = &demux.networks()[index];
