@@ -5,6 +5,7 @@
 //! - [`flow`]: the outer UDP source port derived from the inner flow;
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
+//! - [`reload`]: what a reload of the configuration changes, network by network, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
 //! - [`dataplane`]: the part that owns devices, sockets and threads;
 //! - [`metrics`]: the Prometheus exporter, reading the dataplane's counters at scrape time.
@@ -32,6 +33,7 @@ pub mod pipeline;
 pub mod pmtu;
 pub mod privileges;
 pub mod ratelimit;
+pub mod reload;
 pub mod stats;
 pub mod train;
 pub mod wire;
