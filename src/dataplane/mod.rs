@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use crate::allow::Allowlist;
 use crate::config::{AllowFrom, NetworkConfig};
 use crate::fdb::Clock;
-use crate::pipeline::{Demux, PathPolicy};
+use crate::pipeline::{Demux, Policies};
 use crate::pmtu::{Df, PathMtus};
 use crate::wire::{vxlan, Proto, RxPolicy};
 pub use network::NetworkHandle;
@@ -63,10 +63,10 @@ impl Dataplane {
             groups.keys().map(|b| (*b, Arc::new(PathMtus::default()))).collect();
         let mut opened = Vec::new();
         for c in configs {
-            let path =
-                PathPolicy { df: c.df, mss_clamp: c.mss_clamp, path_mtus: path_mtus[&c.bind_addr()].clone() };
+            let policies = Policies { df: c.df, mss_clamp: c.mss_clamp, tos: c.tos };
             let (tap, net) = network::open(c, clock.clone()).with_context(|| format!("network {}", c.dev))?;
-            opened.push((c.clone(), Arc::new(tap), Arc::new(net.with_path_policy(path).with_tos(c.tos))));
+            let net = net.with_path_mtus(path_mtus[&c.bind_addr()].clone()).with_policies(policies);
+            opened.push((c.clone(), Arc::new(tap), Arc::new(net)));
         }
         let mut shared = vec![None; opened.len()];
         for (bind, members) in groups {
@@ -152,7 +152,7 @@ impl Dataplane {
     pub fn refresh_path_mtus(&self) {
         let mut done: Vec<&Arc<PathMtus>> = Vec::new();
         for n in &self.networks {
-            let table = &n.net.path.path_mtus;
+            let table = &n.net.path_mtus;
             if table.is_empty() || done.iter().any(|t| Arc::ptr_eq(t, table)) {
                 continue;
             }
@@ -161,7 +161,7 @@ impl Dataplane {
             let widest = self
                 .networks
                 .iter()
-                .filter(|m| Arc::ptr_eq(&m.net.path.path_mtus, table))
+                .filter(|m| Arc::ptr_eq(&m.net.path_mtus, table))
                 .map(|m| m.config.mtu() + m.config.overhead() + 4)
                 .max()
                 .unwrap_or(u32::MAX);

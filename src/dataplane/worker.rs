@@ -163,10 +163,11 @@ impl Sender<'_> {
     /// path among the destinations, and the inner sender is told about that path.
     fn super_frame(&mut self, frame: &SuperFrame<'_>, out: &mut [u8]) {
         let Some((to, flow_hash)) = self.net.route(frame.frame()) else { return };
-        let path_mtus = &self.net.path.path_mtus;
+        let path_mtus = &self.net.path_mtus;
         let narrowest = to.as_slice().iter().filter_map(|d| Some((path_mtus.get(d.ip())?, *d))).min();
-        let fragment = self.net.path.df.may_fragment(frame.frame());
-        let tos = dsfield::encap(self.net.tos, frame.frame());
+        let policies = self.net.policies();
+        let fragment = policies.df.may_fragment(frame.frame());
+        let tos = dsfield::encap(policies.tos, frame.frame());
         let socket = self.underlay.send.index(flow_hash, fragment);
         for attempt in 0..2 {
             let max_datagram = narrowest.map_or(usize::MAX, |(m, d)| datagram_room(m, d.ip()));
@@ -260,7 +261,7 @@ impl Sender<'_> {
         let dst = t.destination.ip();
         let path_mtu = self.learn_path_mtu(dst);
         let hlen = self.net.header().len();
-        let df = self.net.path.df;
+        let df = self.net.policies().df;
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
             let Some(frame) = datagram.get(hlen..) else { continue };
@@ -297,7 +298,7 @@ impl Sender<'_> {
     #[cold]
     fn learn_path_mtu(&self, dst: IpAddr) -> Option<u32> {
         let m = self.underlay.path_mtu(dst)?;
-        let table = &self.net.path.path_mtus;
+        let table = &self.net.path_mtus;
         if table.get(dst) != Some(m) {
             table.set(dst, Some(m));
             tracing::info!(vtep = %dst, path_mtu = m, "the path to a VTEP is narrower than the frames sent to it");
@@ -407,7 +408,7 @@ impl<'a> RxSide<'a> {
                     net.counters.drop(DropReason::EcnNotEct);
                     continue;
                 }
-                if net.path.mss_clamp.is_some() {
+                if net.policies().mss_clamp.is_some() {
                     net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
                 }
                 self.writers[index].write(&datagram[at..]);
