@@ -19,6 +19,8 @@ impl NetworkHandle {
             Request::FdbShow => Ok(Reply::Fdb(self.fdb_rows())),
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::Peers => Ok(Reply::Peers(self.peers())),
+            // The process re-reads its configuration file, not one network.
+            Request::Reload => Err("reload is answered by the process, not by one network".into()),
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
                 if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
