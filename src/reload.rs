@@ -78,7 +78,7 @@ impl SocketShape {
 
     /// The shape of every socket `configs` need, by bind address.
     pub fn of_all(configs: &[NetworkConfig]) -> BTreeMap<SocketAddr, SocketShape> {
-        by_bind(configs).into_iter().filter_map(|(bind, m)| Some((bind, SocketShape::of(m)?))).collect()
+        by_socket(configs).into_iter().filter_map(|(bind, m)| Some((bind, SocketShape::of(m)?))).collect()
     }
 
     /// Multicast is sent from these sockets.
@@ -288,7 +288,7 @@ pub fn plan(
     new: &[NetworkConfig],
 ) -> Plan {
     let old: HashMap<&str, &NetworkConfig> = running.iter().map(|c| (c.dev.as_str(), c)).collect();
-    let wanted = by_bind(new);
+    let wanted = by_socket(new);
     let mut sockets = BTreeMap::new();
     for bind in built.keys().chain(wanted.keys()) {
         let action =
@@ -337,7 +337,7 @@ pub fn plan(
 
 /// The networks of `configs` by the address their socket binds, each group in configuration
 /// order.
-fn by_bind(configs: &[NetworkConfig]) -> BTreeMap<SocketAddr, Vec<&NetworkConfig>> {
+pub fn by_socket(configs: &[NetworkConfig]) -> BTreeMap<SocketAddr, Vec<&NetworkConfig>> {
     let mut groups: BTreeMap<SocketAddr, Vec<&NetworkConfig>> = BTreeMap::new();
     for c in configs {
         groups.entry(c.bind_addr()).or_default().push(c);
