@@ -1,6 +1,6 @@
 //! The binary's operations side: the log format, systemd's readiness protocol (ready, reloading,
-//! stopping), and the shell
-//! completions and manual page generated from the command-line definition in `cli`.
+//! stopping), and the shell completions and manual page generated from the command-line
+//! definition in `cli`.
 
 use std::io::Write;
 
