@@ -55,6 +55,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the configuration file of a running VTEP and apply it, as SIGHUP does
+    #[command(
+        long_about = "Re-read the configuration file (--config) of a running VTEP and apply it, as SIGHUP \
+does. Networks added or removed, remotes, static entries, allow_from, strict_reserved, learning, ageing, \
+max_fdb, df, mss_clamp and tos change in place, without disturbing the networks that did not change. A \
+change to any other setting of a network (its TAP, VNI, protocol, address, port, MTU, queues...) restarts \
+that network alone (or, when the socket it shares with others must change as a whole, the networks on that \
+socket). A file that does not parse or validate is refused with the reason, and nothing changes. \
+Prints what happened to each network; exits non-zero if the file was refused or a network could not be \
+set up. Any network's control socket reaches the process."
+    )]
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Print a JSON object {"networks": [{"dev","vni","action","details","error"}], "notes": [...]}
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark the encapsulation/decapsulation pipeline in process (no root, no devices)
     Bench {
         /// Seconds per case, direction and frame size

@@ -503,7 +503,11 @@ pub fn load_settings(path: &Path) -> Result<Settings, String> {
 
 /// Parses and checks the text of a config file, networks and process-wide settings.
 pub fn parse_settings(text: &str) -> Result<Settings, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    let file: File = toml::from_str(text).map_err(|e| match e.span() {
+        // Where: a reload refused for a typo must say which line to look at.
+        Some(span) => format!("line {}: {}", text[..span.start].matches('\n').count() + 1, e.message()),
+        None => e.message().to_string(),
+    })?;
     validate(&file.network)?;
     if let Some(m) = file.metrics {
         check_metrics_addr(m)?;
@@ -718,6 +722,8 @@ mod tests {
         assert!(parse(&q).unwrap_err().contains("queues must be 1 to 16"));
         assert!(parse(&TWO_VNIS.replace("vni = 43", "vni = 16777216")).unwrap_err().contains("24 bits"));
         assert!(parse(&TWO_VNIS.replace("learning", "lerning")).is_err(), "unknown keys are errors");
+        let e = parse(&TWO_VNIS.replace("learning = false", "learning = \"no\"")).unwrap_err();
+        assert!(e.starts_with("line 15: invalid type"), "the line is named: {e}");
         assert!(parse(&TWO_VNIS.replace("198.18.0.2:4789", "2001:db8::2")).unwrap_err().contains("not IPv4"));
         assert!(parse(&TWO_VNIS.replace("02:00:00:00:00:09", "zz")).is_err());
         assert!(parse("").is_err());

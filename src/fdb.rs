@@ -14,7 +14,7 @@
 //! (configuration, ageing). Neither lookup nor refresh allocates.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,8 +120,9 @@ pub enum FloodSource {
     Etcd,
 }
 
-/// Per-VNI FDB settings.
-#[derive(Clone, Debug)]
+/// Per-VNI FDB settings; a reload may change them while the table is in use
+/// ([`Fdb::set_config`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FdbConfig {
     /// When false (`--no-learning`) [`Fdb::learn`] never creates or moves entries.
     pub learning: bool,
@@ -246,9 +247,12 @@ fn mac_to_u64(mac: MacAddr) -> u64 {
 /// The forwarding table of one VNI. `Send + Sync`; share it behind an `Arc`.
 pub struct Fdb {
     vni: u32,
-    config: FdbConfig,
-    /// `config.ageing` in milliseconds, precomputed; 0 = no ageing.
-    ageing_ms: u64,
+    /// [`FdbConfig::learning`], read on the packet path with a relaxed load.
+    learning: AtomicBool,
+    /// [`FdbConfig::ageing`] in milliseconds; 0 = no ageing.
+    ageing_ms: AtomicU64,
+    /// [`FdbConfig::max_learned`].
+    max_learned: AtomicUsize,
     clock: Arc<dyn Clock>,
     /// The TAP's MAC as `mac_to_u64`, or `NO_LOCAL_MAC`; atomic because the TAP's MAC is only
     /// known after the device is open, while dataplane threads may already be running.
@@ -269,7 +273,7 @@ impl std::fmt::Debug for Fdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fdb")
             .field("vni", &self.vni)
-            .field("config", &self.config)
+            .field("config", &self.config())
             .field("entries", &self.map.len())
             .field("learned", &self.learned_len())
             .field("flood", &**self.flood.load())
@@ -286,13 +290,14 @@ enum Fast {
 
 impl Fdb {
     pub fn new(vni: u32, local_mac: Option<MacAddr>, config: FdbConfig, clock: Arc<dyn Clock>) -> Fdb {
-        let ageing_ms = u64::try_from(config.ageing.as_millis()).unwrap_or(u64::MAX);
         // Pre-size for the learned cap (bounded so a huge cap does not allocate up front) so
         // that creating entries rarely has to grow a shard on the dataplane path.
         let capacity = config.max_learned.min(DEFAULT_MAX_LEARNED);
         Fdb {
             vni,
-            ageing_ms,
+            learning: AtomicBool::new(config.learning),
+            ageing_ms: AtomicU64::new(ageing_ms(config.ageing)),
+            max_learned: AtomicUsize::new(config.max_learned),
             clock,
             local_mac: AtomicU64::new(local_mac.map_or(NO_LOCAL_MAC, mac_to_u64)),
             map: DashMap::with_capacity(capacity),
@@ -300,7 +305,6 @@ impl Fdb {
             flood: ArcSwap::from_pointee(Vec::new()),
             flood_sources: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             counters: AtomicCounters::default(),
-            config,
         }
     }
 
@@ -314,8 +318,22 @@ impl Fdb {
         self.vni
     }
 
-    pub fn config(&self) -> &FdbConfig {
-        &self.config
+    /// The settings in force now.
+    pub fn config(&self) -> FdbConfig {
+        FdbConfig {
+            learning: self.learning.load(Ordering::Relaxed),
+            ageing: Duration::from_millis(self.ageing_ms.load(Ordering::Relaxed)),
+            max_learned: self.max_learned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Changes the settings while the table is in use (a reload). What was learned stays: with
+    /// learning off, learned entries age out as usual; under a lower cap, entries beyond it stay
+    /// until they age out, and nothing new is learned until the table is below the cap.
+    pub fn set_config(&self, config: &FdbConfig) {
+        self.learning.store(config.learning, Ordering::Relaxed);
+        self.ageing_ms.store(ageing_ms(config.ageing), Ordering::Relaxed);
+        self.max_learned.store(config.max_learned, Ordering::Relaxed);
     }
 
     /// The local TAP's MAC, if known.
@@ -368,7 +386,7 @@ impl Fdb {
         if !src.is_learnable() {
             return LearnOutcome::NotLearnable;
         }
-        if !self.config.learning {
+        if !self.learning.load(Ordering::Relaxed) {
             return LearnOutcome::Disabled;
         }
         let fast = match self.map.get(&src) {
@@ -420,7 +438,7 @@ impl Fdb {
     /// rather than fetch_add-then-undo, so a learner at the edge is never refused because of
     /// another learner's transient over-reservation.
     fn reserve_learned_slot(&self) -> bool {
-        let cap = self.config.max_learned;
+        let cap = self.max_learned.load(Ordering::Relaxed);
         self.learned.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }
 
@@ -496,6 +514,13 @@ impl Fdb {
             keep
         });
         removed
+    }
+
+    /// Removes the static entry of `mac` if it still points at `dst` (a configured entry that a
+    /// reload drops: one replaced since, by `fdb add` or learning, is not the configuration's
+    /// any more); false if there was no such entry.
+    pub fn remove_static(&self, mac: &MacAddr, dst: SocketAddr) -> bool {
+        self.map.remove_if(mac, |_, s| s.kind == EntryKind::Static && s.dst == dst).is_some()
     }
 
     /// Removes the entry of `mac`, of any kind; false if there was none.
@@ -583,14 +608,15 @@ impl Fdb {
     /// Removes learned entries idle for at least the ageing time, returning how many. Meant to be
     /// called periodically by a timer, off the hot path (it write-locks each shard in turn).
     pub fn expire(&self) -> usize {
-        if self.ageing_ms == 0 {
+        let ageing_ms = self.ageing_ms.load(Ordering::Relaxed);
+        if ageing_ms == 0 {
             return 0;
         }
         let now = self.clock.now_ms();
         let mut removed = 0;
         self.map.retain(|_, s| {
             let idle = now.saturating_sub(*s.last_seen.get_mut());
-            let keep = s.kind.is_pinned() || idle < self.ageing_ms;
+            let keep = s.kind.is_pinned() || idle < ageing_ms;
             if !keep {
                 removed += 1;
                 self.learned.fetch_sub(1, Ordering::AcqRel);
@@ -646,6 +672,11 @@ impl Fdb {
             local_mac_loops: c.local_mac_loops.load(Ordering::Relaxed),
         }
     }
+}
+
+/// An ageing time in milliseconds, saturated.
+fn ageing_ms(ageing: Duration) -> u64 {
+    u64::try_from(ageing.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Refreshes a timestamp through a shared reference. Skips the write when the value is already

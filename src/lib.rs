@@ -5,6 +5,7 @@
 //! - [`flow`]: the outer UDP source port derived from the inner flow;
 //! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
 //! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
+//! - [`reload`]: what a reload of the configuration changes, network by network, also pure;
 //! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
 //! - [`pmtu`] and [`dsfield`]: path MTU handling and the outer DS field, also pure;
 //! - [`neigh`] and [`proxy`]: the neighbour table and ARP/ND suppression, also pure;
@@ -39,6 +40,7 @@ pub mod pmtu;
 pub mod privileges;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod stats;
 pub mod train;
 pub mod wire;

@@ -4,19 +4,20 @@ mod bench;
 mod cli;
 mod demo;
 mod ops;
+mod service;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::info;
 
 use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
-use vxtap::control::{self, FdbKind, FdbRow, NeighRow, PeerRow, Request, Stats};
+use service::Service;
+use vxtap::control::{self, FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
 use vxtap::dataplane::Dataplane;
 use vxtap::fdb::MonotonicClock;
 use vxtap::privileges::User;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
+        Command::Reload { target, json } => reload(&target, json),
         Command::Bench { duration, sizes, json } => bench(duration, &sizes, json),
         Command::Demo { proto, cluster: true, .. } => demo::cluster(proto),
         Command::Demo { proto, megabytes, .. } => demo::run(proto, megabytes),
@@ -89,7 +91,8 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&networks, user.as_ref(), metrics, cluster) {
+    let config = args.config.clone();
+    match serve(&networks, user.as_ref(), metrics, cluster, config, args.metrics.is_some()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -98,17 +101,22 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
+/// Runs the VTEP until SIGTERM or SIGINT. `config` is the file the networks came from, which a
+/// reload re-reads; `metrics_from_flag` says `--metrics` overrides the file's `metrics`.
 fn serve(
     networks: &[vxtap::config::NetworkConfig],
     user: Option<&User>,
     metrics: Option<SocketAddr>,
     cluster: Option<vxtap::cluster::Settings>,
+    config: Option<std::path::PathBuf>,
+    metrics_from_flag: bool,
 ) -> Result<()> {
     let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
-        let sockets = serve_control(&dataplane, user)?;
+        let owner = user.map(|u| (u.uid, u.gid));
+        let service = Service::start(dataplane.clone(), config, owner, metrics, metrics_from_flag)?;
         spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             serve_metrics(&dataplane, addr).await?;
@@ -116,9 +124,9 @@ fn serve(
         // Joining may wait out a crashed predecessor's lease: a signal meanwhile stops here.
         let cluster = tokio::select! {
             c = join_cluster(&dataplane, cluster) => c?,
-            _ = signals.wait() => {
+            _ = signals.wait(&service) => {
                 info!("shutting down before joining the cluster");
-                sockets.iter().for_each(|p| drop(std::fs::remove_file(p)));
+                service.close();
                 return Ok(());
             }
         };
@@ -126,39 +134,22 @@ fn serve(
             user.become_user()?;
             info!(user = user.name, uid = user.uid, "dropped root: running without capabilities");
         }
-        let devs: Vec<_> = dataplane.networks.iter().map(|n| n.config.dev.as_str()).collect();
+        // Names only: a handle kept here would keep a TAP open after a reload removed it.
+        let devs: Vec<String> = dataplane.networks().iter().map(|n| n.config.dev.clone()).collect();
         info!(networks = ?devs, "ready");
         ops::notify_ready(&format!("forwarding on {}", devs.join(", ")));
-        signals.wait().await;
+        signals.wait(&service).await;
         info!("shutting down");
         ops::notify_stopping();
         if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }
-        for path in &sockets {
-            if let Err(e) = std::fs::remove_file(path) {
-                warn!("removing {}: {e}", path.display());
-            }
-        }
+        service.close();
         Ok::<(), anyhow::Error>(())
     })?;
     // The packet threads block in read/recv; exiting closes the TAPs, which removes the ones we
     // created (they are not persistent).
     std::process::exit(0)
-}
-
-/// Binds each network's control socket and serves it; returns the socket paths. With `--user`,
-/// the sockets (and a directory created for them) are given to that user (see `bind_for`).
-fn serve_control(dataplane: &Arc<Dataplane>, user: Option<&User>) -> Result<Vec<PathBuf>> {
-    let mut sockets = Vec::new();
-    for i in 0..dataplane.networks.len() {
-        let path = dataplane.networks[i].config.control_path();
-        let listener = control::server::bind_for(&path, user.map(|u| (u.uid, u.gid)))?;
-        sockets.push(path);
-        let dp = dataplane.clone();
-        tokio::spawn(control::server::serve(listener, move |req| dp.networks[i].handle(req)));
-    }
-    Ok(sockets)
 }
 
 /// Serves `/metrics` at `addr` on this (the control side's) runtime; bound before `ready`.
@@ -205,10 +196,10 @@ async fn join_cluster(
     settings: Option<vxtap::cluster::Settings>,
 ) -> Result<Option<vxtap::cluster::Handle>> {
     let Some(settings) = settings else { return Ok(None) };
-    let status = Arc::new(vxtap::cluster::Status::new(dataplane.networks.len()));
+    let status = Arc::new(vxtap::cluster::Status::new(dataplane.networks().len()));
     dataplane.attach_cluster(status.clone());
     let nets = dataplane
-        .networks
+        .networks()
         .iter()
         .map(|n| {
             (vxtap::cluster::NetKey { proto: n.config.proto, vni: n.config.vni }, n.config.underlay_v6())
@@ -220,7 +211,7 @@ async fn join_cluster(
 
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
 /// takes the clean path rather than the default action; and SIGHUP (systemd's ExecReload), which
-/// must not kill the VTEP: until live reload exists it is logged and ignored.
+/// reloads the configuration file.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -237,13 +228,13 @@ impl Signals {
         })
     }
 
-    /// Waits for SIGTERM or SIGINT.
-    async fn wait(&mut self) {
+    /// Waits for SIGTERM or SIGINT; on SIGHUP, `service` reloads its configuration.
+    async fn wait(&mut self, service: &Arc<Service>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => warn!("SIGHUP: reload is not supported yet; the configuration is unchanged"),
+                _ = self.hup.recv() => service.reload_on_signal(),
             }
         }
     }
@@ -276,6 +267,33 @@ where
     }
     Ok(())
 }
+
+/// `vxtap reload`: asks the VTEP behind `target` to re-read its configuration file, and prints
+/// what happened to each network. Fails (non-zero exit) when the file was refused or some
+/// network could not be set up.
+fn reload(target: &Target, json: bool) -> Result<()> {
+    let reloaded: Reloaded = control::request_timeout(&target.path(), &Request::Reload, RELOAD_TIMEOUT)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reloaded)?);
+    } else {
+        for r in &reloaded.networks {
+            let details =
+                if r.details.is_empty() { String::new() } else { format!(": {}", r.details.join("; ")) };
+            let error = r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+            println!("{} vni {} {}{details}{error}", r.dev, r.vni, r.action.as_str());
+        }
+        for note in &reloaded.notes {
+            println!("note: {note}");
+        }
+    }
+    if reloaded.failed() {
+        anyhow::bail!("some networks could not be set up as configured");
+    }
+    Ok(())
+}
+
+/// How long `vxtap reload` waits: TAPs are created, sockets bound, threads switched.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One line per entry, in the spirit of `bridge fdb show`.
 fn print_fdb(rows: &Vec<FdbRow>) {

@@ -1,5 +1,6 @@
-//! The binary's operations side: the log format, systemd's readiness protocol, and the shell
-//! completions and manual page generated from the command-line definition in `cli`.
+//! The binary's operations side: the log format, systemd's readiness protocol (ready, reloading,
+//! stopping), and the shell completions and manual page generated from the command-line
+//! definition in `cli`.
 
 use std::io::Write;
 
@@ -36,6 +37,14 @@ pub fn init_logging(format: LogFormat) {
 /// (`NOTIFY_SOCKET` unset).
 pub fn notify_ready(status: &str) {
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+}
+
+/// Tells systemd that the VTEP is reloading its configuration (then [`notify_ready`] when done).
+pub fn notify_reloading() {
+    let mut states = vec![sd_notify::NotifyState::Reloading, sd_notify::NotifyState::Status("reloading")];
+    // systemd 253 and later want the time with RELOADING=1; earlier ones ignore it.
+    states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    notify(&states);
 }
 
 /// Tells systemd that the VTEP is shutting down.

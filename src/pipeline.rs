@@ -8,17 +8,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 
+mod policy;
+
 use crate::allow::Allowlist;
-use crate::dsfield::{self, Tos};
+use crate::dsfield;
 use crate::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::flow;
 use crate::mac::MacAddr;
 use crate::neigh::Neighbours;
-use crate::pmtu::{self, Df, MssClamp, PathMtus};
+use crate::pmtu::{self, MssClamp, PathMtus};
 use crate::proxy;
 use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, DropReason};
 use crate::wire::{self, EncapHeader, RxPolicy};
+pub use policy::Policies;
+use policy::PolicyCell;
 
 /// Room reserved before each frame for the largest tunnel header.
 pub const HEADROOM: usize = wire::MAX_HEADER_LEN;
@@ -32,9 +36,10 @@ pub struct Network {
     pub fdb: Fdb,
     pub counters: Counters,
     header: EncapHeader,
-    pub path: PathPolicy,
-    /// Where the outer DSCP comes from (`--tos`); the outer ECN field follows the inner packet.
-    pub tos: Tos,
+    /// Path MTUs learned towards the VTEPs of the socket the network sends on (README "Path MTU").
+    pub path_mtus: Arc<PathMtus>,
+    /// `--df`, `--mss-clamp` and `--tos`, which a reload may change while packets flow.
+    policies: PolicyCell,
     /// ICMP "too big" replies to inner senders, so a flood of oversize frames yields few.
     pub too_big_replies: TokenBucket,
     /// ARP/ND suppression (`--proxy`): requests for neighbours known behind a remote VTEP are
@@ -42,15 +47,6 @@ pub struct Network {
     pub proxy: bool,
     /// The overlay's IP -> MAC table (`vxtap neigh`, cluster members).
     pub neigh: Neighbours,
-}
-
-/// How a network deals with paths narrower than its frames (README "Path MTU").
-#[derive(Clone, Default)]
-pub struct PathPolicy {
-    pub df: Df,
-    pub mss_clamp: Option<MssClamp>,
-    /// Path MTUs learned towards the VTEPs of the socket the network sends on.
-    pub path_mtus: Arc<PathMtus>,
 }
 
 /// ICMP "too big" replies a network may write per second, and at once.
@@ -94,17 +90,17 @@ impl Network {
             fdb,
             counters: Counters::default(),
             header,
-            path: PathPolicy::default(),
-            tos: Tos::default(),
+            path_mtus: Arc::default(),
+            policies: PolicyCell::new(Policies::default()),
             too_big_replies: TokenBucket::new(TOO_BIG_REPLIES_PER_SEC, TOO_BIG_REPLIES_BURST),
             proxy: false,
             neigh: Neighbours::default(),
         }
     }
 
-    /// The same network with this outer DS field policy.
-    pub fn with_tos(mut self, tos: Tos) -> Network {
-        self.tos = tos;
+    /// The same network with these policies.
+    pub fn with_policies(self, p: Policies) -> Network {
+        self.policies.store(p);
         self
     }
 
@@ -127,10 +123,21 @@ impl Network {
         proxy::answer(frame, lookup, out)
     }
 
-    /// The same network with this path policy.
-    pub fn with_path_policy(mut self, path: PathPolicy) -> Network {
-        self.path = path;
+    /// The same network, recording path MTUs in `table` (the one of the socket it sends on).
+    pub fn with_path_mtus(mut self, table: Arc<PathMtus>) -> Network {
+        self.path_mtus = table;
         self
+    }
+
+    /// The policies in force now: one relaxed load.
+    #[inline]
+    pub fn policies(&self) -> Policies {
+        self.policies.load()
+    }
+
+    /// Changes the policies while packets flow (a reload); each packet sees the old or the new.
+    pub fn set_policies(&self, p: Policies) {
+        self.policies.store(p);
     }
 
     /// The largest inner IP packet that fits the path towards `dst` whose MTU is `path_mtu`,
@@ -145,13 +152,13 @@ impl Network {
     /// path towards (or from) the VTEPs `vteps`. A no-op unless clamping is on.
     #[inline]
     pub fn clamp_mss(&self, frame: &mut [u8], vteps: &[SocketAddr]) {
-        let Some(clamp) = self.path.mss_clamp else { return };
+        let Some(clamp) = self.policies().mss_clamp else { return };
         let Some((_, l2)) = crate::wire::ethernet::payload_type(frame) else { return };
         let limit = vteps
             .iter()
             .filter_map(|v| {
                 let path = match clamp {
-                    MssClamp::Auto => self.path.path_mtus.get(v.ip())?,
+                    MssClamp::Auto => self.path_mtus.get(v.ip())?,
                     MssClamp::PathMtu(m) => u32::from(m),
                 };
                 Some(self.inner_mtu(v.ip(), path, l2))
@@ -175,7 +182,8 @@ impl Network {
         let (to, flow_hash) = self.route(&buf[HEADROOM..end])?;
         self.clamp_mss(&mut buf[HEADROOM..end], to.as_slice());
         let frame = &buf[HEADROOM..end];
-        let (fragment, tos) = (self.path.df.may_fragment(frame), dsfield::encap(self.tos, frame));
+        let p = self.policies();
+        let (fragment, tos) = (p.df.may_fragment(frame), dsfield::encap(p.tos, frame));
         let start = self.header.prepend(buf, HEADROOM).ok()?;
         Some(Encapsulated { datagram: start..end, flow_hash, to, fragment, tos })
     }
@@ -241,8 +249,21 @@ pub struct Demux {
     /// Few networks per socket: a linear scan beats hashing.
     networks: Vec<Arc<Network>>,
     allow: Allowlist,
-    /// Drops that happen before a datagram belongs to a network.
-    pub counters: Counters,
+    /// Drops that happen before a datagram belongs to a network; shared by the demultiplexers
+    /// that replace one another on a socket when its networks change ([`Demux::with_counters`]).
+    pub counters: SocketCounters,
+}
+
+/// A socket's counters, shared by the demultiplexers that replace one another on it. A newtype
+/// rather than an `Arc`, whose own `drop` method would shadow [`Counters::drop`].
+#[derive(Clone, Default)]
+pub struct SocketCounters(Arc<Counters>);
+
+impl std::ops::Deref for SocketCounters {
+    type Target = Counters;
+    fn deref(&self) -> &Counters {
+        &self.0
+    }
 }
 
 impl Demux {
@@ -256,7 +277,17 @@ impl Demux {
     ///
     /// [`refresh_allowlist`]: Demux::refresh_allowlist
     pub fn with_allowlist(policy: RxPolicy, networks: Vec<Arc<Network>>, allow: Allowlist) -> Demux {
-        let demux = Demux { policy, networks, allow, counters: Counters::default() };
+        Demux::with_counters(policy, networks, allow, SocketCounters::default())
+    }
+
+    /// [`Demux::with_allowlist`], counting on `counters` (those of the demultiplexer it replaces).
+    pub fn with_counters(
+        policy: RxPolicy,
+        networks: Vec<Arc<Network>>,
+        allow: Allowlist,
+        counters: SocketCounters,
+    ) -> Demux {
+        let demux = Demux { policy, networks, allow, counters };
         demux.refresh_allowlist();
         demux
     }
@@ -297,7 +328,12 @@ impl Demux {
     /// [`Demux::decapsulate`], learning with the time `now` rather than reading the clock for
     /// every datagram (a clock read costs about as much as the rest of decapsulation).
     #[inline]
-    pub fn decapsulate_at<'a>(&self, datagram: &'a [u8], from: IpAddr, now: u64) -> Option<(usize, &'a [u8])> {
+    pub fn decapsulate_at<'a>(
+        &self,
+        datagram: &'a [u8],
+        from: IpAddr,
+        now: u64,
+    ) -> Option<(usize, &'a [u8])> {
         let from = from.to_canonical();
         if !self.allow.allows(from) {
             self.counters.drop(DropReason::NotAllowed);

@@ -22,7 +22,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
-        if ["lib", "main", "cli", "bench", "demo", "ops"].contains(&top.as_str()) {
+        if ["lib", "main", "cli", "bench", "demo", "ops", "service"].contains(&top.as_str()) {
             continue; // crate roots and the binary's own modules
         }
         let text = std::fs::read_to_string(&file).unwrap();

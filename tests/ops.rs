@@ -22,7 +22,8 @@ fn vxtap_out(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "fdb", "stats", "peers", "bench", "demo", "completions", "man"];
+const SUBCOMMANDS: &[&str] =
+    &["run", "fdb", "stats", "peers", "reload", "bench", "demo", "completions", "man"];
 
 #[test]
 fn completion_scripts_are_valid_and_know_the_subcommands() {
@@ -437,8 +438,9 @@ impl Drop for Process {
     }
 }
 
-// Under systemd (NOTIFY_SOCKET): READY=1 once ready and STOPPING=1 on SIGTERM; SIGHUP is logged
-// and changes nothing; with --log-format json every log line is a JSON object.
+// Under systemd (NOTIFY_SOCKET): READY=1 once ready, RELOADING=1 then READY=1 around a reload
+// (SIGHUP; without a config file it is refused, logged, and changes nothing), STOPPING=1 on
+// SIGTERM; with --log-format json every log line is a JSON object.
 netns_test!(systemd_notify_sighup_and_json_logs, {
     let ul = Underlay::pair(Family::V4).expect("underlay");
     let tmp = TempDir::new("notify").expect("temp dir");
@@ -470,10 +472,20 @@ netns_test!(systemd_notify_sighup_and_json_logs, {
     );
     assert!(ready_log["timestamp"].is_string() && ready_log["networks"].is_string(), "{line}");
 
+    // SIGHUP reloads, which a VTEP started from flags cannot do: it says so and runs on; systemd
+    // hears RELOADING=1 (with the time) and READY=1 again.
     vxtap.signal(libc::SIGHUP);
-    let warned = vxtap.wait_for_line("reload is not supported yet");
+    let warned = vxtap.wait_for_line("reload refused");
     let warned: serde_json::Value = serde_json::from_str(&warned).expect("JSON");
     assert_eq!(warned["level"], "WARN", "{warned}");
+    assert!(warned["message"].as_str().is_some_and(|m| m.contains("without --config")), "{warned}");
+    let n = notify.recv(&mut buf).expect("no RELOADING notification");
+    let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
+    let n = notify.recv(&mut buf).expect("no READY notification after the reload");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
     assert!(vxtap.child.try_wait().expect("wait").is_none(), "SIGHUP killed vxtap");
     let stats = Command::new(bin()).args(["stats", "--control"]).arg(&control).output().expect("vxtap stats");
     assert!(

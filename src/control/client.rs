@@ -16,6 +16,11 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sends one request to the control socket at `path` and returns its result, typed: `()` for
 /// changes, `Vec<FdbRow>` for `fdb show`, `Stats` for `stats` (see [`super::message`]).
 pub fn request<R: DeserializeOwned>(path: &Path, req: &Request) -> Result<R> {
+    request_timeout(path, req, REPLY_TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the reply (a reload takes longer than a lookup).
+pub fn request_timeout<R: DeserializeOwned>(path: &Path, req: &Request, timeout: Duration) -> Result<R> {
     let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             anyhow!("no vxtap is running with control socket {} ({e})", path.display())
@@ -25,7 +30,7 @@ pub fn request<R: DeserializeOwned>(path: &Path, req: &Request) -> Result<R> {
         }
         _ => anyhow!("connecting to {}: {e}", path.display()),
     })?;
-    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;

@@ -48,6 +48,9 @@ pub enum Request {
     NeighDel {
         ip: IpAddr,
     },
+    /// Re-read the configuration file the process was started with and apply it (the same as
+    /// SIGHUP); answered with [`Reloaded`].
+    Reload,
 }
 
 /// Parses one request line.
@@ -66,6 +69,7 @@ pub enum Reply {
     Stats(Stats),
     Peers(Vec<PeerRow>),
     Neigh(Vec<NeighRow>),
+    Reload(Reloaded),
 }
 
 /// One row of `vxtap neigh show --json`.
@@ -210,6 +214,66 @@ impl<'de> Deserialize<'de> for Stats {
     }
 }
 
+/// What `vxtap reload` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// One row per network of the new configuration, in its order, then the removed ones.
+    pub networks: Vec<ReloadRow>,
+    /// What the reload left as it was, and why (a process-wide setting, say).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl Reloaded {
+    /// Whether some network could not be set up as configured.
+    pub fn failed(&self) -> bool {
+        self.networks.iter().any(|n| n.action == ReloadAction::Failed)
+    }
+}
+
+/// What a reload did to one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadRow {
+    pub dev: String,
+    pub vni: u32,
+    pub action: ReloadAction,
+    /// What changed in place, or why the network restarted (`mtu 1450 -> 1400`...).
+    #[serde(default)]
+    pub details: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a reload did to one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadAction {
+    Unchanged,
+    /// Changed while it runs.
+    Changed,
+    /// Removed and added again: a setting that shapes its TAP or its socket changed.
+    Restarted,
+    Added,
+    Removed,
+    /// Could not be set up as configured: it is not running (or, for a change in place, part of
+    /// the change did not apply); `error` says why.
+    Failed,
+}
+
+impl ReloadAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadAction::Unchanged => "unchanged",
+            ReloadAction::Changed => "changed",
+            ReloadAction::Restarted => "restarted",
+            ReloadAction::Added => "added",
+            ReloadAction::Removed => "removed",
+            ReloadAction::Failed => "failed",
+        }
+    }
+}
+
 /// The envelope of every response line.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Response<R> {
@@ -271,6 +335,7 @@ mod tests {
             Request::FdbShow,
             Request::Stats,
             Request::Peers,
+            Request::Reload,
             Request::FdbAdd {
                 mac: "02:00:00:00:00:02".parse().unwrap(),
                 dst: "198.18.0.2:4789".parse().unwrap(),
@@ -360,5 +425,32 @@ mod tests {
         );
         assert_eq!(serde_json::to_string(&FdbKind::Etcd).unwrap(), r#""etcd""#);
         assert_eq!(serde_json::to_string(&PeerSource::Etcd).unwrap(), r#""etcd""#);
+        assert_eq!(serde_json::to_string(&Request::Reload).unwrap(), r#"{"op":"reload"}"#);
+        let reloaded = Reloaded {
+            networks: vec![
+                ReloadRow {
+                    dev: "vxt43".into(),
+                    vni: 43,
+                    action: ReloadAction::Restarted,
+                    details: vec!["mtu 1450 -> 1400".into()],
+                    error: None,
+                },
+                ReloadRow {
+                    dev: "vxt44".into(),
+                    vni: 44,
+                    action: ReloadAction::Failed,
+                    details: vec![],
+                    error: Some("TAP vxt44 is already in use by another process".into()),
+                },
+            ],
+            notes: vec![],
+        };
+        let json = serde_json::to_string(&Reply::Reload(reloaded.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"networks":[{"dev":"vxt43","vni":43,"action":"restarted","details":["mtu 1450 -> 1400"]},{"dev":"vxt44","vni":44,"action":"failed","details":[],"error":"TAP vxt44 is already in use by another process"}],"notes":[]}"#
+        );
+        assert_eq!(serde_json::from_str::<Reloaded>(&json).unwrap(), reloaded);
+        assert!(reloaded.failed());
     }
 }

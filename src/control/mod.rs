@@ -6,5 +6,8 @@ pub mod client;
 pub mod message;
 pub mod server;
 
-pub use client::request;
-pub use message::{parse_request, FdbKind, FdbRow, NeighRow, PeerRow, PeerSource, Reply, Request, Stats};
+pub use client::{request, request_timeout};
+pub use message::{
+    parse_request, FdbKind, FdbRow, NeighRow, PeerRow, PeerSource, ReloadAction, ReloadRow, Reloaded, Reply,
+    Request, Stats,
+};

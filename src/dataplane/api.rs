@@ -34,6 +34,8 @@ impl NetworkHandle {
                     Err(format!("no static neighbour entry for {ip} on {}", self.config.dev))
                 }
             }
+            // The process re-reads its configuration file, not one network.
+            Request::Reload => Err("reload is answered by the process, not by one network".into()),
             Request::FdbAdd { mac, dst } => {
                 let dst = dst.with_default_port(self.net.peer_port);
                 if let Some(local) = self.config.local.filter(|l| l.is_ipv6() != dst.is_ipv6()) {
@@ -44,7 +46,7 @@ impl NetworkHandle {
                 } else {
                     fdb.add_static(*mac, dst).map_err(|e| e.to_string())?;
                 }
-                self.demux.refresh_allowlist();
+                self.group.refresh_allowlist();
                 info!(dev = self.config.dev, %mac, %dst, "fdb entry added");
                 Ok(Reply::Done)
             }
@@ -57,7 +59,7 @@ impl NetworkHandle {
                     (false, _) => fdb.remove(mac),
                 };
                 if removed {
-                    self.demux.refresh_allowlist();
+                    self.group.refresh_allowlist();
                     info!(dev = self.config.dev, %mac, "fdb entry deleted");
                     Ok(Reply::Done)
                 } else {
@@ -149,7 +151,7 @@ impl NetworkHandle {
     /// `stats`: the network's counters plus those of the socket it shares, the kernel's drops at
     /// the TAP and at the socket, and the FDB's counters. `/metrics` shows the same.
     pub(crate) fn stats(&self) -> Stats {
-        let s = self.net.counters.snapshot().merged(&self.demux.counters.snapshot());
+        let s = self.net.counters.snapshot().merged(&self.group.counters.snapshot());
         let mut out = s.fields();
         let f = self.net.fdb.counters();
         out.extend([

@@ -7,24 +7,41 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::{ifaddrs, Dataplane};
+use super::{ifaddrs, Dataplane, NetworkHandle};
 use crate::cluster::{Change, LocalRecord, Status, Tables};
 use crate::fdb::FloodSource;
 use crate::mac::MacAddr;
 
 impl Dataplane {
-    /// Shows the cluster's status in every network's `vxtap stats` (network `i` is the task's
-    /// network `i`).
+    /// Shows the cluster's status in every network's `vxtap stats`: the task's network `i` is
+    /// the network running `i`-th now, found again by protocol and VNI after a reload (networks
+    /// a reload adds are not in the cluster until the next start).
     pub fn attach_cluster(&self, status: Arc<Status>) {
-        for (i, n) in self.networks.iter().enumerate() {
+        let networks = self.networks();
+        let keys = networks.iter().map(|n| (n.config.proto, n.config.vni)).collect();
+        let _ = self.cluster_keys.set(keys);
+        for (i, n) in networks.iter().enumerate() {
             let _ = n.cluster.set((status.clone(), i));
         }
+    }
+
+    /// The running network that is the cluster task's network `net`, if it still runs.
+    fn cluster_network(&self, net: usize) -> Option<Arc<NetworkHandle>> {
+        let (proto, vni) = *self.cluster_keys.get()?.get(net)?;
+        self.networks().iter().find(|n| n.config.proto == proto && n.config.vni == vni).cloned()
     }
 }
 
 impl Tables for Dataplane {
     fn local(&self, net: usize) -> LocalRecord {
-        let n = &self.networks[net];
+        let Some(n) = self.cluster_network(net) else {
+            // Removed by a reload: nothing to publish any more (the record names no VTEP).
+            return LocalRecord {
+                vtep: SocketAddr::from(([0, 0, 0, 0], 0)),
+                mac: MacAddr::ZERO,
+                overlay: Vec::new(),
+            };
+        };
         let ip = n.config.bind_addr().ip();
         let mac = n.net.fdb.local_mac().or_else(|| n.tap.mac().ok()).unwrap_or(MacAddr::ZERO);
         let overlay = match ifaddrs::addresses(&n.config.dev) {
@@ -38,7 +55,7 @@ impl Tables for Dataplane {
     }
 
     fn apply(&self, c: &Change) {
-        let Some(n) = self.networks.get(c.net) else { return };
+        let Some(n) = self.cluster_network(c.net) else { return };
         let fdb = &n.net.fdb;
         for m in &c.left {
             fdb.remove_etcd(&m.mac);
@@ -66,6 +83,6 @@ impl Tables for Dataplane {
         n.net.neigh.set_etcd(c.neighbours());
         *n.members.lock().unwrap_or_else(|e| e.into_inner()) =
             c.members.iter().map(|m| (m.vtep, m.node.clone())).collect();
-        n.demux.refresh_allowlist();
+        n.group.refresh_allowlist();
     }
 }

@@ -9,7 +9,7 @@ use crate::metrics::{FdbKinds, NetworkSample, Source};
 
 impl Source for Dataplane {
     fn networks(&self) -> Vec<NetworkSample> {
-        self.networks.iter().map(NetworkHandle::sample).collect()
+        self.networks().iter().map(|n| n.sample()).collect()
     }
 }
 

@@ -1,11 +1,14 @@
 //! The part of vxtap that owns devices, sockets and threads.
 //!
-//! Hot path: dedicated threads with blocking I/O — one TAP reader per queue of each network, one
-//! receiver per underlay receive socket (one socket per queue) — each owning its buffers, with no
-//! lock shared between them. The control side (signals, control sockets, ageing) runs on a tokio
-//! runtime in the main thread and only touches shared state (FDB, counters).
+//! Hot path: dedicated threads with blocking I/O — one per queue of each socket, serving that
+//! queue of every TAP on the socket and the socket's receive socket of that queue — each owning
+//! its buffers, with no lock shared between them. The control side (signals, control sockets,
+//! ageing, reload) runs on a tokio runtime in the main thread and only touches shared state (FDB,
+//! counters, the snapshots of the networks on each socket).
 //!
 //! - [`network`]: a network's TAP opened and configured, its FDB built;
+//! - `group`: the sockets of one (local address, port), their threads and the networks on them;
+//! - `reload`: a new configuration applied to the running networks;
 //! - [`tap`], [`netdev`]: the TAP device and interface configuration (ioctls);
 //! - `tap_reader`, `tap_writer`: a TAP queue as plain frames, its offloads behind them;
 //! - [`udp`]: the underlay sockets (quinn-udp);
@@ -16,10 +19,12 @@
 
 mod api;
 mod cluster;
+mod group;
 mod ifaddrs;
 mod metrics;
 mod netdev;
 mod network;
+mod reload;
 mod report;
 mod suppress;
 mod sys;
@@ -30,18 +35,19 @@ mod udp;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-use crate::allow::Allowlist;
-use crate::config::{AllowFrom, NetworkConfig};
+use crate::config::NetworkConfig;
 use crate::fdb::Clock;
-use crate::pipeline::{Demux, PathPolicy};
-use crate::pmtu::{Df, PathMtus};
-use crate::wire::{vxlan, Proto, RxPolicy};
+use crate::pipeline::SocketCounters;
+use crate::pmtu::PathMtus;
+use crate::reload::SocketShape;
+use group::{GroupEntry, Members, SocketGroup};
 pub use network::NetworkHandle;
 pub use report::DropReporter;
 use tap::Tap;
@@ -49,124 +55,91 @@ use udp::{OuterOptions, Underlay, UnderlayOptions};
 
 /// Everything `vxtap run` started.
 pub struct Dataplane {
-    pub networks: Vec<NetworkHandle>,
+    /// The networks running now, in configuration order: what control requests, metrics and
+    /// housekeeping read. A reload replaces the whole list.
+    networks: ArcSwap<Vec<Arc<NetworkHandle>>>,
+    /// What start and reload change, one at a time.
+    state: Mutex<State>,
+    /// The networks of the cluster control plane, by protocol and VNI, in its order.
+    cluster_keys: std::sync::OnceLock<Vec<(crate::wire::Proto, u32)>>,
+}
+
+struct State {
+    clock: Arc<dyn Clock>,
+    /// The sockets, by bound address.
+    groups: BTreeMap<SocketAddr, GroupEntry>,
+}
+
+/// A network opened but not serving yet: TAP up, FDB built.
+struct Opened {
+    config: NetworkConfig,
+    tap: Arc<Tap>,
+    net: Arc<crate::pipeline::Network>,
 }
 
 impl Dataplane {
     /// Opens the TAPs, binds the sockets and starts the packet threads.
     pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
-        // Send pools bind up to two sockets per slot as flows appear.
-        let fds = sys::raise_fd_limit(8 * 1024 + (4 * udp::MAX_SLOTS * configs.len()) as u64);
-        tracing::debug!(fds, "open descriptor limit");
-        // Networks on the same (address, port) share a socket and are told apart by VNI; they
-        // share what is learned about the paths to the VTEPs too.
-        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-        for (i, c) in configs.iter().enumerate() {
-            groups.entry(c.bind_addr()).or_default().push(i);
-        }
-        let path_mtus: BTreeMap<SocketAddr, Arc<PathMtus>> =
-            groups.keys().map(|b| (*b, Arc::new(PathMtus::default()))).collect();
-        let mut opened = Vec::new();
-        for c in configs {
-            let path =
-                PathPolicy { df: c.df, mss_clamp: c.mss_clamp, path_mtus: path_mtus[&c.bind_addr()].clone() };
-            let (tap, net) = network::open(c, clock.clone()).with_context(|| format!("network {}", c.dev))?;
-            opened.push((c.clone(), Arc::new(tap), Arc::new(net.with_path_policy(path).with_tos(c.tos))));
-        }
-        let mut shared = vec![None; opened.len()];
-        for (bind, members) in groups {
-            let first = &opened[members[0]].0;
-            let opts = UnderlayOptions {
-                src_ports: first.src_ports(),
-                udp_csum: first.udp_csum,
-                queues: first.queues(),
-                offload: first.offload,
-                fragmenting: members.iter().any(|&i| opened[i].0.df != Df::Set),
-                outer: OuterOptions {
-                    ttl: first.ttl,
-                    flowlabel: first.flowlabel,
-                    multicast_if: multicast_if(first)?,
-                    multicast: members.iter().any(|&i| opened[i].0.group.is_some()),
-                },
-                groups: {
-                    let mut g: Vec<IpAddr> = members.iter().filter_map(|&i| opened[i].0.group).collect();
-                    g.sort();
-                    g.dedup();
-                    g
-                },
-                cpu_pinning: first.cpu_pinning,
-            };
-            let underlay = Arc::new(Underlay::bind(bind, opts)?);
-            let policy = match first.proto {
-                Proto::Vxlan => RxPolicy::Vxlan(vxlan::RxPolicy {
-                    strict_reserved: members.iter().any(|&i| opened[i].0.strict_reserved),
-                }),
-                Proto::Geneve => RxPolicy::for_proto(Proto::Geneve),
-            };
-            let nets = members.iter().map(|&i| opened[i].2.clone()).collect();
-            let allow = allowlist(members.iter().map(|&i| &opened[i].0));
-            if allow.is_open() {
-                info!(%bind, "accepting datagrams from any source (--allow-from any)");
-            } else if members
-                .iter()
-                .all(|&i| opened[i].2.fdb.flood_list().is_empty() && opened[i].0.statics.is_empty())
-                && members.iter().all(|&i| opened[i].0.allow_from.is_empty())
-            {
-                warn!(%bind, "no --remote, --static or --allow-from: datagrams from every source will be refused \
-                       until a VTEP is added with `vxtap fdb add`; --allow-from any accepts and learns from anyone");
-            }
-            let demux = Arc::new(Demux::with_allowlist(policy, nets, allow));
-            let taps: Vec<Arc<Tap>> = members.iter().map(|&i| opened[i].1.clone()).collect();
-            info!(%bind, source_ports = ?underlay.send.ports(), receive_sockets = underlay.recv.len(),
-                  gso_segments = underlay.gso_segments(), gro = underlay.gro(), "underlay sockets bound");
-            if first.offload && !first.udp_csum {
-                info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
-            }
-            for &i in &members {
-                shared[i] = Some((demux.clone(), underlay.clone()));
-            }
-            // One thread per queue for both directions; one more per multicast group socket.
-            for q in 0..underlay.recv.len() {
-                let (d, t, u) = (demux.clone(), taps.clone(), underlay.clone());
-                if q < underlay.queues() {
-                    spawn(format!("q{q}-{}", bind.port()), move || worker::serve_queue(d, t, q, u))?;
-                } else {
-                    spawn(format!("group{q}-{}", bind.port()), move || worker::serve_receive(d, t, q, u))?;
-                }
+        raise_fd_limit(configs.len());
+        let dp = Dataplane {
+            networks: ArcSwap::from_pointee(Vec::new()),
+            state: Mutex::new(State { clock, groups: BTreeMap::new() }),
+            cluster_keys: std::sync::OnceLock::new(),
+        };
+        let mut handles = BTreeMap::new();
+        {
+            let mut state = dp.state();
+            // Networks on the same (address, port) share a socket and are told apart by VNI;
+            // they share what is learned about the paths to the VTEPs too.
+            for (bind, members) in crate::reload::by_socket(configs) {
+                let path_mtus = Arc::new(PathMtus::default());
+                let opened = members
+                    .iter()
+                    .map(|c| {
+                        open_network(c, &state.clock, &path_mtus)
+                            .with_context(|| format!("network {}", c.dev))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (entry, started) = start_group(bind, path_mtus, opened)?;
+                state.groups.insert(bind, entry);
+                handles.extend(started.into_iter().map(|h| (h.config.dev.clone(), h)));
             }
         }
-        let networks = opened
-            .into_iter()
-            .zip(shared)
-            .filter_map(|((config, tap, net), shared)| {
-                let (demux, underlay) = shared?;
-                Some(NetworkHandle::new(config, net, tap, demux, underlay))
-            })
-            .collect();
-        Ok(Dataplane { networks })
+        dp.networks.store(Arc::new(configs.iter().filter_map(|c| handles.remove(&c.dev)).collect()));
+        Ok(dp)
+    }
+
+    /// The networks running now, in configuration order.
+    pub fn networks(&self) -> Arc<Vec<Arc<NetworkHandle>>> {
+        self.networks.load_full()
+    }
+
+    /// The running network on TAP `dev`.
+    pub fn network(&self, dev: &str) -> Option<Arc<NetworkHandle>> {
+        self.networks.load().iter().find(|n| n.config.dev == dev).cloned()
     }
 
     /// Ages out idle learned entries of every network; runs off the hot path.
     pub fn expire(&self) -> usize {
-        self.networks.iter().map(|n| n.net.fdb.expire()).sum()
+        self.networks.load().iter().map(|n| n.net.fdb.expire()).sum()
     }
 
     /// Checks again the path MTUs learned towards remote VTEPs: the kernel forgets what an ICMP
     /// error taught it (net.ipv4.route.mtu_expires, `ip route flush cache`), and a path that is
     /// wide again stops cutting super-frames small. Runs off the hot path, once a second.
     pub fn refresh_path_mtus(&self) {
+        let networks = self.networks.load();
         let mut done: Vec<&Arc<PathMtus>> = Vec::new();
-        for n in &self.networks {
-            let table = &n.net.path.path_mtus;
+        for n in networks.iter() {
+            let table = &n.net.path_mtus;
             if table.is_empty() || done.iter().any(|t| Arc::ptr_eq(t, table)) {
                 continue;
             }
             done.push(table);
             // The largest datagram a network of this socket sends: a full frame, tagged.
-            let widest = self
-                .networks
+            let widest = networks
                 .iter()
-                .filter(|m| Arc::ptr_eq(&m.net.path.path_mtus, table))
+                .filter(|m| Arc::ptr_eq(&m.net.path_mtus, table))
                 .map(|m| m.config.mtu() + m.config.overhead() + 4)
                 .max()
                 .unwrap_or(u32::MAX);
@@ -184,21 +157,72 @@ impl Dataplane {
     pub fn drop_reporter(&self) -> DropReporter {
         DropReporter::new(self)
     }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// The sources a socket accepts: everyone if any of its networks says `any`, else the union of
-/// their `--allow-from` networks (the known VTEPs are added by the demultiplexer).
-fn allowlist<'a>(configs: impl Iterator<Item = &'a NetworkConfig>) -> Allowlist {
-    let mut nets = Vec::new();
-    for c in configs {
-        for a in &c.allow_from {
-            match a {
-                AllowFrom::Any => return Allowlist::any(),
-                AllowFrom::Net(n) => nets.push(*n),
-            }
-        }
+/// Send pools bind up to two sockets per slot as flows appear: room for `networks` of them.
+fn raise_fd_limit(networks: usize) {
+    let fds = sys::raise_fd_limit(8 * 1024 + (4 * udp::MAX_SLOTS * networks) as u64);
+    tracing::debug!(fds, "open descriptor limit");
+}
+
+/// Opens a network's TAP and builds its packet-path state, recording path MTUs in the table of
+/// the socket it will send on.
+fn open_network(c: &NetworkConfig, clock: &Arc<dyn Clock>, path_mtus: &Arc<PathMtus>) -> Result<Opened> {
+    let (tap, net) = network::open(c, clock.clone())?;
+    Ok(Opened { config: c.clone(), tap: Arc::new(tap), net: Arc::new(net.with_path_mtus(path_mtus.clone())) })
+}
+
+/// Binds the sockets at `bind` for the networks `opened` (in configuration order, at least one)
+/// and starts their threads.
+fn start_group(
+    bind: SocketAddr,
+    path_mtus: Arc<PathMtus>,
+    opened: Vec<Opened>,
+) -> Result<(GroupEntry, Vec<Arc<NetworkHandle>>)> {
+    let shape = SocketShape::of(opened.iter().map(|o| &o.config)).context("a socket without networks")?;
+    let first = &opened[0].config;
+    let opts = UnderlayOptions {
+        src_ports: shape.src_ports,
+        udp_csum: shape.udp_csum,
+        queues: shape.queues,
+        offload: shape.offload,
+        fragmenting: shape.fragmenting,
+        outer: OuterOptions {
+            ttl: shape.ttl,
+            flowlabel: shape.flowlabel,
+            multicast_if: multicast_if(first)?,
+            multicast: shape.multicast(),
+        },
+        groups: shape.groups.clone(),
+        cpu_pinning: shape.cpu_pinning,
+    };
+    let underlay = Arc::new(Underlay::bind(bind, opts)?);
+    let counters = SocketCounters::default();
+    let members = Members::build(shape.proto, opened.iter().map(|o| (&o.config, &o.net, &o.tap)), &counters);
+    if opened.iter().any(|o| o.config.allow_from.contains(&crate::config::AllowFrom::Any)) {
+        info!(%bind, "accepting datagrams from any source (--allow-from any)");
+    } else if opened.iter().all(|o| o.net.fdb.flood_list().is_empty() && o.config.statics.is_empty())
+        && opened.iter().all(|o| o.config.allow_from.is_empty())
+    {
+        warn!(%bind, "no --remote, --static or --allow-from: datagrams from every source will be refused \
+               until a VTEP is added with `vxtap fdb add`; --allow-from any accepts and learns from anyone");
     }
-    Allowlist::new(nets, Vec::new())
+    info!(%bind, source_ports = ?underlay.send.ports(), receive_sockets = underlay.recv.len(),
+          gso_segments = underlay.gso_segments(), gro = underlay.gro(), "underlay sockets bound");
+    if shape.offload && !shape.udp_csum {
+        info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
+    }
+    let group = Arc::new(SocketGroup::new(bind, underlay, path_mtus, counters, members)?);
+    let threads = group.spawn_threads()?;
+    let handles = opened
+        .into_iter()
+        .map(|o| Arc::new(NetworkHandle::new(o.config, o.net, o.tap, group.clone())))
+        .collect();
+    Ok((GroupEntry { group, shape, threads }, handles))
 }
 
 /// The interface index of a network's `underlay_dev` (0 without one: the kernel picks by route).
@@ -209,12 +233,4 @@ fn multicast_if(c: &NetworkConfig) -> Result<u32> {
             format!("network {}: no interface {dev} (--underlay-dev) in this network namespace", c.dev)
         }),
     }
-}
-
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<()> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(f)
-        .with_context(|| format!("starting thread {name}"))?;
-    Ok(())
 }

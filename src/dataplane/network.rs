@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
+use super::group::SocketGroup;
 use super::tap::{Tap, TapOptions};
 use super::udp::Underlay;
 use crate::cluster::Status;
 use crate::config::NetworkConfig;
 use crate::fdb::{Clock, Fdb, FdbConfig};
-use crate::pipeline::{Demux, Network};
+use crate::pipeline::{Network, Policies};
 use crate::wire::EncapHeader;
 
 /// A running network: its configuration, packet-path state, TAP and the socket it shares.
@@ -20,7 +21,9 @@ pub struct NetworkHandle {
     pub config: NetworkConfig,
     pub net: Arc<Network>,
     pub tap: Arc<Tap>,
-    pub(super) demux: Arc<Demux>,
+    /// The socket it shares, and the networks on it.
+    pub(super) group: Arc<SocketGroup>,
+    /// The group's sockets.
     pub(super) underlay: Arc<Underlay>,
     /// The TAP's kernel drop count when vxtap started (a reused TAP may have some already).
     tap_drops_at_start: u64,
@@ -36,15 +39,15 @@ impl NetworkHandle {
         config: NetworkConfig,
         net: Arc<Network>,
         tap: Arc<Tap>,
-        demux: Arc<Demux>,
-        underlay: Arc<Underlay>,
+        group: Arc<SocketGroup>,
     ) -> NetworkHandle {
         let tap_drops_at_start = tap.kernel_drops().unwrap_or(0);
+        let underlay = group.underlay.clone();
         NetworkHandle {
             config,
             net,
             tap,
-            demux,
+            group,
             underlay,
             tap_drops_at_start,
             cluster: OnceLock::new(),
@@ -52,10 +55,43 @@ impl NetworkHandle {
         }
     }
 
+    /// The same running network under `config` (a reload changed it in place); its place in
+    /// the cluster, if any, stays.
+    pub(super) fn with_config(&self, config: NetworkConfig) -> NetworkHandle {
+        let cluster = OnceLock::new();
+        if let Some(c) = self.cluster.get() {
+            let _ = cluster.set(c.clone());
+        }
+        NetworkHandle {
+            config,
+            net: self.net.clone(),
+            tap: self.tap.clone(),
+            group: self.group.clone(),
+            underlay: self.underlay.clone(),
+            tap_drops_at_start: self.tap_drops_at_start,
+            cluster,
+            members: Mutex::new(self.members.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        }
+    }
+
     /// Frames the kernel dropped at the TAP since vxtap started (queue full: not read in time).
     pub(super) fn tap_drops(&self) -> u64 {
         self.tap.kernel_drops().unwrap_or(self.tap_drops_at_start).saturating_sub(self.tap_drops_at_start)
     }
+}
+
+/// The FDB settings of a network's configuration.
+pub(super) fn fdb_config(c: &NetworkConfig) -> FdbConfig {
+    FdbConfig {
+        learning: c.learning,
+        ageing: std::time::Duration::from_secs(c.ageing),
+        max_learned: c.max_fdb,
+    }
+}
+
+/// The packet-path policies of a network's configuration.
+pub(super) fn policies(c: &NetworkConfig) -> Policies {
+    Policies { df: c.df, mss_clamp: c.mss_clamp, tos: c.tos }
 }
 
 /// Opens and configures one network's TAP and builds its FDB.
@@ -74,12 +110,7 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     if let Some(addr) = &c.address {
         tap.add_address(addr)?;
     }
-    let fdb_config = FdbConfig {
-        learning: c.learning,
-        ageing: std::time::Duration::from_secs(c.ageing),
-        max_learned: c.max_fdb,
-    };
-    let fdb = Fdb::new(c.vni, Some(tap.mac()?), fdb_config, clock);
+    let fdb = Fdb::new(c.vni, Some(tap.mac()?), fdb_config(c), clock);
     let port = c.port();
     // The group (if any) is the default destination, like the kernel's `group`: it and the
     // remotes get every frame with no FDB entry.
@@ -98,5 +129,5 @@ pub(super) fn open(c: &NetworkConfig, clock: Arc<dyn Clock>) -> Result<(Tap, Net
     if c.offload && !o.tso {
         warn!(dev = c.dev, "the kernel refused the TAP's TSO offload: one frame per read");
     }
-    Ok((tap, Network::new(c.vni, port, header, fdb).with_proxy(c.proxy)))
+    Ok((tap, Network::new(c.vni, port, header, fdb).with_policies(policies(c)).with_proxy(c.proxy)))
 }

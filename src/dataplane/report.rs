@@ -1,29 +1,30 @@
 //! The periodic drop summary: one WARN line per network and per shared socket whose drops rose,
 //! with the counts by reason, so bad input is never logged once per packet however much arrives.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
-use super::udp::Underlay;
+use super::group::SocketGroup;
 use super::Dataplane;
-use crate::pipeline::Demux;
+use crate::pipeline::Network;
 use crate::stats::{DropReason, Snapshot};
 
 /// Logs what was dropped since the last call, one line per network and per socket that dropped
-/// anything: bad input is never logged once per packet, however much of it arrives.
+/// anything: bad input is never logged once per packet, however much of it arrives. Networks
+/// and sockets that a reload adds are counted from when the reporter first sees them; those it
+/// removes are forgotten (the reporter holds them weakly: it keeps no socket or TAP open).
 pub struct DropReporter {
     /// Per network: its counters and the TAP's kernel drops at the last report.
-    networks: Vec<(Snapshot, u64)>,
+    networks: Vec<(Weak<Network>, Snapshot, u64)>,
     sockets: Vec<SocketDrops>,
 }
 
 /// A shared socket's counters and kernel drops at the last report.
 struct SocketDrops {
+    group: Weak<SocketGroup>,
     last: Snapshot,
     kernel: u64,
-    demux: Arc<Demux>,
-    underlay: Arc<Underlay>,
 }
 
 /// One summary from vxtap's own drop counts (`ours`, as "reason=n ...") and a kernel drop count
@@ -36,32 +37,46 @@ fn summary(ours: Option<String>, label: &str, kernel: u64) -> Option<String> {
     }
 }
 
+/// Whether `weak` points at `strong` (a live `Weak` keeps its allocation, so the address cannot
+/// have been reused).
+fn same<T>(weak: &Weak<T>, strong: &Arc<T>) -> bool {
+    std::ptr::eq(weak.as_ptr(), Arc::as_ptr(strong))
+}
+
 impl DropReporter {
     /// A reporter of `dataplane`'s drops, starting from now.
     pub(crate) fn new(dataplane: &Dataplane) -> DropReporter {
-        let mut sockets: Vec<(Arc<Demux>, Arc<Underlay>)> = Vec::new();
-        for n in &dataplane.networks {
-            if !sockets.iter().any(|(d, _)| Arc::ptr_eq(d, &n.demux)) {
-                sockets.push((n.demux.clone(), n.underlay.clone()));
+        let mut reporter = DropReporter { networks: Vec::new(), sockets: Vec::new() };
+        reporter.follow(dataplane);
+        reporter
+    }
+
+    /// Takes in the networks and sockets running now: new ones from their present counts.
+    fn follow(&mut self, dataplane: &Dataplane) {
+        let networks = dataplane.networks();
+        self.networks.retain(|(w, _, _)| networks.iter().any(|n| same(w, &n.net)));
+        self.sockets.retain(|s| networks.iter().any(|n| same(&s.group, &n.group)));
+        for n in networks.iter() {
+            if !self.networks.iter().any(|(w, _, _)| same(w, &n.net)) {
+                self.networks.push((Arc::downgrade(&n.net), n.net.counters.snapshot(), n.tap_drops()));
+            }
+            if !self.sockets.iter().any(|s| same(&s.group, &n.group)) {
+                self.sockets.push(SocketDrops {
+                    group: Arc::downgrade(&n.group),
+                    last: n.group.counters.snapshot(),
+                    kernel: n.underlay.kernel_drops(),
+                });
             }
         }
-        let networks =
-            dataplane.networks.iter().map(|n| (n.net.counters.snapshot(), n.tap_drops())).collect();
-        let sockets = sockets
-            .into_iter()
-            .map(|(d, u)| SocketDrops {
-                last: d.counters.snapshot(),
-                kernel: u.kernel_drops(),
-                demux: d,
-                underlay: u,
-            })
-            .collect();
-        DropReporter { networks, sockets }
     }
 
     pub fn report(&mut self, dataplane: &Dataplane, period: std::time::Duration) {
+        self.follow(dataplane);
         let secs = period.as_secs();
-        for (n, (last, last_tap)) in dataplane.networks.iter().zip(&mut self.networks) {
+        for n in dataplane.networks().iter() {
+            let Some((_, last, last_tap)) = self.networks.iter_mut().find(|(w, _, _)| same(w, &n.net)) else {
+                continue;
+            };
             let now = n.net.counters.snapshot();
             let tap = n.tap_drops();
             let d = summary(now.drops_since(last), "kernel_tap", tap.saturating_sub(*last_tap));
@@ -79,12 +94,13 @@ impl DropReporter {
             *last = now;
         }
         for s in &mut self.sockets {
-            let now = s.demux.counters.snapshot();
-            let kernel = s.underlay.kernel_drops();
+            let Some(group) = s.group.upgrade() else { continue };
+            let now = group.counters.snapshot();
+            let kernel = group.underlay.kernel_drops();
             if let Some(d) =
                 summary(now.drops_since(&s.last), "kernel_socket", kernel.saturating_sub(s.kernel))
             {
-                let vnis: Vec<u32> = s.demux.networks().iter().map(|n| n.vni).collect();
+                let vnis: Vec<u32> = group.current().demux.networks().iter().map(|n| n.vni).collect();
                 warn!(?vnis, "socket dropped in the last {secs} s: {d}");
             }
             s.last = now;

@@ -373,6 +373,45 @@ pub(crate) fn load_cpu_steering() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// An eventfd: a counter another thread bumps to wake a thread waiting on it in poll
+/// ([`wait_any`]), non-blocking. A packet thread has one in its poll set, so that a change of the
+/// networks it serves (a reload) reaches it even while no packet arrives.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: plain eventfd(2); the descriptor is owned right away.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: eventfd returned a new descriptor that nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the descriptor readable (until [`EventFd::clear`]).
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of a live u64, as eventfd requires. It cannot block (the
+        // counter would have to reach u64::MAX - 1), and a failure leaves the fd readable anyway.
+        let _ = unsafe { libc::write(self.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter: not readable any more until the next [`EventFd::notify`]. True if it
+    /// had been notified.
+    pub(crate) fn clear(&self) -> bool {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; non-blocking, so EAGAIN when already clear.
+        let n = unsafe { libc::read(self.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        n == 8
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+}
+
 /// The byte count a read or write system call returned, or its error.
 pub(crate) fn byte_count(n: isize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use quinn_udp::RecvMeta;
 
+use super::group::{Members, SocketGroup};
 use super::sys;
 use super::tap::Tap;
 use super::tap_reader::{Read, SuperFrame, TapReader};
@@ -167,10 +168,11 @@ impl Sender<'_> {
     /// path among the destinations, and the inner sender is told about that path.
     fn super_frame(&mut self, frame: &SuperFrame<'_>, out: &mut [u8]) {
         let Some((to, flow_hash)) = self.net.route(frame.frame()) else { return };
-        let path_mtus = &self.net.path.path_mtus;
+        let path_mtus = &self.net.path_mtus;
         let narrowest = to.as_slice().iter().filter_map(|d| Some((path_mtus.get(d.ip())?, *d))).min();
-        let fragment = self.net.path.df.may_fragment(frame.frame());
-        let tos = dsfield::encap(self.net.tos, frame.frame());
+        let policies = self.net.policies();
+        let fragment = policies.df.may_fragment(frame.frame());
+        let tos = dsfield::encap(policies.tos, frame.frame());
         let socket = self.underlay.send.index(flow_hash, fragment);
         for attempt in 0..2 {
             let max_datagram = narrowest.map_or(usize::MAX, |(m, d)| datagram_room(m, d.ip()));
@@ -264,7 +266,7 @@ impl Sender<'_> {
         let dst = t.destination.ip();
         let path_mtu = self.learn_path_mtu(dst);
         let hlen = self.net.header().len();
-        let df = self.net.path.df;
+        let df = self.net.policies().df;
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
             let Some(frame) = datagram.get(hlen..) else { continue };
@@ -301,7 +303,7 @@ impl Sender<'_> {
     #[cold]
     fn learn_path_mtu(&self, dst: IpAddr) -> Option<u32> {
         let m = self.underlay.path_mtu(dst)?;
-        let table = &self.net.path.path_mtus;
+        let table = &self.net.path_mtus;
         if table.get(dst) != Some(m) {
             table.set(dst, Some(m));
             tracing::info!(vtep = %dst, path_mtu = m, "the path to a VTEP is narrower than the frames sent to it");
@@ -344,26 +346,29 @@ fn datagram_room(path_mtu: u32, dst: IpAddr) -> usize {
 struct RxSide<'a> {
     demux: &'a Demux,
     socket: &'a UdpIo,
-    storage: Vec<u8>,
+    /// The thread's receive buffers, kept from one set of networks to the next.
+    storage: &'a mut [u8],
     meta: [RecvMeta; RECV_BATCH],
     writers: Vec<TapWriter<'a>>,
 }
 
 impl<'a> RxSide<'a> {
-    /// Receives on socket `s` of `underlay` and writes to queue `q` of each TAP.
-    fn new(demux: &'a Demux, taps: &'a [Arc<Tap>], q: usize, underlay: &'a Underlay, s: usize) -> RxSide<'a> {
+    /// Receives on socket `s` of `underlay` into `storage` ([`RECV_BATCH`] messages of
+    /// [`RECV_MSG`] bytes) and writes to queue `q` of each TAP.
+    fn new(
+        demux: &'a Demux,
+        taps: &'a [Arc<Tap>],
+        q: usize,
+        underlay: &'a Underlay,
+        s: usize,
+        storage: &'a mut [u8],
+    ) -> RxSide<'a> {
         let writers = taps
             .iter()
             .zip(demux.networks())
             .map(|(tap, net)| TapWriter::new(tap, q, &net.counters))
             .collect();
-        RxSide {
-            demux,
-            socket: &underlay.recv[s],
-            storage: vec![0u8; RECV_BATCH * RECV_MSG],
-            meta: [RecvMeta::default(); RECV_BATCH],
-            writers,
-        }
+        RxSide { demux, socket: &underlay.recv[s], storage, meta: [RecvMeta::default(); RECV_BATCH], writers }
     }
 
     /// Receives and delivers up to `budget` batches.
@@ -413,7 +418,7 @@ impl<'a> RxSide<'a> {
                     net.counters.drop(DropReason::EcnNotEct);
                     continue;
                 }
-                if net.path.mss_clamp.is_some() {
+                if net.policies().mss_clamp.is_some() {
                     net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
                 }
                 self.writers[index].write(&datagram[at..]);
@@ -436,7 +441,11 @@ const RX_BUDGET: usize = 8;
 /// the queue of the CPU it is sent on, and the socket gets the datagrams received there: a
 /// round trip through the tunnel stays on the CPU it started on, as the kernel's own VXLAN
 /// does.
-pub(crate) fn serve_queue(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, underlay: Arc<Underlay>) {
+///
+/// The networks on the socket change with a reload (`group`): the thread serves one set of them
+/// at a time and takes the next between two poll turns, keeping its receive buffers.
+pub(crate) fn serve_queue(group: Arc<SocketGroup>, q: usize) {
+    let underlay = &*group.underlay;
     if underlay.cpu_pinning() {
         // The CPUs whose frames the TAP's steering program puts on queue q (CPU id modulo the
         // queue count), and the socket the kernel picks for datagrams received there.
@@ -447,28 +456,49 @@ pub(crate) fn serve_queue(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, unde
             let _ = sys::set_incoming_cpu(underlay.recv[q].socket.as_raw_fd(), first);
         }
     }
-    let nets = demux.networks();
+    let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
+    while let Some((generation, members)) = group.enter(q) {
+        serve_queue_members(&group, &members, generation, q, &mut storage);
+    }
+}
+
+/// [`serve_queue`] for one set of networks, until the set changes. Everything it holds (each
+/// network's reader and sender, the writers) is flushed at the end of every turn, so dropping
+/// it loses nothing.
+fn serve_queue_members(
+    group: &SocketGroup,
+    members: &Members,
+    generation: u64,
+    q: usize,
+    storage: &mut [u8],
+) {
+    let (underlay, taps) = (&*group.underlay, &members.taps);
     let mut tx: Vec<TxSide<'_>> = taps
         .iter()
-        .zip(nets)
+        .zip(members.demux.networks())
         .filter(|(tap, _)| q < tap.queues().len())
-        .map(|(tap, net)| TxSide::new(net, tap, q, &underlay))
+        .map(|(tap, net)| TxSide::new(net, tap, q, underlay))
         .collect();
-    let mut rx = RxSide::new(&demux, &taps, q, &underlay, q);
+    let mut rx = RxSide::new(&members.demux, taps, q, underlay, q, storage);
     let mut fds: Vec<RawFd> =
         taps.iter().filter(|t| q < t.queues().len()).map(|t| t.queue(q).as_raw_fd()).collect();
+    let (socket, wake) = (fds.len(), fds.len() + 1);
     fds.push(underlay.recv[q].socket.as_raw_fd());
+    fds.push(group.wake_fd(q));
     let mut ready = vec![false; fds.len()];
-    loop {
+    while !group.changed(generation) {
         if sys::wait_any(&fds, &mut ready).is_err() {
             std::thread::sleep(ERROR_PAUSE);
             continue;
+        }
+        if ready[wake] {
+            group.woken(q);
         }
         let mut failed = false;
         for (side, _) in tx.iter_mut().zip(&ready).filter(|(_, r)| **r) {
             failed |= side.drain(TX_BUDGET) == Drained::Failed;
         }
-        if ready[fds.len() - 1] {
+        if ready[socket] {
             rx.drain(RX_BUDGET);
         }
         if failed {
@@ -480,15 +510,23 @@ pub(crate) fn serve_queue(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, q: usize, unde
 
 /// A receive-only thread, for a multicast group's socket `s` (datagrams to the group go to queue
 /// `s` of the TAPs, wrapped to their queue count).
-pub(crate) fn serve_receive(demux: Arc<Demux>, taps: Vec<Arc<Tap>>, s: usize, underlay: Arc<Underlay>) {
-    let mut rx = RxSide::new(&demux, &taps, s, &underlay, s);
-    let fds = [underlay.recv[s].socket.as_raw_fd()];
-    let mut ready = [false];
-    loop {
-        if sys::wait_any(&fds, &mut ready).is_err() {
-            std::thread::sleep(ERROR_PAUSE);
-            continue;
+pub(crate) fn serve_receive(group: Arc<SocketGroup>, s: usize) {
+    let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
+    while let Some((generation, members)) = group.enter(s) {
+        let mut rx = RxSide::new(&members.demux, &members.taps, s, &group.underlay, s, &mut storage);
+        let fds = [group.underlay.recv[s].socket.as_raw_fd(), group.wake_fd(s)];
+        let mut ready = [false; 2];
+        while !group.changed(generation) {
+            if sys::wait_any(&fds, &mut ready).is_err() {
+                std::thread::sleep(ERROR_PAUSE);
+                continue;
+            }
+            if ready[1] {
+                group.woken(s);
+            }
+            if ready[0] {
+                rx.drain(RX_BUDGET);
+            }
         }
-        rx.drain(RX_BUDGET);
     }
 }

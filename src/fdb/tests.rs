@@ -222,6 +222,39 @@ fn cap_refuses_and_counts_then_frees_after_expire() {
 }
 
 #[test]
+fn settings_change_while_the_table_is_in_use() {
+    let (fdb, clock) = fdb();
+    fdb.learn(mac(1), vtep(1));
+    fdb.learn(mac(2), vtep(1));
+    let tight = FdbConfig { learning: true, ageing: Duration::from_secs(1), max_learned: 1 };
+    fdb.set_config(&tight);
+    assert_eq!(fdb.config(), tight);
+    assert_eq!(fdb.len(), 2, "entries over a lowered cap stay");
+    assert_eq!(fdb.learn(mac(3), vtep(1)), LearnOutcome::Full);
+    clock.advance(1_000);
+    assert_eq!(fdb.expire(), 2, "the shorter ageing applies at once");
+    fdb.set_config(&FdbConfig { learning: false, ..tight });
+    assert_eq!(fdb.learn(mac(3), vtep(1)), LearnOutcome::Disabled);
+    fdb.set_config(&FdbConfig::default());
+    assert_eq!(fdb.learn(mac(3), vtep(1)), LearnOutcome::Created);
+    fdb.set_config(&FdbConfig { ageing: Duration::ZERO, ..FdbConfig::default() });
+    clock.advance(10_000_000);
+    assert_eq!(fdb.expire(), 0, "ageing 0 never expires");
+}
+
+#[test]
+fn remove_static_takes_only_the_entry_the_configuration_made() {
+    let (fdb, _) = fdb();
+    fdb.add_static(mac(1), vtep(1)).unwrap();
+    assert!(!fdb.remove_static(&mac(1), vtep(2)), "moved since (fdb add): not the configuration's");
+    assert!(fdb.remove_static(&mac(1), vtep(1)));
+    assert_eq!(fdb.lookup(&mac(1)), None);
+    fdb.learn(mac(2), vtep(1));
+    assert!(!fdb.remove_static(&mac(2), vtep(1)), "a learned entry is never removed as a static one");
+    assert_eq!(fdb.learned_len(), 1);
+}
+
+#[test]
 fn zero_cap_never_learns() {
     let (fdb, _) = fdb_with(FdbConfig { max_learned: 0, ..FdbConfig::default() });
     assert_eq!(fdb.learn(mac(1), vtep(1)), LearnOutcome::Full);

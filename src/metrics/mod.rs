@@ -65,7 +65,7 @@ pub struct FdbKinds {
 }
 
 /// `vxtap stats` keys that are levels (gauges), not counts. `fdb_entries` is shown by kind.
-pub const LEVELS: &[&str] = &["fdb_entries"];
+pub const LEVELS: &[&str] = &["fdb_entries", "etcd_connected", "etcd_revision", "etcd_members"];
 
 /// The exposition format of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
