@@ -217,12 +217,12 @@ pub struct RunArgs {
     /// source port)
     #[arg(long, value_name = "N|inherit", default_value = "inherit")]
     pub flowlabel: FlowLabel,
-    /// Do not keep each queue's thread on its CPU nor steer frames and datagrams to the queue of
-    /// the CPU they arrive on (then the kernel spreads them by flow hash, and a round trip may
-    /// wake threads on other CPUs: more latency, same throughput) [default: pinned when the
-    /// host lets vxtap choose its CPUs]
+    /// Latency mode: keep each queue's thread on its CPU and steer frames and datagrams to the
+    /// queue of the CPU they are sent or received on, so a round trip stays on one CPU (less
+    /// latency). The price: a flow whose sender moves between CPUs can be reordered, so it is
+    /// off by default and flows keep one queue by their hash [default: off]
     #[arg(long)]
-    pub no_cpu_pinning: bool,
+    pub cpu_pinning: bool,
     /// Outer UDP source ports, chosen per inner flow for ECMP
     #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
     pub src_ports: PortRangeArg,
@@ -233,7 +233,7 @@ pub struct RunArgs {
     /// TOML file with one or more [[network]] tables (see README); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "no_cpu_pinning", "proxy"])]
+        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "cpu_pinning", "proxy"])]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (overrides the
     /// config file's `metrics`) [default: off]
@@ -309,7 +309,7 @@ impl RunArgs {
                 n.ttl = self.ttl;
                 n.tos = self.tos;
                 n.flowlabel = self.flowlabel;
-                n.cpu_pinning = !self.no_cpu_pinning;
+                n.cpu_pinning = self.cpu_pinning;
                 n.proxy = self.proxy;
                 vec![n]
             }

@@ -255,9 +255,10 @@ pub struct NetworkConfig {
     /// The outer IPv6 flow label.
     #[serde(default)]
     pub flowlabel: FlowLabel,
-    /// Keep queue `q`'s thread on the CPUs that map to it, and steer the TAP's frames and the
-    /// socket's datagrams to the queue of the CPU they arrive on.
-    #[serde(default = "yes")]
+    /// Latency mode: keep queue `q`'s thread on the CPUs that map to it, and steer the TAP's
+    /// frames and the socket's datagrams to the queue of the CPU they arrive on (off: flows keep
+    /// one queue by their hash, so a flow is never reordered).
+    #[serde(default)]
     pub cpu_pinning: bool,
     /// ARP/ND suppression: answer ARP requests and neighbour solicitations for addresses of the
     /// neighbour table locally (README "Clusters").

@@ -441,22 +441,21 @@ netns_test!(thirty_two_flows_get_distinct_outer_source_ports, {
     let capture =
         bed.check(vxtap_testbed::Capture::start(bed.ul.node(0), vxtap_testbed::UNDERLAY_DEV), "capture");
     let to = overlay(1, ECHO_PORT);
-    let ports: Vec<(u16, u16)> = bed
-        .check(
-            bed.ul.node(0).run(|| -> anyhow::Result<Vec<(u16, u16)>> {
-                let mut out = Vec::new();
-                for round in 0..2 {
-                    for i in 0..32u16 {
-                        let s = std::net::UdpSocket::bind(("0.0.0.0", 42000 + i))?;
-                        s.send_to(format!("entropy flow {i:02} round {round}").as_bytes(), to)?;
-                        out.push((i, round));
-                    }
+    // 32 flows: 32 sockets on ports the kernel picks (fixed ports could be taken), kept for
+    // both rounds so each flow keeps its 5-tuple.
+    let sent = bed.check(
+        bed.ul.node(0).run(|| -> anyhow::Result<usize> {
+            let sockets: Vec<std::net::UdpSocket> =
+                (0..32).map(|_| std::net::UdpSocket::bind(("0.0.0.0", 0))).collect::<Result<_, _>>()?;
+            for round in 0..2 {
+                for (i, s) in sockets.iter().enumerate() {
+                    s.send_to(format!("entropy flow {i:02} round {round}").as_bytes(), to)?;
                 }
-                Ok(out)
-            }),
-            "flows",
-        )
-        .unwrap();
+            }
+            Ok(sockets.len() * 2)
+        }),
+        "flows",
+    );
     let outer_port = |i: u16, round: u16| -> u16 {
         let marker = format!("entropy flow {i:02} round {round}");
         let f = capture
@@ -474,7 +473,7 @@ netns_test!(thirty_two_flows_get_distinct_outer_source_ports, {
     distinct.sort();
     distinct.dedup();
     assert!(distinct.len() >= 28, "{} distinct outer ports for 32 flows: {first:?}", distinct.len());
-    assert_eq!(ports.len(), 64);
+    assert_eq!(sent.ok(), Some(64));
 });
 
 /// The CPUs each of `pid`'s queue threads may run on, by thread name (`q<N>-<port>`).
@@ -493,13 +492,13 @@ fn queue_thread_cpus(pid: u32) -> Vec<(String, String)> {
     out
 }
 
-// CPU pinning (the default): with one queue per CPU, queue q's thread may run on CPU q only
-// (the TAP steers frames to the queue of their CPU); --no-cpu-pinning leaves them free.
+// CPU pinning (--cpu-pinning, the latency mode): with one queue per CPU, queue q's thread may run
+// on CPU q only (the TAP steers frames to the queue of their CPU); by default they are free.
 netns_test!(queue_threads_stay_on_their_cpus, {
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
-    bed.start(0, Proto::Vxlan);
-    bed.start_with(1, Proto::Vxlan, &[0], &["--no-cpu-pinning"]);
+    bed.start_with(0, Proto::Vxlan, &[1], &["--cpu-pinning"]);
+    bed.start(1, Proto::Vxlan);
     let _servers = bed.echo_servers();
     bed.echo_pair();
     let pinned = queue_thread_cpus(bed.vtep(0).pid());
