@@ -20,6 +20,8 @@ other on the same veth, each torn down before the next:
                  the peer; MTU 1450)
   vxtap-vxlan    vxtap run --proto vxlan in both namespaces (TAP vxt0, MTU 1450)
   vxtap-geneve   vxtap run --proto geneve in both namespaces (port 6081; needs no geneve module)
+  vxtap-latency  vxtap run --proto vxlan --cpu-pinning: the latency mode (threads kept on their
+                 CPUs, frames steered to the queue of their CPU)
   vxtap-nooffload  vxtap run --proto vxlan --no-offload: one frame per system call, the path
                  before TAP offloads, UDP GSO/GRO and batching (for the before/after comparison)
 
@@ -43,7 +45,9 @@ Per configuration:
                  net.core.rmem_max/wmem_max) so that the receiving iperf3 being descheduled on a
                  busy machine does not count as tunnel loss; iperf3 paces in bursts every 1 ms
                  (its default pacing timer). The veth row is the harness's own ceiling.
-  rtt            ping -i 0.01 -c 200: average and p99 (nearest rank) of the per-packet times, us
+  rtt            ping -i 0.01 -c 200: average and p99 (nearest rank) of the per-packet times, us;
+                 and ping -A -c 1000 (back to back: the next ping as soon as the reply is in):
+                 the average, us
   cpu            user+system CPU seconds of both vxtap processes (all threads, /proc/PID/stat)
                  during tcp1, per 1e9 bytes received; "-" for veth and kernel-vxlan
   syscalls       system calls that moved packets in both vxtap processes (TAP reads and writes,
@@ -256,6 +260,8 @@ setup_vxtap-vxlan() { vxtap_up "$1" vxlan; }
 setup_vxtap-geneve() { vxtap_up "$1" geneve; }
 teardown_vxtap-vxlan() { vxtap_down "$1"; }
 teardown_vxtap-geneve() { vxtap_down "$1"; }
+setup_vxtap-latency() { vxtap_up "$1" vxlan --cpu-pinning; }
+teardown_vxtap-latency() { vxtap_down "$1"; }
 setup_vxtap-nooffload() { vxtap_up "$1" vxlan --no-offload; }
 teardown_vxtap-nooffload() { vxtap_down "$1"; }
 
@@ -359,6 +365,11 @@ measure() {  # DIR
     >"$dir/ping.txt" 2>&1 || rc=$?
   # ping exits 1 when replies are missing: the loss shows in the figures
   [ "$rc" = 0 ] || [ "$rc" = 1 ] || echo "ping exited with status $rc" >>"$dir/error.txt"
+  log "    ping -A x$((PINGS * 5)) (back to back)"
+  rc=0
+  run_wait timeout -k 5 60 ip netns exec "$NS_A" ping -n -A -c "$((PINGS * 5))" -W 2 "$O_B" \
+    >"$dir/ping-b2b.txt" 2>&1 || rc=$?
+  [ "$rc" = 0 ] || [ "$rc" = 1 ] || echo "ping -A exited with status $rc" >>"$dir/error.txt"
 }
 
 wait_overlay() {  # up to 10 s for the first overlay ping (ARP, FDB learning)
@@ -402,7 +413,7 @@ log "vxtap $BIN; results in $OUT; ${REPEAT} run(s), iperf3 ${DURATION}s, $PINGS 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_underlay
 for ((run = 1; run <= REPEAT; run++)); do
-  for cfg in veth kernel-vxlan vxtap-vxlan vxtap-geneve vxtap-nooffload; do
+  for cfg in veth kernel-vxlan vxtap-vxlan vxtap-geneve vxtap-latency vxtap-nooffload; do
     run_config "$run" "$cfg"
   done
 done

@@ -33,7 +33,7 @@ import os
 import statistics
 import sys
 
-CONFIGS = ["veth", "kernel-vxlan", "vxtap-vxlan", "vxtap-geneve", "vxtap-nooffload"]
+CONFIGS = ["veth", "kernel-vxlan", "vxtap-vxlan", "vxtap-geneve", "vxtap-latency", "vxtap-nooffload"]
 VXTAP_ONLY = {"cpu_s_per_gb", "syscalls_per_gb"}
 KERNEL = "kernel-vxlan"
 UDP_PAYLOAD = 64
@@ -49,15 +49,16 @@ METRICS = [
     ("udp_zl_kpps", "udp64 zero-loss", "kpps", 1),
     ("rtt_avg_us", "rtt avg", "us", 1),
     ("rtt_p99_us", "rtt p99", "us", 1),
+    ("rtt_b2b_us", "rtt avg back-to-back", "us", 1),
     ("cpu_s_per_gb", "vxtap cpu (tcp1)", "s/GB", 2),
     ("syscalls_per_gb", "vxtap syscalls (tcp1)", "k/GB", 1),
 ]
-RTT_METRICS = {"rtt_avg_us", "rtt_p99_us"}
+RTT_METRICS = {"rtt_avg_us", "rtt_p99_us", "rtt_b2b_us"}
 CHART = [("tcp1_gbps", "TCP, 1 stream"), ("tcp4_gbps", "TCP, 4 streams"), ("udp_kpps", "UDP 64 B, packets/s"),
          ("udp_zl_kpps", "UDP 64 B, zero loss")]
 SENDER_BOUND = 0.95  # a trial whose sender made less than this share of the rate asked is sender-bound
 COLOURS = {"veth": "#8c8c8c", "kernel-vxlan": "#1f77b4", "vxtap-vxlan": "#ff7f0e", "vxtap-geneve": "#2ca02c",
-           "vxtap-nooffload": "#d62728"}
+           "vxtap-latency": "#9467bd", "vxtap-nooffload": "#d62728"}
 
 
 def load_json(path, errors):
@@ -233,6 +234,9 @@ def parse_run(run_dir):
     fig["rtt_avg_us"], fig["rtt_p99_us"], replies, fig["ping_loss_pct"] = ping_figures(os.path.join(run_dir, "ping.txt"))
     fig["ping_replies"] = replies
     moved["ping"] = replies > 0
+    fig["rtt_b2b_us"], _, replies_b2b, _ = ping_figures(os.path.join(run_dir, "ping-b2b.txt"))
+    if os.path.exists(os.path.join(run_dir, "ping-b2b.txt")):
+        moved["ping_b2b"] = replies_b2b > 0
     fig["cpu_s_per_gb"], fig["vxtap_cpu_s"] = cpu_figure(os.path.join(run_dir, "cpu.txt"), tcp1_bytes / 1e9)
     fig["syscalls_per_gb"] = syscalls_figure(run_dir, tcp1_bytes / 1e9, errors)
     try:
