@@ -257,7 +257,9 @@ pub struct Fdb {
     /// The TAP's MAC as `mac_to_u64`, or `NO_LOCAL_MAC`; atomic because the TAP's MAC is only
     /// known after the device is open, while dataplane threads may already be running.
     local_mac: AtomicU64,
-    map: DashMap<MacAddr, Slot>,
+    /// Keyed by MAC with foldhash (randomly seeded per process) rather than SipHash: the hash
+    /// is most of a lookup's cost, and the learned entries are capped.
+    map: DashMap<MacAddr, Slot, foldhash::fast::RandomState>,
     /// Number of learned entries in `map`. Incremented *before* an insert (a reservation that
     /// can fail) and decremented *after* a removal, so it is never below the real count and
     /// concurrent learners can never push the real count over the cap.
@@ -300,7 +302,7 @@ impl Fdb {
             max_learned: AtomicUsize::new(config.max_learned),
             clock,
             local_mac: AtomicU64::new(local_mac.map_or(NO_LOCAL_MAC, mac_to_u64)),
-            map: DashMap::with_capacity(capacity),
+            map: DashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default()),
             learned: AtomicUsize::new(0),
             flood: ArcSwap::from_pointee(Vec::new()),
             flood_sources: std::sync::Mutex::new([Vec::new(), Vec::new()]),
