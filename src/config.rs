@@ -540,9 +540,18 @@ pub fn parse_all(text: &str) -> Result<(Vec<NetworkConfig>, Option<EtcdConfig>),
 }
 
 /// What a cluster (`--etcd`) needs of the networks: a local address to publish (the other
-/// members send there; the wildcard is not an address).
+/// members send there; the wildcard is not an address), and one network per protocol and VNI
+/// (a node has one record per network: two would overwrite each other's).
 pub fn check_cluster(networks: &[NetworkConfig]) -> Result<(), String> {
+    let mut seen = HashSet::new();
     for n in networks {
+        if !seen.insert((n.proto, n.vni)) {
+            return Err(format!(
+                "network {} (vni {}): a cluster member runs one network per protocol and VNI, \
+                 and another {} network has VNI {}",
+                n.dev, n.vni, n.proto, n.vni
+            ));
+        }
         match n.local {
             Some(ip) if !ip.is_unspecified() => {}
             _ => {
@@ -762,5 +771,13 @@ mod tests {
         let mut wild = nets.clone();
         wild[0].local = None;
         assert!(check_cluster(&wild).unwrap_err().contains("--local"));
+        // The same VNI on another port is another socket, but the same cluster network.
+        let mut twice = nets.clone();
+        twice[1].vni = twice[0].vni;
+        twice[1].port = Some(4790);
+        assert!(validate(&twice).is_ok());
+        assert!(check_cluster(&twice).unwrap_err().contains("one network per protocol and VNI"));
+        twice[1].proto = Proto::Geneve;
+        assert!(check_cluster(&twice).is_ok(), "VXLAN and Geneve with one VNI are two networks");
     }
 }

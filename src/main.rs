@@ -196,15 +196,8 @@ async fn join_cluster(
     settings: Option<vxtap::cluster::Settings>,
 ) -> Result<Option<vxtap::cluster::Handle>> {
     let Some(settings) = settings else { return Ok(None) };
-    let status = Arc::new(vxtap::cluster::Status::new(dataplane.networks().len()));
-    dataplane.attach_cluster(status.clone());
-    let nets = dataplane
-        .networks()
-        .iter()
-        .map(|n| {
-            (vxtap::cluster::NetKey { proto: n.config.proto, vni: n.config.vni }, n.config.underlay_v6())
-        })
-        .collect();
+    let status = Arc::new(vxtap::cluster::Status::new());
+    let nets = dataplane.attach_cluster(status.clone());
     let tables: Arc<dyn vxtap::cluster::Tables> = dataplane.clone();
     Ok(Some(vxtap::cluster::start(settings, nets, tables, status).await?))
 }

@@ -31,6 +31,8 @@ pub struct Service {
     /// Where `/metrics` is served, and whether `--metrics` said so (then the file has no say).
     metrics: Option<SocketAddr>,
     metrics_from_flag: bool,
+    /// The file's `[etcd]` table at start: a reload that changes it says it waits for a restart.
+    etcd_at_start: Option<vxtap::cluster::EtcdConfig>,
     /// The control socket of each network, by TAP name.
     sockets: Mutex<BTreeMap<String, Served>>,
 }
@@ -51,8 +53,11 @@ impl Service {
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
     ) -> Result<Arc<Service>> {
+        let etcd_at_start =
+            config.as_deref().and_then(|p| config::load_settings(p).ok()).and_then(|s| s.etcd);
         let service = Arc::new(Service {
             dataplane,
+            etcd_at_start,
             config,
             owner,
             metrics,
@@ -116,6 +121,9 @@ impl Service {
     fn reload_file(self: &Arc<Self>) -> Result<Reloaded, String> {
         let path = self.config.as_ref().ok_or_else(|| NOTHING_TO_RELOAD.to_string())?;
         let settings = config::load_settings(path)?;
+        if self.dataplane.in_cluster() {
+            config::check_cluster(&settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         info!(file = %path.display(), "reloading");
         let mut reloaded =
             Reloaded { networks: self.dataplane.reload(&settings.networks), notes: Vec::new() };
@@ -133,6 +141,9 @@ impl Service {
                 show(self.metrics),
                 show(settings.metrics)
             ));
+        }
+        if settings.etcd != self.etcd_at_start {
+            reloaded.notes.push("the [etcd] table changed: it applies at the next start".to_string());
         }
         for note in &reloaded.notes {
             warn!("reload: {note}");

@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -642,4 +643,125 @@ netns_test!(startup_with_etcd_down_runs_and_joins_later, requires = etcd_install
     assert_eq!(flood(&c)[0]["dst"].as_str(), Some(c.bed.ul.addr(1).to_string().as_str()));
     let peers = c.json(0, &["peers", "--json"]);
     assert_eq!(peers[0]["source"], "remote", "{peers}");
+});
+
+/// Node `i`'s configuration file for the networks `vnis` (network v: TAP vxt<v>, VNI v, overlay
+/// 198.19.<v>.(i+1)/24, MAC 02:00:00:<v>:00:(i+1)), each with `extra` keys, in the cluster.
+fn cluster_file(c: &Cluster, i: usize, vnis: &[u32], extra: &str) -> std::path::PathBuf {
+    let mut text =
+        format!("[etcd]\nendpoints = [\"{}\"]\nnode = \"n{i}\"\nttl = {}\n\n", c.etcd.endpoint(), c.ttl);
+    for &v in vnis {
+        text.push_str(&format!(
+            "[[network]]\ndev = \"vxt{v}\"\nvni = {v}\nlocal = \"{}\"\naddress = \"198.19.{v}.{}/24\"\n\
+             mac = \"{}\"\ncontrol = \"{}\"\n{extra}\n\n",
+            c.bed.ul.addr(i),
+            i + 1,
+            net_mac(v, i),
+            net_control(c, i, v).display()
+        ));
+    }
+    let path = c.bed.tmp.join(&format!("n{i}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn net_mac(vni: u32, i: usize) -> String {
+    format!("02:00:00:{vni:02x}:00:{:02x}", i + 1)
+}
+
+fn net_control(c: &Cluster, i: usize, vni: u32) -> std::path::PathBuf {
+    c.bed.tmp.join(&format!("n{i}-{vni}.sock"))
+}
+
+/// Whether node i's network `vni` has node j's TAP MAC there as an etcd entry.
+fn net_has_member(c: &Cluster, i: usize, vni: u32, j: usize) -> bool {
+    let rows: Vec<FdbRow> = vxtap::control::request(&net_control(c, i, vni), &Request::FdbShow)
+        .unwrap_or_else(|e| panic!("node {i} vni {vni}: fdb show: {e:#}\n{}", c.logs()));
+    let want: vxtap::MacAddr = net_mac(vni, j).parse().unwrap();
+    rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == c.bed.ul.addr(j))
+}
+
+fn wait_net_member(c: &Cluster, i: usize, vni: u32, j: usize, present: bool) {
+    if !wait_until(CONVERGE, || net_has_member(c, i, vni, j) == present) {
+        panic!(
+            "node {i} vni {vni}: member {j} {}\n{}",
+            if present { "did not join" } else { "was not dropped" },
+            c.logs()
+        );
+    }
+}
+
+/// `vxtap reload --json` through node 0's network `via`; its rows' actions by TAP name.
+fn reload_node0(c: &Cluster, via: u32) -> Result<Vec<(String, String)>, String> {
+    let out = std::process::Command::new(bin())
+        .args(["reload", "--json", "--control"])
+        .arg(net_control(c, 0, via))
+        .output()
+        .expect("running vxtap reload");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("reload --json");
+    Ok(v["networks"]
+        .as_array()
+        .expect("networks")
+        .iter()
+        .map(|r| (r["dev"].as_str().unwrap().to_string(), r["action"].as_str().unwrap().to_string()))
+        .collect())
+}
+
+// A reload follows the cluster: a network it adds registers and gets the members of its VNI; a
+// network it restarts (new tables) gets its members again; a network it removes leaves at once
+// (its key deleted, the other members drop it). A file that would put two networks of one VNI
+// in the cluster is refused.
+netns_test!(a_reload_joins_restarts_and_leaves_cluster_networks, requires = etcd_installed, {
+    let mut c = Cluster::new(2);
+    let one = cluster_file(&c, 1, &[42, 43], "");
+    c.bed.spawn(1, &strings(&["--config", &one.to_string_lossy()]));
+    let zero = cluster_file(&c, 0, &[42], "queues = 2");
+    c.bed.spawn(0, &strings(&["--config", &zero.to_string_lossy()]));
+    let _servers = c.bed.echo_servers();
+    wait_net_member(&c, 0, 42, 1, true);
+    wait_net_member(&c, 1, 42, 0, true);
+    assert!(!net_has_member(&c, 1, 43, 0), "node 0 does not run VNI 43 yet");
+
+    // Added.
+    cluster_file(&c, 0, &[42, 43], "queues = 2");
+    let rows = reload_node0(&c, 42).unwrap_or_else(|e| panic!("reload: {e}\n{}", c.logs()));
+    assert!(rows.contains(&("vxt43".into(), "added".into())), "{rows:?}");
+    wait_net_member(&c, 0, 43, 1, true);
+    wait_net_member(&c, 1, 43, 0, true);
+    c.bed.echo_to(0, SocketAddr::from(([198, 19, 43, 2], ECHO_PORT)));
+
+    // Restarted (another queue count) and removed, in one reload.
+    cluster_file(&c, 0, &[42], "queues = 1");
+    let rows = reload_node0(&c, 42).unwrap_or_else(|e| panic!("reload: {e}\n{}", c.logs()));
+    assert!(rows.contains(&("vxt42".into(), "restarted".into())), "{rows:?}");
+    assert!(rows.contains(&("vxt43".into(), "removed".into())), "{rows:?}");
+    wait_net_member(&c, 0, 42, 1, true);
+    wait_net_member(&c, 1, 43, 0, false);
+    c.bed.echo_to(0, SocketAddr::from(([198, 19, 42, 2], ECHO_PORT)));
+    let keys: Vec<String> = c
+        .etcd
+        .get_prefix(&format!("{PREFIX}/vxlan/43/members/"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec![format!("{PREFIX}/vxlan/43/members/n1")], "node 0's record of VNI 43 is deleted");
+    assert_eq!(c.bed.counter_at(&net_control(&c, 0, 42), "etcd_members"), 1);
+
+    // Two networks of VNI 42 (on two ports) cannot both be in the cluster.
+    let path = cluster_file(&c, 0, &[42], "queues = 1");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let second = format!(
+        "[[network]]\ndev = \"vxt99\"\nvni = 42\nport = 4790\nlocal = \"{}\"\ncontrol = \"{}\"\n",
+        c.bed.ul.addr(0),
+        net_control(&c, 0, 99).display()
+    );
+    std::fs::write(&path, text + &second).unwrap();
+    let err = reload_node0(&c, 42).expect_err("a second VNI 42 was accepted");
+    assert!(err.contains("one network per protocol and VNI"), "{err}");
+    c.bed.assert_running(0);
+    wait_net_member(&c, 1, 42, 0, true);
 });

@@ -26,7 +26,7 @@ use super::key::{self, NetKey};
 use super::member::{self, Member, View};
 use super::reconcile::{Batch, Event, NetSpec, Own, Reconciler};
 use super::settings::Settings;
-use super::{Status, Tables};
+use super::{LocalNet, Status, Tables};
 use crate::ratelimit::TokenBucket;
 
 /// TCP (and TLS) connect timeout of every request.
@@ -79,32 +79,27 @@ impl Handle {
     }
 }
 
-/// Starts the cluster for the networks `nets` (each with whether its underlay is IPv6; index i
-/// is the tables' network i). Registers once before returning: a live process with the same
-/// node name is a [`StartError`]; etcd being unreachable is not (the task keeps trying, the
-/// TAPs are up meanwhile). Must run inside the tokio runtime that will drive the task.
+/// Starts the cluster for the networks `nets` sends (now, and after every reload). Registers
+/// once before returning: a live process with the same node name is a [`StartError`]; etcd
+/// being unreachable is not (the task keeps trying, the TAPs are up meanwhile). Must run inside
+/// the tokio runtime that will drive the task.
 pub async fn start(
     settings: Settings,
-    nets: Vec<(NetKey, bool)>,
+    mut nets: watch::Receiver<Vec<LocalNet>>,
     tables: Arc<dyn Tables>,
     status: Arc<Status>,
 ) -> Result<Handle, StartError> {
     let client = connect(&settings).await?;
     let instance = member::new_instance_id();
-    let specs = nets
-        .iter()
-        .enumerate()
-        .map(|(i, (net, v6))| NetSpec {
-            net: *net,
-            view: View { node: settings.node.clone(), v6: *v6, mac: Some(tables.local(i).mac) },
-        })
-        .collect();
-    let keys = nets.iter().map(|(net, _)| key::member_key(&settings.prefix, *net, &settings.node)).collect();
+    let now = nets.borrow_and_update().clone();
     let mut task = Task {
-        reconciler: Reconciler::new(&settings.prefix, &instance, specs),
-        published: vec![None; nets.len()],
-        keys,
-        nets: nets.iter().map(|(n, _)| *n).collect(),
+        reconciler: Reconciler::new(&settings.prefix, &instance, Vec::new()),
+        published: Vec::new(),
+        keys: Vec::new(),
+        nets: Vec::new(),
+        nets_rx: nets,
+        following: true,
+        retired: Vec::new(),
         settings,
         instance,
         client,
@@ -117,6 +112,7 @@ pub async fn start(
         clock: Instant::now(),
         conflicts_logged: TokenBucket::new(WARN_PER_10S, WARN_BURST),
     };
+    task.set_networks(now);
     info!(node = task.settings.node, endpoints = ?task.settings.endpoints, prefix = task.settings.prefix,
           ttl = task.settings.ttl, instance = task.instance, "joining the cluster");
     match task.first_registration().await {
@@ -199,7 +195,14 @@ struct Task {
     tables: Arc<dyn Tables>,
     status: Arc<Status>,
     reconciler: Reconciler,
-    nets: Vec<NetKey>,
+    /// The networks as the reconciler knows them, in its order.
+    nets: Vec<LocalNet>,
+    /// The networks as the dataplane runs them now (a reload sends a new list).
+    nets_rx: watch::Receiver<Vec<LocalNet>>,
+    /// Whether `nets_rx` still has a sender (the dataplane lives as long as the process).
+    following: bool,
+    /// Keys of networks a reload removed, still to delete (they go with the lease anyway).
+    retired: Vec<String>,
     /// This process's key in each network.
     keys: Vec<String>,
     /// The value put in each network under the current lease; None: not registered.
@@ -221,7 +224,7 @@ impl Task {
 
     /// This process's record for network `i`, as of now.
     fn record(&self, i: usize) -> String {
-        let local = self.tables.local(i);
+        let local = self.tables.local(self.nets[i].key);
         Member {
             node: self.settings.node.clone(),
             vtep: local.vtep,
@@ -440,7 +443,11 @@ impl Task {
     }
 
     async fn session_inner(&mut self) -> Result<std::convert::Infallible, Failure> {
+        // (A change seen by the watch below ended the last session: `changed` marked it seen.)
+        let now = self.nets_rx.borrow_and_update().clone();
+        self.set_networks(now);
         let lease = self.grant().await?;
+        self.retire(lease).await?;
         let (mut keeper, mut keepalives) = self.client.lease_keep_alive(lease).await?;
         self.publish().await?;
         let prefix = key::watch_prefix(&self.settings.prefix);
@@ -508,8 +515,68 @@ impl Task {
                     }
                 }
                 _ = refresh.tick() => self.publish().await?,
+                changed = self.nets_rx.changed(), if self.following => match changed {
+                    Ok(()) => return Err(Failure::Restart("the networks changed (reload): listing again".into())),
+                    Err(_) => self.following = false,
+                },
             }
         }
+    }
+
+    /// Takes the networks the dataplane runs now: the reconciler keeps what it applied to the
+    /// networks that stayed the same, starts afresh for new or restarted ones, and the keys of
+    /// removed ones are retired. The next listing applies the difference.
+    fn set_networks(&mut self, nets: Vec<LocalNet>) {
+        if nets == self.nets {
+            return;
+        }
+        let mut specs = Vec::with_capacity(nets.len());
+        let mut keys = Vec::with_capacity(nets.len());
+        let mut published = Vec::with_capacity(nets.len());
+        for n in &nets {
+            let was = self.nets.iter().position(|o| o.key == n.key);
+            let fresh = was.is_none_or(|i| self.nets[i] != *n);
+            let mac = Some(self.tables.local(n.key).mac);
+            specs.push((
+                NetSpec { net: n.key, view: View { node: self.settings.node.clone(), v6: n.v6, mac } },
+                fresh,
+            ));
+            keys.push(key::member_key(&self.settings.prefix, n.key, &self.settings.node));
+            // A record kept is put again by `publish` if the network's VTEP or MAC changed.
+            published.push(was.and_then(|i| self.published[i].clone()));
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            if !nets.iter().any(|m| m.key == n.key) && self.published[i].is_some() {
+                self.retired.push(self.keys[i].clone());
+            }
+        }
+        if !self.nets.is_empty() {
+            let show = |l: &[LocalNet]| {
+                l.iter().map(|n| format!("{}/{}", n.key.proto, n.key.vni)).collect::<Vec<_>>()
+            };
+            info!(before = ?show(&self.nets), after = ?show(&nets), "cluster: the networks changed");
+        }
+        // Removed, then added back before the session could delete it: it stays.
+        self.retired.retain(|k| !keys.contains(k));
+        let keep: Vec<NetKey> = nets.iter().map(|n| n.key).collect();
+        self.status.retain(&keep);
+        self.reconciler.set_networks(specs);
+        (self.nets, self.keys, self.published) = (nets, keys, published);
+    }
+
+    /// Deletes this process's records of the networks a reload removed (only while they are
+    /// still under `lease`: a record of an earlier lease is gone already).
+    async fn retire(&mut self, lease: i64) -> Result<(), Failure> {
+        while let Some(key) = self.retired.last().cloned() {
+            let txn = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if self.client.txn(txn).await?.succeeded() {
+                info!(key, "left a network the reload removed");
+            }
+            self.retired.pop();
+        }
+        Ok(())
     }
 
     fn member_count(&self) -> usize {
@@ -523,9 +590,10 @@ impl Task {
             batch.changes.iter().map(|c| c.joined.len() + c.left.len() + c.updated.len()).sum();
         let each = !listing || changed <= LOG_EACH_MAX;
         for c in &batch.changes {
-            self.tables.apply(c);
-            self.status.set_members(c.net, c.members.len());
-            let vni = self.nets[c.net].vni;
+            let net = self.nets[c.net].key;
+            self.tables.apply(net, c);
+            self.status.set_members(net, c.members.len());
+            let vni = net.vni;
             for m in &c.joined {
                 log_member(each, "cluster member joined", vni, m);
             }

@@ -45,7 +45,7 @@ pub const UNSUPPORTED: &str = "this vxtap was built without etcd support: cargo 
 mod disabled {
     use std::sync::Arc;
 
-    use super::{NetKey, Settings, Status, Tables, UNSUPPORTED};
+    use super::{LocalNet, Settings, Status, Tables, UNSUPPORTED};
 
     /// Why the cluster could not start.
     #[derive(Debug)]
@@ -69,12 +69,24 @@ mod disabled {
     /// Always [`UNSUPPORTED`].
     pub async fn start(
         _: Settings,
-        _: Vec<(NetKey, bool)>,
+        _: tokio::sync::watch::Receiver<Vec<LocalNet>>,
         _: Arc<dyn Tables>,
         _: Arc<Status>,
     ) -> Result<Handle, StartError> {
         Err(StartError(UNSUPPORTED.into()))
     }
+}
+
+/// A network this process runs, as the cluster task follows it: the dataplane sends the whole
+/// list at start and again after every reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalNet {
+    pub key: NetKey,
+    /// Whether its underlay is IPv6 (members of the other family are refused).
+    pub v6: bool,
+    /// Changes whenever the network's tables are new (opened at start, or by a reload that added
+    /// or restarted it), so that the members are applied to them again.
+    pub incarnation: u64,
 }
 
 /// What this process publishes about itself in one network.
@@ -92,9 +104,9 @@ pub struct LocalRecord {
 /// dataplane; every call is quick and synchronous (no I/O but reading the TAP's addresses), so
 /// the task never holds anything across an await.
 pub trait Tables: Send + Sync + 'static {
-    /// This process's record for network `net` (index into the task's network list), as of now.
-    fn local(&self, net: usize) -> LocalRecord;
+    /// This process's record for network `net`, as of now.
+    fn local(&self, net: NetKey) -> LocalRecord;
     /// Applies one network's change: flood list, FDB entries, learned MACs behind members that
-    /// left, neighbour table, allowlist.
-    fn apply(&self, change: &Change);
+    /// left, neighbour table, allowlist. A network that no longer runs ignores it.
+    fn apply(&self, net: NetKey, change: &Change);
 }

@@ -119,6 +119,34 @@ impl Reconciler {
         Reconciler { prefix: prefix.to_string(), instance: instance.to_string(), nets }
     }
 
+    /// Follows a reload: the networks become `nets`, in that order (the indices of later
+    /// [`Change`]s). A network kept (same [`NetKey`], not `fresh`) keeps what was applied to it;
+    /// a new or `fresh` one (its tables are new) starts empty, so the next listing applies every
+    /// member to it; one that is gone is forgotten.
+    pub fn set_networks(&mut self, nets: Vec<(NetSpec, bool)>) {
+        let mut old = std::mem::take(&mut self.nets);
+        self.nets = nets
+            .into_iter()
+            .map(|(spec, fresh)| {
+                let kept = old.iter().position(|n| n.spec.net == spec.net).map(|i| old.swap_remove(i));
+                match kept {
+                    Some(n) if !fresh => NetState { spec, ..n },
+                    _ => NetState {
+                        spec,
+                        desired: BTreeMap::new(),
+                        clashing: BTreeSet::new(),
+                        applied: BTreeMap::new(),
+                    },
+                }
+            })
+            .collect();
+    }
+
+    /// The network at index `net`.
+    pub fn net(&self, net: usize) -> NetKey {
+        self.nets[net].spec.net
+    }
+
     /// The members applied to network `net`, by node name.
     pub fn members(&self, net: usize) -> impl Iterator<Item = &Member> {
         self.nets[net].applied.values()
@@ -339,6 +367,29 @@ mod tests {
             "nothing new"
         );
         assert_eq!(r.members(0).map(|m| m.node.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_what_was_applied_to_kept_networks_and_starts_fresh_ones_empty() {
+        let mut r = reconciler();
+        let (a, b) = (member("a", 2), member("b", 3));
+        let all = [kv(NET, &a), kv(OTHER, &b), own("mine")];
+        list(&mut r, &all);
+        let view = r.nets[0].spec.view.clone();
+        let spec = |net| NetSpec { net, view: view.clone() };
+        let third = NetKey { proto: Proto::Vxlan, vni: 7 };
+        // OTHER restarted (fresh), a third network added, NET kept but moved to the end.
+        r.set_networks(vec![(spec(OTHER), true), (spec(third), true), (spec(NET), false)]);
+        assert_eq!((r.net(0), r.net(1), r.net(2)), (OTHER, third, NET));
+        let c = member("c", 4);
+        let batch = list(&mut r, &[kv(NET, &a), kv(OTHER, &b), kv(third, &c), own("mine")]);
+        let joined: Vec<(NetKey, Vec<Member>)> =
+            batch.changes.iter().map(|ch| (r.net(ch.net), ch.joined.clone())).collect();
+        assert_eq!(joined, vec![(OTHER, vec![b]), (third, vec![c])], "NET had a already: no change");
+        // NET removed: its members are forgotten, a listing no longer reports them.
+        r.set_networks(vec![(spec(OTHER), false)]);
+        assert_eq!(r.members(0).count(), 1);
+        assert!(list(&mut r, &all).changes.is_empty());
     }
 
     #[test]

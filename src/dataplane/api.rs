@@ -163,8 +163,10 @@ impl NetworkHandle {
             ("fdb_moved".to_string(), f.moved),
             ("fdb_expired".to_string(), f.expired),
         ]);
-        if let Some((status, i)) = self.cluster.get() {
-            out.extend(status.fields(*i));
+        if let Some(status) = self.cluster.get() {
+            out.extend(
+                status.fields(crate::cluster::NetKey { proto: self.config.proto, vni: self.config.vni }),
+            );
         }
         Stats(out)
     }

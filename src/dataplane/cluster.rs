@@ -1,39 +1,88 @@
 //! The dataplane's side of the cluster control plane ([`crate::cluster`]): its records read
-//! from the running networks, and the members' changes applied to the tables. Runs on the
-//! control thread; every call is a few synchronous table updates.
+//! from the running networks, the members' changes applied to the tables, and the running
+//! networks sent to the cluster task at start and after every reload. Runs on the control
+//! thread; every call is a few synchronous table updates.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{ifaddrs, Dataplane, NetworkHandle};
-use crate::cluster::{Change, LocalRecord, Status, Tables};
+use crate::cluster::{Change, LocalNet, LocalRecord, NetKey, Status, Tables};
 use crate::fdb::FloodSource;
 use crate::mac::MacAddr;
 
+/// What ties the dataplane to the cluster task, once `--etcd` joined.
+pub(super) struct ClusterLink {
+    status: Arc<Status>,
+    /// The running networks, for the task: sent again after every reload.
+    nets: watch::Sender<Vec<LocalNet>>,
+}
+
+/// Numbers each network's tables as they are opened (see [`LocalNet::incarnation`]).
+static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A number no network opened before has.
+pub(super) fn next_incarnation() -> u64 {
+    INCARNATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+impl NetworkHandle {
+    fn net_key(&self) -> NetKey {
+        NetKey { proto: self.config.proto, vni: self.config.vni }
+    }
+}
+
 impl Dataplane {
-    /// Shows the cluster's status in every network's `vxtap stats`: the task's network `i` is
-    /// the network running `i`-th now, found again by protocol and VNI after a reload (networks
-    /// a reload adds are not in the cluster until the next start).
-    pub fn attach_cluster(&self, status: Arc<Status>) {
-        let networks = self.networks();
-        let keys = networks.iter().map(|n| (n.config.proto, n.config.vni)).collect();
-        let _ = self.cluster_keys.set(keys);
-        for (i, n) in networks.iter().enumerate() {
-            let _ = n.cluster.set((status.clone(), i));
-        }
+    /// Joins the running networks to the cluster: `vxtap stats` shows its status, and the
+    /// receiver gives the cluster task the networks, now and after every reload.
+    pub fn attach_cluster(&self, status: Arc<Status>) -> watch::Receiver<Vec<LocalNet>> {
+        let _state = self.state();
+        let (tx, rx) = watch::channel(self.local_nets());
+        let _ = self.cluster.set(ClusterLink { status, nets: tx });
+        self.follow_cluster();
+        rx
     }
 
-    /// The running network that is the cluster task's network `net`, if it still runs.
-    fn cluster_network(&self, net: usize) -> Option<Arc<NetworkHandle>> {
-        let (proto, vni) = *self.cluster_keys.get()?.get(net)?;
-        self.networks().iter().find(|n| n.config.proto == proto && n.config.vni == vni).cloned()
+    /// Whether the networks are in a cluster (`--etcd` joined): a reload must keep them fit
+    /// for it ([`crate::config::check_cluster`]).
+    pub fn in_cluster(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// After start or a reload (with the state lock held): the status shown by every network
+    /// (a network a reload opened has none yet), and the networks sent to the task.
+    pub(super) fn follow_cluster(&self) {
+        let Some(link) = self.cluster.get() else { return };
+        for n in self.networks().iter() {
+            let _ = n.cluster.set(link.status.clone());
+        }
+        link.nets.send_if_modified(|nets| {
+            let now = self.local_nets();
+            let changed = *nets != now;
+            *nets = now;
+            changed
+        });
+    }
+
+    fn local_nets(&self) -> Vec<LocalNet> {
+        self.networks()
+            .iter()
+            .map(|n| LocalNet { key: n.net_key(), v6: n.config.underlay_v6(), incarnation: n.incarnation })
+            .collect()
+    }
+
+    /// The running network that is the cluster's network `net`, if it runs.
+    fn cluster_network(&self, net: NetKey) -> Option<Arc<NetworkHandle>> {
+        self.networks().iter().find(|n| n.net_key() == net).cloned()
     }
 }
 
 impl Tables for Dataplane {
-    fn local(&self, net: usize) -> LocalRecord {
+    fn local(&self, net: NetKey) -> LocalRecord {
         let Some(n) = self.cluster_network(net) else {
             // Removed by a reload: nothing to publish any more (the record names no VTEP).
             return LocalRecord {
@@ -54,8 +103,8 @@ impl Tables for Dataplane {
         LocalRecord { vtep: SocketAddr::new(ip, n.config.port()), mac, overlay }
     }
 
-    fn apply(&self, c: &Change) {
-        let Some(n) = self.cluster_network(c.net) else { return };
+    fn apply(&self, net: NetKey, c: &Change) {
+        let Some(n) = self.cluster_network(net) else { return };
         let fdb = &n.net.fdb;
         for m in &c.left {
             fdb.remove_etcd(&m.mac);

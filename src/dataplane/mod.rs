@@ -60,8 +60,8 @@ pub struct Dataplane {
     networks: ArcSwap<Vec<Arc<NetworkHandle>>>,
     /// What start and reload change, one at a time.
     state: Mutex<State>,
-    /// The networks of the cluster control plane, by protocol and VNI, in its order.
-    cluster_keys: std::sync::OnceLock<Vec<(crate::wire::Proto, u32)>>,
+    /// The cluster task's view of the networks, once `--etcd` joined.
+    cluster: std::sync::OnceLock<cluster::ClusterLink>,
 }
 
 struct State {
@@ -84,7 +84,7 @@ impl Dataplane {
         let dp = Dataplane {
             networks: ArcSwap::from_pointee(Vec::new()),
             state: Mutex::new(State { clock, groups: BTreeMap::new() }),
-            cluster_keys: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         };
         let mut handles = BTreeMap::new();
         {

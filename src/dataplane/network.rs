@@ -27,9 +27,11 @@ pub struct NetworkHandle {
     pub(super) underlay: Arc<Underlay>,
     /// The TAP's kernel drop count when vxtap started (a reused TAP may have some already).
     tap_drops_at_start: u64,
-    /// The cluster control plane's status and this network's index in it, once attached
-    /// (`--etcd`).
-    pub(super) cluster: OnceLock<(Arc<Status>, usize)>,
+    /// The cluster control plane's status, once attached (`--etcd`).
+    pub(super) cluster: OnceLock<Arc<Status>>,
+    /// Which opening of the network's tables this is: kept by changes in place, new when
+    /// opened (the cluster applies its members to new tables again).
+    pub(super) incarnation: u64,
     /// The cluster members' VTEPs and node names, for `peers`.
     pub(super) members: Mutex<Vec<(SocketAddr, String)>>,
 }
@@ -51,12 +53,13 @@ impl NetworkHandle {
             underlay,
             tap_drops_at_start,
             cluster: OnceLock::new(),
+            incarnation: super::cluster::next_incarnation(),
             members: Mutex::new(Vec::new()),
         }
     }
 
     /// The same running network under `config` (a reload changed it in place); its place in
-    /// the cluster, if any, stays.
+    /// the cluster, if any, stays, and so do its tables.
     pub(super) fn with_config(&self, config: NetworkConfig) -> NetworkHandle {
         let cluster = OnceLock::new();
         if let Some(c) = self.cluster.get() {
@@ -70,6 +73,7 @@ impl NetworkHandle {
             underlay: self.underlay.clone(),
             tap_drops_at_start: self.tap_drops_at_start,
             cluster,
+            incarnation: self.incarnation,
             members: Mutex::new(self.members.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         }
     }

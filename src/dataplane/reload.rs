@@ -214,6 +214,8 @@ impl Dataplane {
         }
 
         self.networks.store(Arc::new(configs.iter().filter_map(|c| handles.get(&c.dev).cloned()).collect()));
+        self.follow_cluster();
+        drop(state);
         plan.networks
             .iter()
             .map(|np| {
