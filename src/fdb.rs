@@ -182,6 +182,10 @@ pub struct FdbEntry {
     pub kind: EntryKind,
     /// Seconds since the entry was last refreshed by a frame (learned) or configured (static).
     pub age_secs: u64,
+    /// Seconds since a frame from this MAC last came from the entry's VTEP: a learned entry's
+    /// age; for a static or etcd entry, None until one has (`peers` shows it as last seen).
+    #[serde(skip)]
+    pub heard_secs: Option<u64>,
 }
 
 impl FdbEntry {
@@ -234,6 +238,27 @@ struct Slot {
     /// Last refresh (learned) or configuration (static) time, in [`Clock`] milliseconds.
     /// Atomic so a refresh needs only a shared reference, i.e. a shard read lock.
     last_seen: AtomicU64,
+    /// Static and etcd entries: when a frame from the MAC last came from the entry's VTEP
+    /// address ([`NEVER`]: not yet), for `peers`. Learned entries use `last_seen`.
+    heard: AtomicU64,
+}
+
+/// `Slot::heard` before any frame (a frame at clock 0 is recorded as 1).
+const NEVER: u64 = 0;
+
+impl Slot {
+    fn new(dst: SocketAddr, kind: EntryKind, now: u64) -> Slot {
+        Slot { dst, kind, last_seen: AtomicU64::new(now), heard: AtomicU64::new(NEVER) }
+    }
+
+    /// A pinned entry hears a frame from its MAC: recorded if it came from the entry's VTEP
+    /// (the source port of a datagram is not the VTEP's port, so the address decides).
+    #[inline]
+    fn heard_from(&self, from: SocketAddr, now: u64) {
+        if self.dst.ip() == from.ip() {
+            touch(&self.heard, now.max(1));
+        }
+    }
 }
 
 /// `local_mac` value meaning "not known yet": MACs are 48 bits, so it cannot collide.
@@ -392,7 +417,10 @@ impl Fdb {
             return LearnOutcome::Disabled;
         }
         let fast = match self.map.get(&src) {
-            Some(slot) if slot.kind.is_pinned() => Fast::Done(LearnOutcome::StaticKept),
+            Some(slot) if slot.kind.is_pinned() => {
+                slot.heard_from(from, now);
+                Fast::Done(LearnOutcome::StaticKept)
+            }
             Some(slot) if slot.dst == from => {
                 touch(&slot.last_seen, now);
                 Fast::Done(LearnOutcome::Refreshed)
@@ -413,6 +441,7 @@ impl Fdb {
             MapEntry::Occupied(mut o) => {
                 let slot = o.get_mut();
                 if slot.kind.is_pinned() {
+                    slot.heard_from(from, now);
                     LearnOutcome::StaticKept
                 } else if slot.dst == from {
                     touch(&slot.last_seen, now);
@@ -429,7 +458,7 @@ impl Fdb {
                     bump(&self.counters.refused_full);
                     return LearnOutcome::Full;
                 }
-                v.insert(Slot { dst: from, kind: EntryKind::Learned, last_seen: AtomicU64::new(now) });
+                v.insert(Slot::new(from, EntryKind::Learned, now));
                 bump(&self.counters.learned);
                 LearnOutcome::Created
             }
@@ -463,7 +492,7 @@ impl Fdb {
     /// in the learned cap freed.
     pub fn add_static(&self, mac: MacAddr, dst: SocketAddr) -> Result<(), FdbError> {
         self.check_entry(mac, dst)?;
-        let slot = Slot { dst, kind: EntryKind::Static, last_seen: AtomicU64::new(self.clock.now_ms()) };
+        let slot = Slot::new(dst, EntryKind::Static, self.clock.now_ms());
         if let Some(old) = self.map.insert(mac, slot) {
             if old.kind == EntryKind::Learned {
                 self.learned.fetch_sub(1, Ordering::AcqRel);
@@ -488,10 +517,15 @@ impl Fdb {
                     }
                     EntryKind::Etcd => {}
                 }
-                *slot = Slot { dst, kind: EntryKind::Etcd, last_seen: AtomicU64::new(now) };
+                let new = Slot::new(dst, EntryKind::Etcd, now);
+                if slot.dst.ip() == dst.ip() {
+                    // The same VTEP (a record put again): what was heard from it still holds.
+                    new.heard.store(*slot.heard.get_mut(), Ordering::Relaxed);
+                }
+                *slot = new;
             }
             MapEntry::Vacant(v) => {
-                v.insert(Slot { dst, kind: EntryKind::Etcd, last_seen: AtomicU64::new(now) });
+                v.insert(Slot::new(dst, EntryKind::Etcd, now));
             }
         }
         Ok(true)
@@ -637,13 +671,14 @@ impl Fdb {
             .iter()
             .map(|r| {
                 let s = r.value();
-                FdbEntry {
-                    mac: *r.key(),
-                    dst: s.dst,
-                    vni: self.vni,
-                    kind: s.kind,
-                    age_secs: now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) / 1000,
-                }
+                let age = |t: u64| now.saturating_sub(t) / 1000;
+                let age_secs = age(s.last_seen.load(Ordering::Relaxed));
+                let heard_secs = match (s.kind, s.heard.load(Ordering::Relaxed)) {
+                    (EntryKind::Learned, _) => Some(age_secs),
+                    (_, NEVER) => None,
+                    (_, t) => Some(age(t)),
+                };
+                FdbEntry { mac: *r.key(), dst: s.dst, vni: self.vni, kind: s.kind, age_secs, heard_secs }
             })
             .collect();
         out.sort_unstable_by_key(|e| e.mac);

@@ -170,6 +170,7 @@ netns_test!(three_vteps_converge_without_remotes, requires = etcd_installed, {
                 (p["source"].as_str(), p["node"].as_str()),
                 (Some("etcd"), Some(format!("n{j}").as_str()))
             );
+            assert!(p["last_seen_secs"].is_u64(), "the echo came from {dst}: {p}");
         }
         assert_eq!(c.stat(i, "etcd_connected"), 1);
         assert_eq!(c.stat(i, "etcd_members"), 2);

@@ -126,11 +126,12 @@ impl NetworkHandle {
         // In group mode, VTEPs that were not configured were found through the group.
         let learned = if group.is_some() { PeerSource::Group } else { PeerSource::Learned };
         for e in self.net.fdb.snapshot() {
-            match e.kind {
-                EntryKind::Static => note(e.dst, PeerSource::Static, None),
-                EntryKind::Etcd => note(e.dst, PeerSource::Etcd, None),
-                EntryKind::Learned => note(e.dst, learned, Some(e.age_secs)),
-            }
+            let source = match e.kind {
+                EntryKind::Static => PeerSource::Static,
+                EntryKind::Etcd => PeerSource::Etcd,
+                EntryKind::Learned => learned,
+            };
+            note(e.dst, source, e.heard_secs);
         }
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let node = |dst: &SocketAddr| members.iter().find(|(v, _)| v == dst).map(|(_, n)| n.clone());

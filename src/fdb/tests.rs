@@ -369,9 +369,30 @@ fn snapshot_contents_and_ages() {
     clock.advance(10_000);
     let snap = fdb.snapshot();
     let expect = vec![
-        FdbEntry { mac: mac(1), dst: vtep(2), vni: 42, kind: EntryKind::Static, age_secs: 11 },
-        FdbEntry { mac: mac(2), dst: vtep(3), vni: 42, kind: EntryKind::Learned, age_secs: 10 },
-        FdbEntry { mac: mac(3), dst: vtep(1), vni: 42, kind: EntryKind::Learned, age_secs: 13 },
+        FdbEntry {
+            mac: mac(1),
+            dst: vtep(2),
+            vni: 42,
+            kind: EntryKind::Static,
+            age_secs: 11,
+            heard_secs: None,
+        },
+        FdbEntry {
+            mac: mac(2),
+            dst: vtep(3),
+            vni: 42,
+            kind: EntryKind::Learned,
+            age_secs: 10,
+            heard_secs: Some(10),
+        },
+        FdbEntry {
+            mac: mac(3),
+            dst: vtep(1),
+            vni: 42,
+            kind: EntryKind::Learned,
+            age_secs: 13,
+            heard_secs: Some(13),
+        },
     ];
     assert_eq!(snap, expect);
     assert_eq!(snap[0].dst_ip().to_string(), "192.0.2.2");
@@ -589,14 +610,23 @@ proptest! {
                     prop_assert_eq!(fdb.expire(), before - model.len());
                 }
             }
-            let snap = fdb.snapshot();
+            // When a pinned entry last heard its MAC is not modelled here.
+            let snap: Vec<FdbEntry> = fdb
+                .snapshot()
+                .into_iter()
+                .map(|e| if e.kind == EntryKind::Learned { e } else { FdbEntry { heard_secs: None, ..e } })
+                .collect();
             let learned = snap.iter().filter(|e| e.kind == EntryKind::Learned).count();
             prop_assert_eq!(fdb.learned_len(), learned);
             prop_assert!(learned <= CAP);
             let now = clock.now_ms();
             let want: Vec<FdbEntry> = model
                 .iter()
-                .map(|(m, e)| FdbEntry { mac: *m, dst: e.0, vni: 42, kind: e.1, age_secs: (now - e.2) / 1000 })
+                .map(|(m, e)| {
+                    let age_secs = (now - e.2) / 1000;
+                    let heard_secs = (e.1 == EntryKind::Learned).then_some(age_secs);
+                    FdbEntry { mac: *m, dst: e.0, vni: 42, kind: e.1, age_secs, heard_secs }
+                })
                 .collect();
             prop_assert_eq!(snap, want);
         }
@@ -660,4 +690,29 @@ fn flood_sources_are_kept_apart() {
     assert_eq!(**fdb.flood_list(), vec![vtep(2), vtep(4), vtep(3)]);
     assert_eq!(fdb.flood_of(FloodSource::Etcd), vec![vtep(3)]);
     assert_eq!(fdb.flood_of(FloodSource::Config), vec![vtep(2), vtep(4)]);
+}
+
+#[test]
+fn a_pinned_entry_hears_its_mac_only_from_its_vtep() {
+    let (fdb, clock) = fdb();
+    clock.advance(1_000);
+    fdb.add_static(mac(1), vtep(2)).unwrap();
+    fdb.set_etcd(mac(2), vtep(3)).unwrap();
+    assert_eq!((entry(&fdb, mac(1)).heard_secs, entry(&fdb, mac(2)).heard_secs), (None, None));
+    clock.advance(2_000);
+    // From another VTEP: the entry stays and has not heard from its own.
+    assert_eq!(fdb.learn(mac(1), vtep(3)), LearnOutcome::StaticKept);
+    assert_eq!(entry(&fdb, mac(1)).heard_secs, None);
+    // From its VTEP's address, whatever the datagram's source port.
+    let from = SocketAddr::new(vtep(2).ip(), 50_000);
+    assert_eq!(fdb.learn(mac(1), from), LearnOutcome::StaticKept);
+    fdb.learn(mac(2), vtep(3));
+    clock.advance(4_000);
+    assert_eq!(entry(&fdb, mac(1)).heard_secs, Some(4));
+    assert_eq!(entry(&fdb, mac(1)).age_secs, 6, "the age of a static entry stays its configuration's");
+    // A member's record put again at the same VTEP keeps what was heard; at another, it does not.
+    fdb.set_etcd(mac(2), vtep(3)).unwrap();
+    assert_eq!(entry(&fdb, mac(2)).heard_secs, Some(4));
+    fdb.set_etcd(mac(2), vtep(1)).unwrap();
+    assert_eq!(entry(&fdb, mac(2)).heard_secs, None);
 }
