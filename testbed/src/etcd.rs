@@ -84,6 +84,8 @@ pub struct Etcd {
     tls: Option<(PathBuf, PathBuf, EtcdTls)>,
     /// The root user's password, once authentication is on.
     root_password: Option<String>,
+    /// More `etcd` flags ([`Etcd::restart_with`]).
+    extra: Vec<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     // Dropped last: the server is gone by then.
@@ -125,6 +127,7 @@ impl Etcd {
             name: unique_name("etcd", "t"),
             tls: None,
             root_password: None,
+            extra: Vec::new(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
             data: TempDir::new("etcd")?,
@@ -144,7 +147,8 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("{}={peer}", self.name)])
             .args(["--listen-metrics-urls", &metrics])
-            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]);
+            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .args(&self.extra);
         if let Some((cert, key, client)) = &self.tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
             cmd.arg("--trusted-ca-file").arg(&client.ca).arg("--client-cert-auth");
@@ -262,6 +266,12 @@ impl Etcd {
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.launch()
+    }
+
+    /// [`Etcd::restart`] with `flags` added to etcd's (from now on), e.g. `--auth-token-ttl`.
+    pub fn restart_with(&mut self, flags: &[&str]) -> Result<()> {
+        self.extra = flags.iter().map(|f| f.to_string()).collect();
+        self.restart()
     }
 
     // -----------------------------------------------------------------------------------------
