@@ -772,6 +772,33 @@ netns_test!(etcd_restart_with_auth_sessions_log_in_again, requires = secure_etcd
     converge_and_echo(&c, &[0, 1, 2]);
 });
 
+// A token that expires during a session (etcd's token ttl set to 1 s) is renewed on the request
+// etcd refuses it for: a record update a while later goes through in the same session, with no
+// session lost and no listing again.
+netns_test!(an_expired_token_is_renewed_within_the_session, requires = secure_etcd_installed, {
+    let mut c = Cluster::secured(2, Security { tls: false, auth: true });
+    c.etcd.restart_with(&["--auth-token-ttl", "1"]).unwrap();
+    for i in 0..2 {
+        c.start(i, &[]);
+    }
+    c.converge(&[0, 1]);
+    c.wait_stat(0, "etcd_connected", |v| v == 1, CONVERGE);
+    let resyncs = c.stat(0, "etcd_resyncs");
+    let lost = |c: &Cluster| c.bed.vteps[0].as_ref().unwrap().log().matches("session lost").count();
+    let lost_before = lost(&c);
+    // Idle for longer than the token's ttl (the session's streams need no token once open).
+    std::thread::sleep(Duration::from_secs(3));
+    c.bed.check(c.node(0).ip(&["addr", "add", "198.19.0.101/24", "dev", "vxt0"]), "second address");
+    let key = format!("{PREFIX}/vxlan/42/members/n0");
+    let updated = wait_until(CONVERGE, || {
+        c.etcd.etcdctl(&["get", "--print-value-only", &key]).is_ok_and(|v| v.contains("198.19.0.101"))
+    });
+    assert!(updated, "the record was not updated\n{}", c.logs());
+    assert_eq!(lost(&c), lost_before, "no session lost for the expired token\n{}", c.logs());
+    assert_eq!(c.stat(0, "etcd_resyncs"), resyncs, "no listing again\n{}", c.logs());
+    assert_eq!(c.stat(0, "etcd_connected"), 1);
+});
+
 // A wrong password is refused at startup: vxtap exits 1 at once, saying so and naming the user
 // (never the password), and registers nothing.
 netns_test!(a_wrong_password_at_startup_is_refused, requires = secure_etcd_installed, {
