@@ -50,7 +50,7 @@ const WARN_PER_10S: u64 = 1;
 const LOG_EACH_MAX: usize = 16;
 
 /// Why the cluster could not start: the process must not run (a second process with this node
-/// name is alive, or the TLS files cannot be read).
+/// name is alive, the TLS files cannot be read, or etcd refused the user and password).
 #[derive(Debug)]
 pub struct StartError(pub String);
 
@@ -80,8 +80,9 @@ impl Handle {
 }
 
 /// Starts the cluster for the networks `nets` sends (now, and after every reload). Registers
-/// once before returning: a live process with the same node name is a [`StartError`]; etcd
-/// being unreachable is not (the task keeps trying, the TAPs are up meanwhile). Must run inside
+/// once before returning: a live process with the same node name, or a user and password etcd
+/// refuses, is a [`StartError`]; etcd being unreachable is not (the task keeps trying, logging
+/// in too, the TAPs are up meanwhile). Must run inside
 /// the tokio runtime that will drive the task.
 pub async fn start(
     settings: Settings,
@@ -128,17 +129,18 @@ pub async fn start(
 }
 
 /// The client, with the options above. Connecting is lazy: nothing is sent before the first
-/// request, so a down etcd is not an error here; unreadable TLS files are.
+/// request, so a down etcd is not an error here; unreadable TLS files are. The user is not
+/// given here: etcd-client would log in at once, and fail while etcd is down; each session
+/// logs in instead ([`authenticate`]). A token refused later (expired) is renewed and the
+/// request sent again, so a long session does not end for it.
 async fn connect(s: &Settings) -> Result<Client, StartError> {
     let mut opts = ConnectOptions::default()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
         .with_keep_alive_while_idle(false)
-        .with_require_leader(true);
-    if let Some(auth) = &s.auth {
-        opts = opts.with_user(auth.user.clone(), auth.password.clone());
-    }
+        .with_require_leader(true)
+        .with_auto_token_refresh(true);
     if let Some(tls) = &s.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| StartError(format!("etcd TLS: reading {}: {e}", p.display())))
@@ -152,6 +154,31 @@ async fn connect(s: &Settings) -> Result<Client, StartError> {
     Client::connect(&s.endpoints, Some(opts)).await.map_err(|e| StartError(format!("etcd client: {e}")))
 }
 
+/// Logs in as the configured user, at the start of every session: a token from before may be
+/// gone (etcd forgets its simple tokens when it restarts). Wrong credentials are
+/// [`Failure::Fatal`]: the process stops at the first registration, and retries later on.
+async fn authenticate(client: &mut Client, s: &Settings) -> Result<(), Failure> {
+    let Some(auth) = &s.auth else { return Ok(()) };
+    let Err(e) = client.update_user(Some((auth.user.clone(), auth.password.clone()))).await else {
+        return Ok(());
+    };
+    let refused =
+        |what: &str| matches!(&e, etcd_client::Error::GRpcStatus(st) if st.message().contains(what));
+    if refused("authentication failed") {
+        return Err(Failure::Fatal(format!(
+            "etcd refused user {:?}: wrong user name or password (the password comes from [etcd] or {})",
+            auth.user,
+            super::settings::PASSWORD_ENV
+        )));
+    }
+    if refused("authentication is not enabled") {
+        // Every request is allowed then: carry on, and log in again if it is turned on later.
+        warn!(user = auth.user, "etcd user set but etcd has authentication off: continuing without");
+        return Ok(());
+    }
+    Err(Failure::Etcd(format!("logging in to etcd as {:?}: {e}", auth.user)))
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 enum Failure {
@@ -159,7 +186,7 @@ enum Failure {
     Etcd(String),
     /// The session must start over at once (lease lost, watch cancelled or compacted).
     Restart(String),
-    /// At startup only: another live process has this node name.
+    /// At startup only: another live process has this node name, or etcd refused the user.
     Fatal(String),
 }
 
@@ -239,6 +266,7 @@ impl Task {
     /// its lease could run if that process were dead; if it is still there, that process is
     /// alive and this one must not run.
     async fn first_registration(&mut self) -> Result<(), Failure> {
+        authenticate(&mut self.client, &self.settings).await?;
         self.grant().await?;
         for i in 0..self.nets.len() {
             let mut deadline = None;
@@ -446,6 +474,7 @@ impl Task {
         // (A change seen by the watch below ended the last session: `changed` marked it seen.)
         let now = self.nets_rx.borrow_and_update().clone();
         self.set_networks(now);
+        authenticate(&mut self.client, &self.settings).await?;
         let lease = self.grant().await?;
         self.retire(lease).await?;
         let (mut keeper, mut keepalives) = self.client.lease_keep_alive(lease).await?;

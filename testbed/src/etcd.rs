@@ -6,10 +6,16 @@
 //! The server is `etcd` from Debian's etcd-server (3.4), started through `ip netns exec`, so the
 //! PID held is etcd's own: [`Etcd::signal`] stops (SIGSTOP), resumes or kills it, and
 //! [`Etcd::restart`] starts it again on the same data directory and ports.
+//!
+//! Secured variants: [`Etcd::start_tls`] serves clients over TLS only, with client certificates
+//! required, from a throw-away CA made with the `openssl` CLI ([`EtcdTls`] names the files a
+//! client needs); [`Etcd::enable_auth`] turns etcd's authentication on (through `etcdctl`). The
+//! JSON gateway client speaks plain HTTP with no token, so it serves neither; health is asked on
+//! a separate plain-HTTP metrics port, which always answers.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,12 +25,14 @@ use serde_json::{json, Value};
 
 use crate::netns::run_in;
 use crate::vtep::pump;
-use crate::{lock, unique_name, Netns, TempDir};
+use crate::{lock, run_checked, unique_name, Netns, TempDir};
 
 /// How long [`Etcd::start`] waits for the server to say it is healthy.
 pub const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Each request to the gateway.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each `etcdctl` command (its own default is 5 s per request).
+const ETCDCTL_TIMEOUT: &str = "--command-timeout=10s";
 
 /// Whether etcd is installed (for `netns_test!(..., requires = Etcd::installed, ...)`).
 pub fn etcd_installed() -> Result<(), String> {
@@ -35,13 +43,49 @@ pub fn etcd_installed() -> Result<(), String> {
     }
 }
 
+/// The PEM files a client of an [`Etcd::start_tls`] server needs: the CA that signed the
+/// server's certificate, and a client certificate (CN `vxtap-client`, which is no etcd user, so
+/// with authentication on only a password logs in) with its key.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Whether etcd, etcdctl and openssl are installed: what [`Etcd::start_tls`] and
+/// [`Etcd::enable_auth`] need (for `netns_test!(..., requires = secure_etcd_installed, ...)`).
+pub fn secure_etcd_installed() -> Result<(), String> {
+    etcd_installed()?;
+    for (tool, arg, package) in [("etcdctl", "version", "etcd-client"), ("openssl", "version", "openssl")] {
+        match Command::new(tool).arg(arg).stdin(Stdio::null()).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!("`{tool} {arg}` failed: {}", String::from_utf8_lossy(&o.stderr).trim()))
+            }
+            Err(e) => {
+                return Err(format!("{tool} is not installed (Debian: apt-get install {package}): {e}"))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An etcd server in a namespace, killed (by PID) and its data removed on drop.
 pub struct Etcd {
     ns: String,
     ip: IpAddr,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP on the namespace's loopback: `/health` whatever TLS and authentication say.
+    metrics_port: u16,
     name: String,
+    /// The server's certificate and key (PEM) when clients must use TLS, and the client's files.
+    tls: Option<(PathBuf, PathBuf, EtcdTls)>,
+    /// The root user's password, once authentication is on.
+    root_password: Option<String>,
+    /// More `etcd` flags ([`Etcd::restart_with`]).
+    extra: Vec<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     // Dropped last: the server is gone by then.
@@ -52,37 +96,64 @@ impl Etcd {
     /// Starts a one-member cluster listening for clients on `ip` (an address of `ns`) and for
     /// peers on the namespace's own loopback, on ports free in `ns`, and waits until healthy.
     pub fn start(ns: &Netns, ip: IpAddr) -> Result<Etcd> {
-        let (client_port, peer_port) = ns.run(move || -> Result<(u16, u16)> {
-            let a = TcpListener::bind(SocketAddr::new(ip, 0)).context("a free client port")?;
-            let b = TcpListener::bind(("127.0.0.1", 0)).context("a free peer port")?;
-            Ok((a.local_addr()?.port(), b.local_addr()?.port()))
-        })??;
-        let mut etcd = Etcd {
-            ns: ns.name().to_string(),
-            ip,
-            client_port,
-            peer_port,
-            name: unique_name("etcd", "t"),
-            child: None,
-            log: Arc::new(Mutex::new(String::new())),
-            data: TempDir::new("etcd")?,
-        };
+        let mut etcd = Etcd::new(ns, ip)?;
         etcd.launch()?;
         Ok(etcd)
     }
 
+    /// [`Etcd::start`] with clients on TLS only (`https://`), client certificates required: a
+    /// throw-away CA (EC P-256, valid one day) signs the server's certificate (for `ip`) and
+    /// one client certificate, all made with `openssl` in the data directory's `pki/`.
+    pub fn start_tls(ns: &Netns, ip: IpAddr) -> Result<Etcd> {
+        let mut etcd = Etcd::new(ns, ip)?;
+        etcd.tls = Some(make_pki(&etcd.data.join("pki"), ip)?);
+        etcd.launch()?;
+        Ok(etcd)
+    }
+
+    fn new(ns: &Netns, ip: IpAddr) -> Result<Etcd> {
+        let (client_port, peer_port, metrics_port) = ns.run(move || -> Result<(u16, u16, u16)> {
+            let a = TcpListener::bind(SocketAddr::new(ip, 0)).context("a free client port")?;
+            let b = TcpListener::bind(("127.0.0.1", 0)).context("a free peer port")?;
+            let c = TcpListener::bind(("127.0.0.1", 0)).context("a free metrics port")?;
+            Ok((a.local_addr()?.port(), b.local_addr()?.port(), c.local_addr()?.port()))
+        })??;
+        Ok(Etcd {
+            ns: ns.name().to_string(),
+            ip,
+            client_port,
+            peer_port,
+            metrics_port,
+            name: unique_name("etcd", "t"),
+            tls: None,
+            root_password: None,
+            extra: Vec::new(),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+            data: TempDir::new("etcd")?,
+        })
+    }
+
     fn launch(&mut self) -> Result<()> {
-        let client = format!("http://{}", SocketAddr::new(self.ip, self.client_port));
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let metrics = format!("http://127.0.0.1:{}", self.metrics_port);
         let data: PathBuf = self.data.join("data");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "etcd", "--name", &self.name])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "etcd", "--name", &self.name])
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("{}={peer}", self.name)])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .args(&self.extra);
+        if let Some((cert, key, client)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+            cmd.arg("--trusted-ca-file").arg(&client.ca).arg("--client-cert-auth");
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -98,14 +169,15 @@ impl Etcd {
         self.wait_healthy(ETCD_READY_TIMEOUT)
     }
 
-    /// Polls `/health` until it says true.
+    /// Polls `/health` (on the metrics port) until it says true.
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let metrics = SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
         loop {
             if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 bail!("etcd exited ({st}) before it was healthy; log:\n{}", self.log());
             }
-            if let Ok(body) = self.http("GET", "/health", None) {
+            if let Ok(body) = self.http_to(metrics, "GET", "/health", None) {
                 if body.contains("true") {
                     return Ok(());
                 }
@@ -117,9 +189,46 @@ impl Etcd {
         }
     }
 
-    /// `http://IP:PORT`, for `vxtap run --etcd`.
+    /// `http://IP:PORT` (`https://` with TLS), for `vxtap run --etcd`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", SocketAddr::new(self.ip, self.client_port))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", SocketAddr::new(self.ip, self.client_port))
+    }
+
+    /// The files a client needs, for a server started with [`Etcd::start_tls`].
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref().map(|(_, _, client)| client)
+    }
+
+    /// Turns etcd's authentication on: a root user, and `user` with `password` and a role that
+    /// may read and write every key under `prefix` (and nothing else). Works with and without
+    /// TLS; the data directory keeps it across [`Etcd::restart`].
+    pub fn enable_auth(&mut self, prefix: &str, user: &str, password: &str) -> Result<()> {
+        let root = format!("root-{}", unique_name("pw", "t"));
+        self.etcdctl(&["user", "add", &format!("root:{root}")])?;
+        self.etcdctl(&["user", "grant-role", "root", "root"])?;
+        self.etcdctl(&["user", "add", &format!("{user}:{password}")])?;
+        self.etcdctl(&["role", "add", user])?;
+        self.etcdctl(&["role", "grant-permission", user, "readwrite", prefix, "--prefix=true"])?;
+        self.etcdctl(&["user", "grant-role", user, user])?;
+        self.etcdctl(&["auth", "enable"])?;
+        self.root_password = Some(root);
+        Ok(())
+    }
+
+    /// `etcdctl <args>` inside the namespace against this server (with the client certificate
+    /// under TLS, as root once authentication is on); its stdout, or an error with its stderr.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "etcdctl", ETCDCTL_TIMEOUT, "--endpoints", &self.endpoint()]);
+        if let Some(tls) = self.tls() {
+            cmd.arg("--cacert").arg(&tls.ca).arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+        }
+        if let Some(pw) = &self.root_password {
+            cmd.args(["--user", &format!("root:{pw}")]);
+        }
+        let out = run_checked(cmd.args(args).env("ETCDCTL_API", "3"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The server's PID (etcd's own), while it runs.
@@ -159,13 +268,27 @@ impl Etcd {
         self.launch()
     }
 
+    /// [`Etcd::restart`] with `flags` added to etcd's (from now on), e.g. `--auth-token-ttl`.
+    pub fn restart_with(&mut self, flags: &[&str]) -> Result<()> {
+        self.extra = flags.iter().map(|f| f.to_string()).collect();
+        self.restart()
+    }
+
     // -----------------------------------------------------------------------------------------
     // The JSON gateway
     // -----------------------------------------------------------------------------------------
 
     /// One HTTP/1.0 request to the client port from inside the namespace; the body of a 200.
+    /// Plain HTTP with no token: a server with TLS or authentication refuses it.
     fn http(&self, method: &str, path: &str, body: Option<&Value>) -> Result<String> {
-        let to = SocketAddr::new(self.ip, self.client_port);
+        if self.tls.is_some() || self.root_password.is_some() {
+            bail!("the JSON gateway client speaks plain HTTP with no token: use Etcd::etcdctl");
+        }
+        self.http_to(SocketAddr::new(self.ip, self.client_port), method, path, body)
+    }
+
+    /// One HTTP/1.0 request to `to` from inside the namespace; the body of a 200.
+    fn http_to(&self, to: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<String> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: {to}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -254,6 +377,44 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA, a server certificate for `ip` and a client certificate in `dir`, with `openssl`: EC
+/// P-256 keys, valid one day. Returns the server's certificate and key, and the client's files.
+fn make_pki(dir: &Path, ip: IpAddr) -> Result<(PathBuf, PathBuf, EtcdTls)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Arguments separated by spaces (none has one), file names relative to `dir`.
+    let openssl = |args: &str| -> Result<()> {
+        run_checked(Command::new("openssl").args(args.split_whitespace()).current_dir(dir)).map(drop)
+    };
+    let key =
+        |name: &str| openssl(&format!("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {name}"));
+    key("ca-key.pem")?;
+    openssl(
+        "req -x509 -new -key ca-key.pem -subj /CN=vxtap-test-CA -days 1 \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out ca.pem",
+    )?;
+    // A key and its certificate, signed by the CA with the extensions `ext` (v3, as rustls wants).
+    let sign = |name: &str, cn: &str, ext: &str| -> Result<()> {
+        key(&format!("{name}-key.pem"))?;
+        std::fs::write(dir.join(format!("{name}.ext")), ext)?;
+        openssl(&format!("req -new -key {name}-key.pem -subj /CN={cn} -out {name}.csr"))?;
+        openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 \
+             -extfile {name}.ext -out {name}.pem"
+        ))
+    };
+    let common = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n";
+    // etcd's own gateway dials the server with the server's certificate: client use too.
+    sign(
+        "server",
+        "etcd",
+        &format!("{common}extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:{ip}\n"),
+    )?;
+    sign("client", "vxtap-client", &format!("{common}extendedKeyUsage=clientAuth\n"))?;
+    let f = |name: &str| dir.join(name);
+    let client = EtcdTls { ca: f("ca.pem"), cert: f("client.pem"), key: f("client-key.pem") };
+    Ok((f("server.pem"), f("server-key.pem"), client))
 }
 
 fn revision(r: &Value) -> Result<i64> {

@@ -27,7 +27,8 @@
 //!   [`fdb_json`], [`counter`]);
 //! - `traffic`: UDP echo, round trip and send, the hash-verified [`tcp_transfer`], [`Fnv1a`];
 //! - `etcd`: [`Etcd`], a throw-away etcd server in a namespace with a small client of its JSON
-//!   gateway (put, delete, list, compact, leases);
+//!   gateway (put, delete, list, compact, leases); or over TLS with client certificates
+//!   ([`EtcdTls`]), and with authentication on, driven with `etcdctl`;
 //! - `capture`: raw frames on a device ([`capture`], [`send_frame`]), to see what crossed the
 //!   underlay and to hand a TAP hand-made frames.
 
@@ -45,7 +46,7 @@ mod underlay;
 mod vtep;
 
 pub use capture::{capture, send_frame, vxlan_inner, Capture};
-pub use etcd::{etcd_installed, Etcd, ETCD_READY_TIMEOUT};
+pub use etcd::{etcd_installed, secure_etcd_installed, Etcd, EtcdTls, ETCD_READY_TIMEOUT};
 pub use netns::{netns_available, require_netns, require_netns_and, Netns, TempDir};
 pub use traffic::{
     tcp_transfer, udp_echo_server, udp_roundtrip, udp_send, udp_send_df, Df, EchoServer, Fnv1a,

@@ -32,25 +32,12 @@ impl Vtep {
     /// Runs `ip netns exec NS <bin> run <args...>` and waits (up to [`READY_TIMEOUT`]) for a log
     /// line with the word `ready`. Early exit or timeout is an error that includes the log.
     pub fn spawn(ns: &Netns, bin: &Path, args: &[String]) -> Result<Vtep> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(bin)
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {} in {}", bin.display(), ns.name()))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut pumps = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            pumps.push(pump(out, log.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            pumps.push(pump(err, log.clone()));
-        }
-        let mut vtep = Vtep { child, log, pumps, status: None };
+        Vtep::spawn_env(ns, bin, args, &[])
+    }
+
+    /// [`Vtep::spawn`] with `env` added to the environment (a password, say: never a flag).
+    pub fn spawn_env(ns: &Netns, bin: &Path, args: &[String], env: &[(String, String)]) -> Result<Vtep> {
+        let mut vtep = Vtep::spawn_unready_env(ns, bin, args, env)?;
         vtep.wait_for_word("ready", READY_TIMEOUT)
             .with_context(|| format!("vxtap run {}", args.join(" ")))?;
         Ok(vtep)
@@ -58,11 +45,22 @@ impl Vtep {
 
     /// Like [`Vtep::spawn`], without waiting for `ready`: for a process expected to fail.
     pub fn spawn_unready(ns: &Netns, bin: &Path, args: &[String]) -> Result<Vtep> {
+        Vtep::spawn_unready_env(ns, bin, args, &[])
+    }
+
+    /// [`Vtep::spawn_unready`] with `env` added to the environment.
+    pub fn spawn_unready_env(
+        ns: &Netns,
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Vtep> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .arg(bin)
             .arg("run")
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -118,7 +118,13 @@ impl Bed {
 
     /// `vxtap run <args>` in node i.
     pub fn spawn(&mut self, i: usize, args: &[String]) {
-        let vtep = Vtep::spawn(self.ul.node(i), bin(), args).unwrap_or_else(|e| panic!("node {i}: {e:#}"));
+        self.spawn_env(i, args, &[]);
+    }
+
+    /// [`Bed::spawn`] with `env` added to vxtap's environment.
+    pub fn spawn_env(&mut self, i: usize, args: &[String], env: &[(String, String)]) {
+        let vtep =
+            Vtep::spawn_env(self.ul.node(i), bin(), args, env).unwrap_or_else(|e| panic!("node {i}: {e:#}"));
         self.vteps[i] = Some(vtep);
     }
 
