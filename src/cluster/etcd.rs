@@ -38,7 +38,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a SIGTERM waits for the lease to be revoked.
 const REVOKE_TIMEOUT: Duration = Duration::from_millis(800);
-/// Backoff between failed sessions: from the first to the last, doubling, with ±50 % jitter.
+/// Backoff between failed sessions: from the first to the last, doubling, with ±50 % jitter;
+/// never longer than a third of the lease's ttl (see [`Task::backoff_max`]).
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the TAP's addresses are read again (and the records updated when they changed).
@@ -433,7 +434,7 @@ impl Task {
                         backoff.as_millis()
                     );
                     let p = jitter(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = (backoff * 2).min(self.backoff_max());
                     p
                 }
             };
@@ -443,6 +444,14 @@ impl Task {
             }
         }
         self.revoke().await;
+    }
+
+    /// The longest pause between two tries: [`BACKOFF_MAX`], or a third of the ttl if shorter
+    /// (as often as the keep-alives), so that once etcd answers again this process is back
+    /// within its lease's time and the others do not drop it meanwhile (etcd gives every lease
+    /// its whole ttl again when it restarts or elects a leader).
+    fn backoff_max(&self) -> Duration {
+        BACKOFF_MAX.min(Duration::from_millis(self.settings.ttl * 1000 / 3))
     }
 
     /// Revokes the lease: every record of this process is deleted with it, and the other
