@@ -661,19 +661,29 @@ netns_test!(proxy_answers_for_members_and_forwards_the_rest, requires = etcd_ins
     assert_eq!((c.stat(0, "arp_suppressed"), c.stat(0, "nd_suppressed")), (arp, nd), "none was answered");
 });
 
-// etcd down at startup: the TAP comes up with the static configuration (here a --remote each),
-// traffic flows, and the VTEPs join when etcd is back. A member leaving then takes its etcd
-// entries with it but never the configured remote.
-netns_test!(startup_with_etcd_down_runs_and_joins_later, requires = etcd_installed, {
-    let mut c = Cluster::new(2);
+/// Kills etcd, then starts nodes 0 and 1 with a --remote each: traffic flows both ways with
+/// the static configuration alone, and neither is connected to etcd.
+fn start_pair_with_etcd_down(c: &mut Cluster) -> Vec<vxtap_testbed::EchoServer> {
     c.etcd.kill();
     for i in 0..2 {
         let peer = c.bed.ul.addr(1 - i).to_string();
         c.start(i, &["--remote", &peer]);
     }
-    let _servers = c.bed.echo_servers();
+    let servers = c.bed.echo_servers();
     c.bed.echo(0, 1);
-    assert_eq!((c.stat(0, "etcd_connected"), c.stat(0, "etcd_members")), (0, 0));
+    c.bed.echo(1, 0);
+    for i in 0..2 {
+        assert_eq!((c.stat(i, "etcd_connected"), c.stat(i, "etcd_members")), (0, 0));
+    }
+    servers
+}
+
+// etcd down at startup: the TAP comes up with the static configuration (here a --remote each),
+// traffic flows, and the VTEPs join when etcd is back. A member leaving then takes its etcd
+// entries with it but never the configured remote.
+netns_test!(startup_with_etcd_down_runs_and_joins_later, requires = etcd_installed, {
+    let mut c = Cluster::new(2);
+    let _servers = start_pair_with_etcd_down(&mut c);
     c.etcd.restart().unwrap();
     c.converge(&[0, 1]);
     c.wait_stat(0, "etcd_connected", |v| v == 1, CONVERGE);
@@ -851,15 +861,7 @@ netns_test!(three_vteps_converge_with_a_user_and_password_over_tls, requires = s
 // (a --remote each), traffic flows, and the VTEPs log in and join when etcd is back.
 netns_test!(startup_with_auth_and_etcd_down_runs_and_joins_later, requires = secure_etcd_installed, {
     let mut c = Cluster::secured(2, Security { tls: false, auth: true });
-    c.etcd.kill();
-    for i in 0..2 {
-        let peer = c.bed.ul.addr(1 - i).to_string();
-        c.start(i, &["--remote", &peer]);
-    }
-    let _servers = c.bed.echo_servers();
-    c.bed.echo(0, 1);
-    c.bed.echo(1, 0);
-    assert_eq!((c.stat(0, "etcd_connected"), c.stat(0, "etcd_members")), (0, 0));
+    let _servers = start_pair_with_etcd_down(&mut c);
     c.etcd.restart().unwrap();
     c.converge(&[0, 1]);
     for i in 0..2 {
