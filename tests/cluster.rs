@@ -958,8 +958,7 @@ netns_test!(a_user_for_an_etcd_without_authentication_joins_with_a_warning, requ
 
 // Several endpoints, one of them dead: an address of the underlay that no host has (the star's
 // hosts are .1 to .4), so connecting to it fails after the ARP timeout. The VTEPs still
-// converge. (An endpoint that refuses at once is worse: the balancer keeps picking it, see the
-// README's failure model.)
+// converge.
 netns_test!(several_endpoints_with_a_dead_one_converge, requires = etcd_installed, {
     let mut c = Cluster::new(3);
     c.endpoints = format!("http://198.18.0.200:2379,{}", c.endpoints);
@@ -968,4 +967,28 @@ netns_test!(several_endpoints_with_a_dead_one_converge, requires = etcd_installe
     }
     let _servers = c.bed.echo_servers();
     converge_and_echo(&c, &[0, 1, 2]);
+});
+
+// Several endpoints, one of them refusing connections (etcd's host is up, nothing listens on that
+// port: a member of the etcd cluster down): a session that fails there moves to the next
+// endpoint and stays, so the VTEPs converge and no member's lease runs out meanwhile.
+netns_test!(an_endpoint_that_refuses_connections_is_left_for_the_next, requires = etcd_installed, {
+    let mut c = Cluster::new(3);
+    let etcd_host = c.bed.ul.addr(3);
+    let live = c.endpoints.clone();
+    let refusing = format!("http://{etcd_host}:9");
+    for i in 0..3 {
+        // Each node starts on the endpoint its name hashes to: put the refusing one there.
+        let mut list = vec![live.clone(); 2];
+        list[vxtap::cluster::first_endpoint(&format!("n{i}"), 2)] = refusing.clone();
+        c.endpoints = list.join(",");
+        c.start(i, &[]);
+    }
+    let _servers = c.bed.echo_servers();
+    converge_and_echo(&c, &[0, 1, 2]);
+    // Some time for a session stuck on the refusing endpoint to lose its lease (ttl 3 s).
+    std::thread::sleep(Duration::from_secs(2 * c.ttl));
+    converge_and_echo(&c, &[0, 1, 2]);
+    let log = c.bed.logs();
+    assert!(!log.contains("cluster member left"), "a member was dropped on the way:\n{log}");
 });

@@ -91,7 +91,9 @@ pub async fn start(
     tables: Arc<dyn Tables>,
     status: Arc<Status>,
 ) -> Result<Handle, StartError> {
-    let client = connect(&settings).await?;
+    // Members spread over the endpoints by node name, rather than all starting on the first.
+    let endpoint = first_endpoint(&settings.node, settings.endpoints.len());
+    let client = connect(&settings, endpoint).await?;
     let instance = member::new_instance_id();
     let now = nets.borrow_and_update().clone();
     let mut task = Task {
@@ -105,6 +107,7 @@ pub async fn start(
         settings,
         instance,
         client,
+        endpoint,
         tables,
         status,
         lease: None,
@@ -120,21 +123,26 @@ pub async fn start(
     match task.first_registration().await {
         Ok(()) => info!(node = task.settings.node, "registered in etcd"),
         Err(Failure::Fatal(e)) => return Err(StartError(e)),
-        Err(e) => warn!(
-            "etcd not reachable yet ({e}): forwarding with the static configuration, joining when it answers"
-        ),
+        Err(e) => {
+            warn!("etcd not reachable yet ({e}): forwarding with the static configuration, joining when it answers");
+            task.next_endpoint().await;
+        }
     }
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(task.run(stopped));
     Ok(Handle { stop, task })
 }
 
-/// The client, with the options above. Connecting is lazy: nothing is sent before the first
+/// The client of endpoint `endpoint` (an index into the settings' list), with the options
+/// above. One endpoint per client: with all of them, the client's balancer keeps sending a
+/// share of the requests to an endpoint that refuses connections, and sessions keep failing;
+/// instead a session that fails moves to the next endpoint ([`Task::next_endpoint`]).
+/// Connecting is lazy: nothing is sent before the first
 /// request, so a down etcd is not an error here; unreadable TLS files are. The user is not
 /// given here: etcd-client would log in at once, and fail while etcd is down; each session
 /// logs in instead ([`authenticate`]). A token refused later (expired) is renewed and the
 /// request sent again, so a long session does not end for it.
-async fn connect(s: &Settings) -> Result<Client, StartError> {
+async fn connect(s: &Settings, endpoint: usize) -> Result<Client, StartError> {
     let mut opts = ConnectOptions::default()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -152,7 +160,17 @@ async fn connect(s: &Settings) -> Result<Client, StartError> {
         }
         opts = opts.with_tls(t);
     }
-    Client::connect(&s.endpoints, Some(opts)).await.map_err(|e| StartError(format!("etcd client: {e}")))
+    Client::connect([&s.endpoints[endpoint]], Some(opts))
+        .await
+        .map_err(|e| StartError(format!("etcd client: {e}")))
+}
+
+/// Where node `node` starts among `n` endpoints: a hash of its name (FNV-1a), so that the
+/// members of a cluster spread over etcd's members.
+pub fn first_endpoint(node: &str, n: usize) -> usize {
+    let h =
+        node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h % n.max(1) as u64) as usize
 }
 
 /// Logs in as the configured user, at the start of every session: a token from before may be
@@ -220,6 +238,8 @@ struct Task {
     settings: Settings,
     instance: String,
     client: Client,
+    /// The endpoint `client` talks to (index into the settings' list).
+    endpoint: usize,
     tables: Arc<dyn Tables>,
     status: Arc<Status>,
     reconciler: Reconciler,
@@ -433,6 +453,7 @@ impl Task {
                         "etcd session lost: {why}; retrying in about {} ms (the tables are kept)",
                         backoff.as_millis()
                     );
+                    self.next_endpoint().await;
                     let p = jitter(backoff);
                     backoff = (backoff * 2).min(self.backoff_max());
                     p
@@ -444,6 +465,23 @@ impl Task {
             }
         }
         self.revoke().await;
+    }
+
+    /// After a failed session: the next endpoint, if there are several (the lease and the
+    /// records are etcd's, valid through any of its members).
+    async fn next_endpoint(&mut self) {
+        let n = self.settings.endpoints.len();
+        if n < 2 {
+            return;
+        }
+        let next = (self.endpoint + 1) % n;
+        match connect(&self.settings, next).await {
+            Ok(client) => {
+                (self.client, self.endpoint) = (client, next);
+                info!(endpoint = self.settings.endpoints[next], "trying the next etcd endpoint");
+            }
+            Err(e) => warn!(endpoint = self.settings.endpoints[next], "etcd endpoint skipped: {e}"),
+        }
     }
 
     /// The longest pause between two tries: [`BACKOFF_MAX`], or a third of the ttl if shorter
@@ -703,6 +741,17 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_spread_over_the_endpoints() {
+        assert_eq!(first_endpoint("n0", 1), 0);
+        let mut seen = [0usize; 3];
+        for i in 0..30 {
+            seen[first_endpoint(&format!("host-{i}"), 3)] += 1;
+        }
+        assert!(seen.iter().all(|&k| k >= 3), "{seen:?}");
+        assert_eq!(first_endpoint("a", 3), first_endpoint("a", 3), "the same node, the same start");
+    }
 
     #[test]
     fn jitter_stays_within_half_either_way() {

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 #[cfg(not(feature = "etcd"))]
 pub use disabled::{start, Handle, StartError};
 #[cfg(feature = "etcd")]
-pub use etcd::{start, Handle, StartError};
+pub use etcd::{first_endpoint, start, Handle, StartError};
 pub use key::NetKey;
 pub use member::Member;
 pub use reconcile::{Change, NetSpec};
