@@ -83,8 +83,8 @@ impl Handle {
 /// Starts the cluster for the networks `nets` sends (now, and after every reload). Registers
 /// once before returning: a live process with the same node name, or a user and password etcd
 /// refuses, is a [`StartError`]; etcd being unreachable is not (the task keeps trying, logging
-/// in too, the TAPs are up meanwhile). Must run inside
-/// the tokio runtime that will drive the task.
+/// in too, the TAPs are up meanwhile). Must run inside the tokio runtime that will drive the
+/// task.
 pub async fn start(
     settings: Settings,
     mut nets: watch::Receiver<Vec<LocalNet>>,
@@ -137,11 +137,11 @@ pub async fn start(
 /// above. One endpoint per client: with all of them, the client's balancer keeps sending a
 /// share of the requests to an endpoint that refuses connections, and sessions keep failing;
 /// instead a session that fails moves to the next endpoint ([`Task::next_endpoint`]).
-/// Connecting is lazy: nothing is sent before the first
-/// request, so a down etcd is not an error here; unreadable TLS files are. The user is not
-/// given here: etcd-client would log in at once, and fail while etcd is down; each session
-/// logs in instead ([`authenticate`]). A token refused later (expired) is renewed and the
-/// request sent again, so a long session does not end for it.
+/// Connecting is lazy: nothing is sent before the first request, so a down etcd is not an
+/// error here; unreadable TLS files are. The user is not given here: etcd-client would log in
+/// at once, and fail while etcd is down; each session logs in instead ([`authenticate`]). A
+/// token refused later (expired) is renewed and the request sent again, so a long session does
+/// not end for it.
 async fn connect(s: &Settings, endpoint: usize) -> Result<Client, StartError> {
     let mut opts = ConnectOptions::default()
         .with_connect_timeout(CONNECT_TIMEOUT)
