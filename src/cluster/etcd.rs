@@ -26,7 +26,7 @@ use super::key::{self, NetKey};
 use super::member::{self, Member, View};
 use super::reconcile::{Batch, Event, NetSpec, Own, Reconciler};
 use super::settings::Settings;
-use super::{LocalNet, Status, Tables};
+use super::{LocalNet, StartError, Status, Tables};
 use crate::ratelimit::TokenBucket;
 
 /// TCP (and TLS) connect timeout of every request.
@@ -49,19 +49,6 @@ const WARN_BURST: u64 = 5;
 const WARN_PER_10S: u64 = 1;
 /// A resync that changes more members than this logs one summary line (and DEBUG lines).
 const LOG_EACH_MAX: usize = 16;
-
-/// Why the cluster could not start: the process must not run (a second process with this node
-/// name is alive, the TLS files cannot be read, or etcd refused the user and password).
-#[derive(Debug)]
-pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// The running task: stop it with [`Handle::shutdown`] (revokes the lease).
 pub struct Handle {

@@ -22,9 +22,9 @@ pub mod status;
 use std::net::{IpAddr, SocketAddr};
 
 #[cfg(not(feature = "etcd"))]
-pub use disabled::{start, Handle, StartError};
+pub use disabled::{start, Handle};
 #[cfg(feature = "etcd")]
-pub use etcd::{first_endpoint, start, Handle, StartError};
+pub use etcd::{first_endpoint, start, Handle};
 pub use key::NetKey;
 pub use member::Member;
 pub use reconcile::{Change, NetSpec};
@@ -45,19 +45,7 @@ pub const UNSUPPORTED: &str = "this vxtap was built without etcd support: cargo 
 mod disabled {
     use std::sync::Arc;
 
-    use super::{LocalNet, Settings, Status, Tables, UNSUPPORTED};
-
-    /// Why the cluster could not start.
-    #[derive(Debug)]
-    pub struct StartError(pub String);
-
-    impl std::fmt::Display for StartError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-
-    impl std::error::Error for StartError {}
+    use super::{LocalNet, Settings, StartError, Status, Tables, UNSUPPORTED};
 
     /// Never made.
     pub struct Handle(());
@@ -76,6 +64,13 @@ mod disabled {
         Err(StartError(UNSUPPORTED.into()))
     }
 }
+
+/// Why the cluster could not start: the process must not run (a second process with this node
+/// name is alive, the TLS files cannot be read, etcd refused the user and password, or this
+/// build has no etcd support).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
 
 /// A network this process runs, as the cluster task follows it: the dataplane sends the whole
 /// list at start and again after every reload.
