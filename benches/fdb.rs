@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vxtap::fdb::{Fdb, FdbConfig, LearnOutcome, MonotonicClock};
+use vxtap::state::fdb::{Fdb, FdbConfig, LearnOutcome, MonotonicClock};
 use vxtap::MacAddr;
 
 const ENTRIES: u32 = 1000;

@@ -6,10 +6,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
-use vxtap::offload::checksum::{self, Sum};
-use vxtap::offload::gro::{Coalescer, Offer};
-use vxtap::offload::tso;
-use vxtap::offload::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+use vxtap::packet::offload::checksum::{self, Sum};
+use vxtap::packet::offload::gro::{Coalescer, Offer};
+use vxtap::packet::offload::tso;
+use vxtap::packet::offload::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
 use vxtap::wire::EncapHeader;
 
 /// Inner MSS over a 1450-byte overlay MTU (20 bytes IPv4, 20 TCP, 12 of timestamps).

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
-use vxtap::fdb::{Fdb, FdbConfig, MonotonicClock};
-use vxtap::flow;
-use vxtap::pipeline::{Demux, Network, HEADROOM};
+use vxtap::packet::flow;
+use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
+use vxtap::state::fdb::{Fdb, FdbConfig, MonotonicClock};
 use vxtap::wire::{self, geneve, EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 

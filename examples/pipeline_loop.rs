@@ -18,8 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vxtap::fdb::{Clock, Fdb, FdbConfig, ManualClock, MonotonicClock};
-use vxtap::pipeline::{Demux, Network, HEADROOM};
+use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
+use vxtap::state::fdb::{Clock, Fdb, FdbConfig, ManualClock, MonotonicClock};
 use vxtap::wire::{EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use vxtap::fdb::{Fdb, FdbConfig, MonotonicClock};
-use vxtap::mac::MacAddr;
-use vxtap::offload::checksum::{pseudo_v4, Sum};
-use vxtap::pipeline::{Demux, Network, HEADROOM};
+use vxtap::packet::offload::checksum::{pseudo_v4, Sum};
+use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
+use vxtap::state::fdb::{Fdb, FdbConfig, MonotonicClock};
 use vxtap::wire::ip::protocol;
+use vxtap::wire::mac::MacAddr;
 use vxtap::wire::{ethernet, geneve, ipv4, tcp, EncapHeader, Proto, RxPolicy};
 
 /// Frame sizes measured unless `--size` picks one.

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use vxtap::cidr::Cidr;
-use vxtap::cluster::settings::{self, EtcdConfig, Settings};
+use vxtap::config::etcd::{self as settings, EtcdConfig, Settings};
 use vxtap::config::{
     self, AllowFrom, Endpoint, FlowLabel, NetworkConfig, PortRangeArg, StaticEntry, Ttl, DEFAULT_DEV,
 };
-use vxtap::dsfield::Tos;
-use vxtap::mac::MacAddr;
-use vxtap::pmtu::{Df, MssClamp};
+use vxtap::packet::dsfield::Tos;
+use vxtap::packet::pmtu::{Df, MssClamp};
+use vxtap::wire::cidr::Cidr;
+use vxtap::wire::mac::MacAddr;
 use vxtap::wire::{Proto, MAX_VNI};
 
 #[derive(Parser, Debug)]
@@ -159,7 +159,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub ageing: u64,
     /// Most learned entries kept; further learns are refused and counted (drop_fdb_full)
-    #[arg(long, value_name = "N", default_value_t = vxtap::fdb::DEFAULT_MAX_LEARNED)]
+    #[arg(long, value_name = "N", default_value_t = vxtap::state::fdb::DEFAULT_MAX_LEARNED)]
     pub max_fdb: usize,
     /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the inode of the
     /// network namespace vxtap runs in, so that `vxtap <cmd> --dev <TAP>` in the same namespace finds it]

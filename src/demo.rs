@@ -129,8 +129,8 @@ pub fn cluster(proto: Proto) -> Result<()> {
     netns_available().map_err(|why| {
         anyhow!("vxtap demo needs root and iproute2 (`ip`) to create network namespaces: {why}")
     })?;
-    if !vxtap::cluster::SUPPORTED {
-        return Err(anyhow!("{}", vxtap::cluster::UNSUPPORTED));
+    if !vxtap::control::cluster::SUPPORTED {
+        return Err(anyhow!("{}", vxtap::control::cluster::UNSUPPORTED));
     }
     etcd_installed().map_err(|why| anyhow!("vxtap demo --cluster runs a throw-away etcd: {why}"))?;
     let bin = std::env::current_exe().context("locating the vxtap binary")?;

@@ -21,28 +21,12 @@
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
 
-pub mod allow;
-pub mod cidr;
-pub mod cluster;
 pub mod config;
 pub mod control;
-pub mod dataplane;
-pub mod dsfield;
-pub mod fdb;
-pub mod flow;
-pub mod ifname;
-pub mod mac;
-pub mod metrics;
-pub mod neigh;
-pub mod offload;
-pub mod pipeline;
-pub mod pmtu;
+pub mod node;
+pub mod packet;
 pub mod privileges;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod stats;
-pub mod train;
+pub mod state;
 pub mod wire;
 
-pub use mac::MacAddr;
+pub use wire::mac::MacAddr;

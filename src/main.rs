@@ -18,9 +18,9 @@ use tracing::info;
 use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
 use service::Service;
 use vxtap::control::{self, FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
-use vxtap::dataplane::Dataplane;
-use vxtap::fdb::MonotonicClock;
+use vxtap::node::Dataplane;
 use vxtap::privileges::User;
+use vxtap::state::fdb::MonotonicClock;
 
 /// How often drops are summarised in the log.
 const DROP_REPORT_PERIOD: Duration = Duration::from_secs(5);
@@ -81,8 +81,8 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let cluster = match args.cluster(&networks) {
-        Ok(Some(_)) if !vxtap::cluster::SUPPORTED => {
-            eprintln!("error: {}", vxtap::cluster::UNSUPPORTED);
+        Ok(Some(_)) if !vxtap::control::cluster::SUPPORTED => {
+            eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
             return ExitCode::from(2);
         }
         Ok(c) => c,
@@ -107,7 +107,7 @@ fn serve(
     networks: &[vxtap::config::NetworkConfig],
     user: Option<&User>,
     metrics: Option<SocketAddr>,
-    cluster: Option<vxtap::cluster::Settings>,
+    cluster: Option<vxtap::config::etcd::Settings>,
     config: Option<std::path::PathBuf>,
     metrics_from_flag: bool,
 ) -> Result<()> {
@@ -154,7 +154,8 @@ fn serve(
 
 /// Serves `/metrics` at `addr` on this (the control side's) runtime; bound before `ready`.
 async fn serve_metrics(dataplane: &Arc<Dataplane>, addr: SocketAddr) -> Result<()> {
-    use vxtap::metrics::{http, Metrics};
+    use vxtap::control::metrics::Metrics;
+    use vxtap::node::metrics_http as http;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
     let metrics = Arc::new(Metrics::new(dataplane.clone()));
     tokio::spawn(http::serve(listener, metrics, http::Limits::default()));
@@ -193,13 +194,13 @@ fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
 /// down is not an error: the networks run with their static configuration meanwhile.
 async fn join_cluster(
     dataplane: &Arc<Dataplane>,
-    settings: Option<vxtap::cluster::Settings>,
-) -> Result<Option<vxtap::cluster::Handle>> {
+    settings: Option<vxtap::config::etcd::Settings>,
+) -> Result<Option<vxtap::node::ClusterHandle>> {
     let Some(settings) = settings else { return Ok(None) };
-    let status = Arc::new(vxtap::cluster::Status::new());
+    let status = Arc::new(vxtap::control::cluster::Status::new());
     let nets = dataplane.attach_cluster(status.clone());
-    let tables: Arc<dyn vxtap::cluster::Tables> = dataplane.clone();
-    Ok(Some(vxtap::cluster::start(settings, nets, tables, status).await?))
+    let tables: Arc<dyn vxtap::control::cluster::Tables> = dataplane.clone();
+    Ok(Some(vxtap::node::start_cluster(settings, nets, tables, status).await?))
 }
 
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it

@@ -13,8 +13,8 @@ use tracing::{info, warn};
 
 use crate::ops;
 use vxtap::config;
-use vxtap::control::{self, ReloadAction, Reloaded, Reply, Request};
-use vxtap::dataplane::Dataplane;
+use vxtap::control::{ReloadAction, Reloaded, Reply, Request};
+use vxtap::node::Dataplane;
 
 /// Why a VTEP started from flags refuses to reload.
 pub const NOTHING_TO_RELOAD: &str =
@@ -32,7 +32,7 @@ pub struct Service {
     metrics: Option<SocketAddr>,
     metrics_from_flag: bool,
     /// The file's `[etcd]` table at start: a reload that changes it says it waits for a restart.
-    etcd_at_start: Option<vxtap::cluster::EtcdConfig>,
+    etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
     /// The control socket of each network, by TAP name.
     sockets: Mutex<BTreeMap<String, Served>>,
 }
@@ -94,11 +94,12 @@ impl Service {
             if sockets.contains_key(dev) {
                 continue;
             }
-            match control::server::bind_for(&path, self.owner) {
+            match vxtap::node::control_server::bind_for(&path, self.owner) {
                 Ok(listener) => {
                     let (me, name) = (Arc::downgrade(self), dev.to_string());
-                    let task =
-                        tokio::spawn(control::server::serve(listener, move |req| answer(&me, &name, req)));
+                    let task = tokio::spawn(vxtap::node::control_server::serve(listener, move |req| {
+                        answer(&me, &name, req)
+                    }));
                     sockets.insert(dev.to_string(), Served { path, task });
                 }
                 Err(e) => failed.push((dev.to_string(), e)),

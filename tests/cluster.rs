@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use vxtap::cluster::settings::PASSWORD_ENV;
+use vxtap::config::etcd::PASSWORD_ENV;
 use vxtap::control::{FdbKind, FdbRow, Request, Stats};
 use vxtap_testbed::{
     capture, etcd_installed, netns_test, secure_etcd_installed, send_frame, udp_roundtrip, vtep_cmd,
@@ -980,7 +980,7 @@ netns_test!(an_endpoint_that_refuses_connections_is_left_for_the_next, requires 
     for i in 0..3 {
         // Each node starts on the endpoint its name hashes to: put the refusing one there.
         let mut list = vec![live.clone(); 2];
-        list[vxtap::cluster::first_endpoint(&format!("n{i}"), 2)] = refusing.clone();
+        list[vxtap::node::first_endpoint(&format!("n{i}"), 2)] = refusing.clone();
         c.endpoints = list.join(",");
         c.start(i, &[]);
     }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-use vxtap::offload::checksum::{pseudo_v4, Sum};
+use vxtap::packet::offload::checksum::{pseudo_v4, Sum};
 use vxtap::wire::Proto;
 use vxtap_testbed::{netns_test, udp_send, Capture, Family, Netns, Underlay, UNDERLAY_DEV};
 

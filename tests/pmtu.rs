@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use vxtap::offload::checksum::{pseudo_v4, Sum};
+use vxtap::packet::offload::checksum::{pseudo_v4, Sum};
 use vxtap::wire::Proto;
 use vxtap_testbed::{
     netns_test, tcp_transfer, udp_echo_server, udp_send_df, vtep_cmd, Capture, Df, Family, Netns, Underlay,

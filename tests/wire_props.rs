@@ -75,6 +75,6 @@ proptest! {
             let n = p.options().take(100).count();
             prop_assert!(n <= 64, "at most 63 zero-length options plus one error");
         }
-        let _ = vxtap::flow::flow_hash(&bytes);
+        let _ = vxtap::packet::flow::flow_hash(&bytes);
     }
 }

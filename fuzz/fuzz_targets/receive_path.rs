@@ -15,9 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use vxtap::fdb::{Fdb, FdbConfig, ManualClock};
-use vxtap::mac::MacAddr;
-use vxtap::pipeline::{Demux, Network};
+use vxtap::state::fdb::{Fdb, FdbConfig, ManualClock};
+use vxtap::wire::mac::MacAddr;
+use vxtap::packet::pipeline::{Demux, Network};
 use vxtap::wire::{EncapHeader, Proto, RxPolicy};
 
 const MAX_LEARNED: usize = 64;
@@ -69,7 +69,7 @@ fuzz_target!(|input: &[u8]| {
         network.fdb.expire();
     }
 
-    let _ = vxtap::flow::flow_hash(data);
+    let _ = vxtap::packet::flow::flow_hash(data);
     let out = side.demux.decapsulate(data, source(*selector, *x));
     if let Some((index, frame)) = out {
         assert_eq!(index, 0, "only one network per demux");
@@ -80,7 +80,7 @@ fuzz_target!(|input: &[u8]| {
             data.as_ptr() as usize + data.len(),
             "frame does not run to the end of the datagram"
         );
-        let _ = vxtap::flow::flow_hash(frame);
+        let _ = vxtap::packet::flow::flow_hash(frame);
     }
     for side in sides {
         let fdb = &side.demux.networks()[0].fdb;

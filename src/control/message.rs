@@ -8,8 +8,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Endpoint;
-use crate::mac::MacAddr;
-use crate::neigh::NeighSource;
+use crate::state::neigh::NeighSource;
+use crate::wire::mac::MacAddr;
 
 /// Longest request line accepted; anything longer is refused, so a client cannot make us buffer
 /// without bound.

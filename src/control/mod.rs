@@ -3,8 +3,9 @@
 //! the messages are typed in [`message`], the dataplane answers them in `dataplane::api`.
 
 pub mod client;
+pub mod cluster;
 pub mod message;
-pub mod server;
+pub mod metrics;
 
 pub use client::{request, request_timeout};
 pub use message::{

@@ -11,11 +11,13 @@
 //! and IPv6 share in [`ip`]) are lighter: a `field` module of byte offsets, named constants, and
 //! a few inline accessors over a slice the caller has already checked is long enough.
 
+pub mod cidr;
 pub mod ethernet;
 pub mod geneve;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod mac;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
