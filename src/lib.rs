@@ -25,7 +25,6 @@ pub mod config;
 pub mod control;
 pub mod node;
 pub mod packet;
-pub mod privileges;
 pub mod state;
 pub mod wire;
 

@@ -2,12 +2,10 @@
 //! A Unix stream socket per network, one JSON request per line and one JSON response per line;
 //! the messages are typed in [`message`], the dataplane answers them in `dataplane::api`.
 
-pub mod client;
 pub mod cluster;
 pub mod message;
 pub mod metrics;
 
-pub use client::{request, request_timeout};
 pub use message::{
     parse_request, FdbKind, FdbRow, NeighRow, PeerRow, PeerSource, ReloadAction, ReloadRow, Reloaded, Reply,
     Request, Stats,

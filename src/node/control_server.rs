@@ -149,7 +149,7 @@ mod tests {
 
     use super::*;
     use crate::control::message::Stats;
-    use crate::control::request;
+    use crate::node::control_client::request;
 
     #[test]
     fn server_answers_refuses_oversized_and_is_private() {

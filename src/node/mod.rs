@@ -19,6 +19,7 @@
 
 mod api;
 mod cluster;
+pub mod control_client;
 pub mod control_server;
 #[cfg(feature = "etcd")]
 mod etcd;

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod demo;
 mod ops;
+mod privileges;
 mod service;
 
 use std::net::SocketAddr;
@@ -16,10 +17,10 @@ use clap::Parser;
 use tracing::info;
 
 use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
+use privileges::User;
 use service::Service;
-use vxtap::control::{self, FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
-use vxtap::node::Dataplane;
-use vxtap::privileges::User;
+use vxtap::control::{FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
+use vxtap::node::{control_client, Dataplane};
 use vxtap::state::fdb::MonotonicClock;
 
 /// How often drops are summarised in the log.
@@ -31,10 +32,10 @@ fn main() -> ExitCode {
         Command::Run(args) => return run(&args),
         Command::Fdb(FdbCommand::Show { target, json }) => show(&target, &Request::FdbShow, json, print_fdb),
         Command::Fdb(FdbCommand::Add { mac, dst, target }) => {
-            control::request(&target.path(), &Request::FdbAdd { mac, dst })
+            control_client::request(&target.path(), &Request::FdbAdd { mac, dst })
         }
         Command::Fdb(FdbCommand::Del { mac, dst, target }) => {
-            control::request(&target.path(), &Request::FdbDel { mac, dst })
+            control_client::request(&target.path(), &Request::FdbDel { mac, dst })
         }
         Command::Stats { target, json } => show(&target, &Request::Stats, json, print_stats),
         Command::Peers { target, json } => show(&target, &Request::Peers, json, print_peers),
@@ -46,10 +47,10 @@ fn main() -> ExitCode {
             show(&target, &Request::NeighShow, json, print_neigh)
         }
         Command::Neigh(NeighCommand::Add { ip, mac, target }) => {
-            control::request(&target.path(), &Request::NeighAdd { ip, mac })
+            control_client::request(&target.path(), &Request::NeighAdd { ip, mac })
         }
         Command::Neigh(NeighCommand::Del { ip, target }) => {
-            control::request(&target.path(), &Request::NeighDel { ip })
+            control_client::request(&target.path(), &Request::NeighDel { ip })
         }
         Command::Completions { shell } => ops::completions(shell),
         Command::Man => ops::man(),
@@ -253,7 +254,7 @@ fn show<R>(target: &Target, req: &Request, json: bool, human: fn(&R)) -> Result<
 where
     R: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let reply: R = control::request(&target.path(), req)?;
+    let reply: R = control_client::request(&target.path(), req)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
@@ -266,7 +267,8 @@ where
 /// what happened to each network. Fails (non-zero exit) when the file was refused or some
 /// network could not be set up.
 fn reload(target: &Target, json: bool) -> Result<()> {
-    let reloaded: Reloaded = control::request_timeout(&target.path(), &Request::Reload, RELOAD_TIMEOUT)?;
+    let reloaded: Reloaded =
+        control_client::request_timeout(&target.path(), &Request::Reload, RELOAD_TIMEOUT)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reloaded)?);
     } else {

@@ -128,7 +128,7 @@ impl Cluster {
 
     /// A counter of node i, asked in process (for close polling).
     fn stat(&self, i: usize, key: &str) -> u64 {
-        let stats: Stats = vxtap::control::request(&self.bed.control(i), &Request::Stats)
+        let stats: Stats = vxtap::node::control_client::request(&self.bed.control(i), &Request::Stats)
             .unwrap_or_else(|e| panic!("node {i}: stats: {e:#}\n{}", self.logs()));
         stats.get(key).unwrap_or_else(|| panic!("node {i}: no counter {key}"))
     }
@@ -136,7 +136,7 @@ impl Cluster {
     /// Whether node i's FDB has node j's TAP MAC as an etcd entry pointing at node j's VTEP.
     /// Asks the control socket in process (no CLI to spawn), so polling it times events closely.
     fn has_member(&self, i: usize, j: usize) -> bool {
-        let rows: Vec<FdbRow> = vxtap::control::request(&self.bed.control(i), &Request::FdbShow)
+        let rows: Vec<FdbRow> = vxtap::node::control_client::request(&self.bed.control(i), &Request::FdbShow)
             .unwrap_or_else(|e| panic!("node {i}: fdb show: {e:#}\n{}", self.logs()));
         let want: vxtap::MacAddr = mac(j).parse().unwrap();
         rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == self.bed.ul.addr(j))
@@ -730,7 +730,7 @@ fn net_control(c: &Cluster, i: usize, vni: u32) -> std::path::PathBuf {
 
 /// Whether node i's network `vni` has node j's TAP MAC there as an etcd entry.
 fn net_has_member(c: &Cluster, i: usize, vni: u32, j: usize) -> bool {
-    let rows: Vec<FdbRow> = vxtap::control::request(&net_control(c, i, vni), &Request::FdbShow)
+    let rows: Vec<FdbRow> = vxtap::node::control_client::request(&net_control(c, i, vni), &Request::FdbShow)
         .unwrap_or_else(|e| panic!("node {i} vni {vni}: fdb show: {e:#}\n{}", c.logs()));
     let want: vxtap::MacAddr = net_mac(vni, j).parse().unwrap();
     rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == c.bed.ul.addr(j))

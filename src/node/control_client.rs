@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde::de::DeserializeOwned;
 
-use super::message::{Request, Response};
+use crate::control::message::{Request, Response};
 
 /// How long to wait for the reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends one request to the control socket at `path` and returns its result, typed: `()` for
-/// changes, `Vec<FdbRow>` for `fdb show`, `Stats` for `stats` (see [`super::message`]).
+/// changes, `Vec<FdbRow>` for `fdb show`, `Stats` for `stats` (see [`crate::control::message`]).
 pub fn request<R: DeserializeOwned>(path: &Path, req: &Request) -> Result<R> {
     request_timeout(path, req, REPLY_TIMEOUT)
 }

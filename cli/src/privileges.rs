@@ -9,7 +9,6 @@
 
 use std::ffi::CString;
 use std::io;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -47,12 +46,6 @@ impl User {
         // SAFETY: getpw*_r succeeded, so pw_name points to a NUL-terminated string in buf.
         let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
         Ok(User { name, uid: pwd.pw_uid, gid: pwd.pw_gid })
-    }
-
-    /// Gives `path` to this user, so the user can use (and remove) what root created for it.
-    pub fn chown(&self, path: &Path) -> Result<()> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-            .with_context(|| format!("giving {} to user {}", path.display(), self.name))
     }
 
     /// Becomes this user for good: supplementary groups cleared, then gid, then uid. A process
