@@ -25,7 +25,6 @@ use arc_swap::ArcSwap;
 use super::sys::EventFd;
 use super::tap::Tap;
 use super::udp::Underlay;
-use super::worker;
 use crate::config::{AllowFrom, NetworkConfig};
 use crate::packet::pipeline::{Demux, Network, SocketCounters};
 use crate::packet::pmtu::PathMtus;
@@ -133,22 +132,6 @@ impl SocketGroup {
         })
     }
 
-    /// Starts the threads: one per queue for both directions, one more per multicast group
-    /// socket.
-    pub(super) fn spawn_threads(self: &Arc<Self>) -> Result<Vec<JoinHandle<()>>> {
-        let port = self.bind.port();
-        (0..self.underlay.recv.len())
-            .map(|q| {
-                let group = self.clone();
-                if q < self.underlay.queues() {
-                    spawn(format!("q{q}-{port}"), move || worker::serve_queue(group, q))
-                } else {
-                    spawn(format!("group{q}-{port}"), move || worker::serve_receive(group, q))
-                }
-            })
-            .collect()
-    }
-
     /// The networks on the socket now.
     pub(super) fn current(&self) -> Arc<Members> {
         self.members.load_full()
@@ -229,10 +212,6 @@ impl GroupEntry {
             let _ = t.join();
         }
     }
-}
-
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.clone()).spawn(f).with_context(|| format!("starting thread {name}"))
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ fn start_group(
         info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
     }
     let group = Arc::new(SocketGroup::new(bind, underlay, path_mtus, counters, members)?);
-    let threads = group.spawn_threads()?;
+    let threads = worker::spawn_threads(&group)?;
     let handles = opened
         .into_iter()
         .map(|o| Arc::new(NetworkHandle::new(o.config, o.net, o.tap, group.clone())))

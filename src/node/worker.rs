@@ -8,7 +8,10 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use anyhow::{Context, Result};
 
 use quinn_udp::RecvMeta;
 
@@ -432,6 +435,26 @@ impl<'a> RxSide<'a> {
 const TX_BUDGET: usize = 256;
 const RX_BUDGET: usize = 8;
 
+/// Starts the threads of `group`: one per queue for both directions ([`serve_queue`]), one more
+/// per multicast group socket ([`serve_receive`]).
+pub(super) fn spawn_threads(group: &Arc<SocketGroup>) -> Result<Vec<JoinHandle<()>>> {
+    let port = group.bind.port();
+    (0..group.underlay.recv.len())
+        .map(|q| {
+            let group = group.clone();
+            if q < group.underlay.queues() {
+                spawn(format!("q{q}-{port}"), move || serve_queue(group, q))
+            } else {
+                spawn(format!("group{q}-{port}"), move || serve_receive(group, q))
+            }
+        })
+        .collect()
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.clone()).spawn(f).with_context(|| format!("starting thread {name}"))
+}
+
 /// Queue `q` of a socket group, both directions in one thread: the TAP queue `q` of every
 /// network on the socket and receive socket `q`, waited on together. A reply the inner stack
 /// queues on the TAP while this thread writes a frame to it (the kernel's flow steering puts it
@@ -444,7 +467,7 @@ const RX_BUDGET: usize = 8;
 ///
 /// The networks on the socket change with a reload (`group`): the thread serves one set of them
 /// at a time and takes the next between two poll turns, keeping its receive buffers.
-pub(crate) fn serve_queue(group: Arc<SocketGroup>, q: usize) {
+fn serve_queue(group: Arc<SocketGroup>, q: usize) {
     let underlay = &*group.underlay;
     if underlay.cpu_pinning() {
         // The CPUs whose frames the TAP's steering program puts on queue q (CPU id modulo the
@@ -510,7 +533,7 @@ fn serve_queue_members(
 
 /// A receive-only thread, for a multicast group's socket `s` (datagrams to the group go to queue
 /// `s` of the TAPs, wrapped to their queue count).
-pub(crate) fn serve_receive(group: Arc<SocketGroup>, s: usize) {
+fn serve_receive(group: Arc<SocketGroup>, s: usize) {
     let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
     while let Some((generation, members)) = group.enter(s) {
         let mut rx = RxSide::new(&members.demux, &members.taps, s, &group.underlay, s, &mut storage);
