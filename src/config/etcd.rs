@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::control::cluster::key::check_node;
-
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "/vxtap/v1";
 /// Default lease time to live: a crashed member is dropped this long after its last keep-alive.
@@ -18,6 +16,24 @@ pub const MAX_TTL: u64 = 3600;
 /// Where the password comes from when it is not in the config file (never a flag: flags show
 /// in `ps`).
 pub const PASSWORD_ENV: &str = "VXTAP_ETCD_PASSWORD";
+
+/// Longest node name: a DNS name's label rules, and short enough to log.
+pub const MAX_NODE_LEN: usize = 64;
+
+/// Checks a node name: 1 to [`MAX_NODE_LEN`] characters of ASCII letters, digits, '.', '-' and
+/// '_' (a host name fits), so that it is one key segment and safe in logs.
+pub fn check_node(node: &str) -> Result<(), String> {
+    if node.is_empty() || node.len() > MAX_NODE_LEN {
+        return Err(format!("node name {node:?} must be 1 to {MAX_NODE_LEN} characters"));
+    }
+    if let Some(c) = node.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        return Err(format!("node name {node:?} has {c:?}: use letters, digits, '.', '-' and '_'"));
+    }
+    if node == "." || node == ".." {
+        return Err(format!("node name {node:?} is not a name"));
+    }
+    Ok(())
+}
 
 /// The `[etcd]` table, or what the flags say; every field optional so that the two merge.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -221,6 +237,16 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names() {
+        for ok in ["a", "host-1", "h1.example.org", "node_7"] {
+            assert!(check_node(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "é", "a b", "x\n"] {
+            assert!(check_node(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn cfg(endpoints: &[&str]) -> EtcdConfig {
         EtcdConfig { endpoints: endpoints.iter().map(|s| s.to_string()).collect(), ..EtcdConfig::default() }

@@ -8,13 +8,11 @@
 //! is found by name, and the protocol is part of the network's identity (VNI 42 over VXLAN and
 //! over Geneve are two overlays that cannot talk to each other).
 
+use crate::config::etcd::check_node;
 use crate::wire::{Proto, MAX_VNI};
 
 /// The segment between a network and its members.
 const MEMBERS: &str = "members";
-/// Longest node name: a DNS name's label rules, and short enough to log.
-pub const MAX_NODE_LEN: usize = 64;
-
 /// A network of the cluster: a protocol and a VNI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NetKey {
@@ -40,21 +38,6 @@ pub enum Parsed {
     /// Under a network's `members/` but not a valid member key (bad node name, bad VNI): a bad
     /// record, counted.
     Invalid(String),
-}
-
-/// Checks a node name: 1 to [`MAX_NODE_LEN`] characters of ASCII letters, digits, '.', '-' and
-/// '_' (a host name fits), so that it is one key segment and safe in logs.
-pub fn check_node(node: &str) -> Result<(), String> {
-    if node.is_empty() || node.len() > MAX_NODE_LEN {
-        return Err(format!("node name {node:?} must be 1 to {MAX_NODE_LEN} characters"));
-    }
-    if let Some(c) = node.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
-        return Err(format!("node name {node:?} has {c:?}: use letters, digits, '.', '-' and '_'"));
-    }
-    if node == "." || node == ".." {
-        return Err(format!("node name {node:?} is not a name"));
-    }
-    Ok(())
 }
 
 /// `<prefix>/<proto>/<vni>/members/`: the range of a network's member keys.
@@ -144,15 +127,5 @@ mod tests {
         assert!(matches!(parse(P, b"/vxtap/v1/vxlan/42/members/\xff"), Parsed::Invalid(_)));
         let long = format!("/vxtap/v1/vxlan/42/members/{}", "a".repeat(65));
         assert!(matches!(parse(P, long.as_bytes()), Parsed::Invalid(_)));
-    }
-
-    #[test]
-    fn node_names() {
-        for ok in ["a", "host-1", "h1.example.org", "node_7"] {
-            assert!(check_node(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", ".", "..", "a/b", "é", "a b", "x\n"] {
-            assert!(check_node(bad).is_err(), "{bad:?}");
-        }
     }
 }
