@@ -11,6 +11,7 @@
 //! and IPv6 share in [`ip`]) are lighter: a `field` module of byte offsets, named constants, and
 //! a few inline accessors over a slice the caller has already checked is long enough.
 
+pub mod build;
 pub mod cidr;
 pub mod ethernet;
 pub mod geneve;
