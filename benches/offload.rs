@@ -5,12 +5,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use etherparse::PacketBuilder;
 use vxtap::packet::offload::checksum::{self, Sum};
 use vxtap::packet::offload::gro::{Coalescer, Offer};
 use vxtap::packet::offload::tso;
 use vxtap::packet::offload::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+use vxtap::wire::build::{Frame, Ipv4, Tcp};
 use vxtap::wire::EncapHeader;
+use vxtap::MacAddr;
 
 /// Inner MSS over a 1450-byte overlay MTU (20 bytes IPv4, 20 TCP, 12 of timestamps).
 const MSS: usize = 1398;
@@ -23,15 +24,11 @@ fn payload(len: usize) -> Vec<u8> {
 
 /// An Ethernet/IPv4/TCP frame with `data` as payload, TCP timestamps, sequence `seq`.
 fn tcp_frame(seq: u32, data: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
-        .tcp(40000, 5201, seq, 65535)
-        .ack(1)
-        .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
-        .expect("timestamp option fits");
-    let mut out = Vec::with_capacity(66 + data.len());
-    b.write(&mut out, data).expect("frame builds");
-    out
+    Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+        .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
+        .tcp(Tcp::new(40000, 5201).seq(seq).ack(1).timestamps(1, 2))
+        .payload(data)
+        .build()
 }
 
 fn bench_checksum(c: &mut Criterion) {

@@ -6,26 +6,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use etherparse::PacketBuilder;
 use vxtap::packet::flow;
 use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
 use vxtap::state::fdb::{Fdb, FdbConfig, MonotonicClock};
+use vxtap::wire::build::{Frame, Ipv4, Tcp};
 use vxtap::wire::{self, geneve, EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 
+const LOCAL: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const REMOTE: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const OPT_A: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
 const OPT_B: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
-/// A TCP/IPv4 frame of `len` bytes from 02:..:01 (local) to 02:..:02 (remote).
-fn tcp_frame(len: usize) -> Vec<u8> {
-    // etherparse takes (source, destination).
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 19, 0, 1], [198, 19, 0, 2], 64)
-        .tcp(40000, 5201, 1, 65535);
-    let payload = vec![0xabu8; len - 54];
-    let mut out = Vec::with_capacity(len);
-    b.write(&mut out, &payload).unwrap();
-    out
+/// A TCP/IPv4 frame of `len` bytes (at least 54) from 02:..:01 (`src`) to 02:..:02 (`dst`).
+fn tcp_frame(len: usize, dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    Frame::new(dst, src)
+        .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
+        .tcp(Tcp::new(40000, 5201).seq(1))
+        .payload(&vec![0xab; len - 54])
+        .build()
 }
 
 fn headers() -> Vec<(&'static str, EncapHeader)> {
@@ -41,7 +40,7 @@ fn headers() -> Vec<(&'static str, EncapHeader)> {
 }
 
 fn bench_wire(c: &mut Criterion) {
-    let frame = tcp_frame(1450);
+    let frame = tcp_frame(1450, REMOTE, LOCAL);
     let mut g = c.benchmark_group("wire");
     g.throughput(Throughput::Elements(1));
     for (name, header) in headers() {
@@ -70,21 +69,12 @@ fn bench_wire(c: &mut Criterion) {
 }
 
 fn bench_pipeline(c: &mut Criterion) {
-    let frame = tcp_frame(1450);
+    let frame = tcp_frame(1450, REMOTE, LOCAL);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(frame.len() as u64));
     for proto in [Proto::Vxlan, Proto::Geneve] {
-        let fdb = Fdb::new(
-            42,
-            Some(MacAddr([2, 0, 0, 0, 0, 1])),
-            FdbConfig::default(),
-            Arc::new(MonotonicClock::default()),
-        );
-        fdb.add_static(
-            MacAddr([2, 0, 0, 0, 0, 2]),
-            SocketAddr::from(([198, 18, 0, 2], proto.default_port())),
-        )
-        .unwrap();
+        let fdb = Fdb::new(42, Some(LOCAL), FdbConfig::default(), Arc::new(MonotonicClock::default()));
+        fdb.add_static(REMOTE, SocketAddr::from(([198, 18, 0, 2], proto.default_port()))).unwrap();
         let net =
             Arc::new(Network::new(42, proto.default_port(), EncapHeader::for_proto(proto, 42).unwrap(), fdb));
         let mut buf = vec![0u8; HEADROOM + frame.len()];
@@ -95,9 +85,7 @@ fn bench_pipeline(c: &mut Criterion) {
             b.iter(|| black_box(net.encapsulate(black_box(&mut buf), frame.len()).map(|e| e.flow_hash)))
         });
         // Receive: a frame from a remote host, whose source is learned (a refresh after the first).
-        let mut reply = tcp_frame(1450);
-        reply[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        reply[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 3]);
+        let reply = tcp_frame(1450, LOCAL, MacAddr([2, 0, 0, 0, 0, 3]));
         let mut rbuf = vec![0u8; HEADROOM + reply.len()];
         rbuf[HEADROOM..].copy_from_slice(&reply);
         let start = EncapHeader::for_proto(proto, 42).unwrap().prepend(&mut rbuf, HEADROOM).unwrap();

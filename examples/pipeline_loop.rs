@@ -20,25 +20,20 @@ use std::time::Instant;
 
 use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
 use vxtap::state::fdb::{Clock, Fdb, FdbConfig, ManualClock, MonotonicClock};
-use vxtap::wire::{EncapHeader, Proto, RxPolicy};
+use vxtap::wire::build::{Frame, Ipv4, Tcp};
+use vxtap::wire::{tcp, EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 
 const LOCAL: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 const REMOTE: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
-/// A TCP/IPv4 frame 198.19.0.1:40000 -> 198.19.0.2:5201 (checksums left zero: nothing checks).
+/// A TCP/IPv4 frame of `size` bytes (at least 54), 198.19.0.1:40000 -> 198.19.0.2:5201, an ACK.
 fn frame(size: usize, dst: MacAddr, src: MacAddr) -> Vec<u8> {
-    let mut f = vec![0xab; size.max(54)];
-    f[..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&src.0);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let len = (f.len() - 14) as u16;
-    let [hi, lo] = len.to_be_bytes();
-    f[14..34].copy_from_slice(&[0x45, 0, hi, lo, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-    f[34..54].copy_from_slice(&[
-        0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
-    ]);
-    f
+    Frame::new(dst, src)
+        .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
+        .tcp(Tcp::new(40000, 5201).seq(1).flags(tcp::ACK))
+        .payload(&vec![0xab; size.max(54) - 54])
+        .build()
 }
 
 #[inline(never)]
