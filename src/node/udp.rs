@@ -706,6 +706,9 @@ mod tests {
     use std::net::Ipv6Addr;
 
     use super::*;
+    use crate::wire::build::{Frame, Ipv4, Tcp};
+    use crate::wire::mac::MacAddr;
+    use crate::wire::tcp;
 
     fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
         UnderlayOptions {
@@ -741,11 +744,10 @@ mod tests {
 
     /// A TCP/IPv4 frame of flow `i` (source port 40000 + i).
     fn flow_frame(i: u16) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        f.extend([0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-        f.extend((40000 + i).to_be_bytes());
-        f.extend([0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
-        f
+        Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+            .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
+            .tcp(Tcp::new(40000 + i, 5201).seq(1).flags(tcp::ACK))
+            .build()
     }
 
     /// Source-port entropy like the kernel's: 32 inner flows leave from at least 28 ports of the

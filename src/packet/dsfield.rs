@@ -133,22 +133,29 @@ pub fn decap(outer_ds: u8, frame: &mut [u8]) -> Decap {
 mod tests {
     use super::*;
     use crate::packet::offload::checksum::Sum;
+    use crate::wire::build::{Arp, Frame, Ipv4, Ipv6, Udp};
+    use crate::wire::mac::MacAddr;
+    use std::net::Ipv6Addr;
 
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    /// A UDP/IPv4 packet with the DS byte `ds`.
     fn v4(ds: u8) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-        let mut ip = vec![0x45, ds, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2];
-        let ck = Sum::ZERO.add_bytes(&ip).finish();
-        ip[10..12].copy_from_slice(&ck);
-        f.extend(ip);
-        f.extend([0u8; 8]);
-        f
+        let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).tos(ds);
+        Frame::new(A, B).ipv4(ip).udp(Udp::new(1, 2)).build()
     }
 
+    /// A UDP/IPv6 packet with the traffic class `tc` and flow label 0xabcde.
     fn v6(tc: u8) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
-        f.extend([0x60 | tc >> 4, (tc & 0xf) << 4 | 0x0a, 0xbc, 0xde, 0, 0, 17, 64]);
-        f.extend([0u8; 32]);
-        f
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let ip = Ipv6::new(src, dst).traffic_class(tc).flow_label(0xa_bcde);
+        Frame::new(A, B).ipv6(ip).udp(Udp::new(1, 2)).build()
+    }
+
+    /// An ARP request: not IP.
+    fn arp() -> Vec<u8> {
+        Frame::new(MacAddr::BROADCAST, A).arp(Arp::request(A, [198, 19, 0, 1], [198, 19, 0, 2])).build()
     }
 
     #[test]
@@ -159,8 +166,7 @@ mod tests {
         assert_eq!(encap(Tos::Fixed(0xff), &v4(0)), 0xfc, "the option's ECN bits never leak out");
         assert_eq!(encap(Tos::Inherit, &v4(ECN_CE)), ECN_CE, "CE is copied (RFC 6040 normal mode)");
         assert_eq!(encap(Tos::Inherit, &v6(af41_ect0)), af41_ect0);
-        let arp = [&[0xffu8; 12][..], &[0x08, 0x06], &[0; 28]].concat();
-        assert_eq!((encap(Tos::Inherit, &arp), encap(Tos::Fixed(8), &arp)), (0, 8));
+        assert_eq!((encap(Tos::Inherit, &arp()), encap(Tos::Fixed(8), &arp())), (0, 8));
     }
 
     #[test]
@@ -187,8 +193,7 @@ mod tests {
         assert_eq!(ect, before);
         let mut ce = v4(ECN_CE);
         assert_eq!(decap(ECN_CE, &mut ce), Decap::Unchanged);
-        let mut arp = [&[0xffu8; 12][..], &[0x08, 0x06], &[0; 28]].concat();
-        assert_eq!(decap(ECN_CE, &mut arp), Decap::Unchanged, "not IP: nothing to carry");
+        assert_eq!(decap(ECN_CE, &mut arp()), Decap::Unchanged, "not IP: nothing to carry");
         assert_eq!(decap(ECN_CE, &mut [0u8; 10]), Decap::Unchanged);
     }
 

@@ -346,27 +346,24 @@ mod oracle;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::PacketBuilder;
+    use crate::wire::build::{Frame, Ipv4, Ipv6, Tcp, Udp};
+    use crate::wire::mac::MacAddr;
+    use std::net::Ipv6Addr;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     fn udp_frame(src_ip: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(src_ip, [198, 19, 0, 2], 64)
-            .udp(sport, dport);
-        let mut out = Vec::new();
-        b.write(&mut out, b"payload").unwrap();
-        out
+        Frame::new(B, A)
+            .ipv4(Ipv4::new(src_ip, [198, 19, 0, 2]))
+            .udp(Udp::new(sport, dport))
+            .payload(b"payload")
+            .build()
     }
 
     fn tcp6_frame(sport: u16) -> Vec<u8> {
-        let src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let mut dst = src;
-        dst[15] = 2;
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv6(src, dst, 64)
-            .tcp(sport, 80, 1, 1000);
-        let mut out = Vec::new();
-        b.write(&mut out, b"x").unwrap();
-        out
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        Frame::new(B, A).ipv6(Ipv6::new(src, dst)).tcp(Tcp::new(sport, 80).seq(1).window(1000)).payload(b"x").build()
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl Demux {
 mod tests {
     use super::*;
     use crate::state::fdb::{FdbConfig, ManualClock};
-    use crate::wire::Proto;
+    use crate::wire::build::{Frame, MIN_FRAME_LEN};
+    use crate::wire::{ethernet, Proto};
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
@@ -372,12 +373,9 @@ mod tests {
         Arc::new(Network::new(vni, proto.default_port(), EncapHeader::for_proto(proto, vni).unwrap(), fdb))
     }
 
+    /// A minimum-size frame from `src` to `dst`: an IPv4 EtherType, then zeros.
     fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
-        let mut f = vec![0u8; 60];
-        f[..6].copy_from_slice(&dst.0);
-        f[6..12].copy_from_slice(&src.0);
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        f
+        Frame::new(dst, src).ethertype(ethernet::ETHERTYPE_IPV4).pad_to(MIN_FRAME_LEN).build()
     }
 
     fn in_buffer(f: &[u8]) -> Vec<u8> {

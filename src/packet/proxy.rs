@@ -203,20 +203,15 @@ fn neighbour_solicitation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{solicited_node, Arp, Frame, Icmp, Ipv6};
 
     const REQUESTER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
     const MEMBER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
-    /// 198.19.0.1 (02:..:01) asks who has 198.19.0.2, as Linux sends it.
+    /// The requester (02:..:01) at `spa` asks who has `tpa`, as Linux sends it.
     fn arp_request(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
-        let mut f = vec![0xff; 6];
-        f.extend(REQUESTER);
-        f.extend([0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01]);
-        f.extend(REQUESTER);
-        f.extend(spa);
-        f.extend([0; 6]);
-        f.extend(tpa);
-        f
+        let requester = MacAddr(REQUESTER);
+        Frame::new(MacAddr::BROADCAST, requester).arp(Arp::request(requester, spa, tpa)).build()
     }
 
     fn known(ip: IpAddr) -> Option<MacAddr> {
@@ -269,29 +264,12 @@ mod tests {
         assert_eq!(answer(&req, known, &mut [0u8; 41]), None, "no room");
     }
 
-    /// A neighbour solicitation as Linux sends it: 2001:db8:1::1 asks for 2001:db8:1::2 at the
-    /// solicited-node group, with its source link-layer address option.
+    /// A neighbour solicitation as Linux sends it: `src` asks for `target` at the solicited-node
+    /// group, with its source link-layer address option when `slla`.
     fn solicitation(src: [u8; 16], target: [u8; 16], slla: bool) -> Vec<u8> {
-        let mut f = vec![0x33, 0x33, 0xff, target[13], target[14], target[15]];
-        f.extend(REQUESTER);
-        f.extend([0x86, 0xdd]);
-        let icmp_len: u16 = if slla { 32 } else { 24 };
-        f.extend([0x60, 0, 0, 0]);
-        f.extend(icmp_len.to_be_bytes());
-        f.extend([58, 255]);
-        f.extend(src);
-        f.extend([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13], target[14], target[15]]);
-        let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-        icmp.extend(target);
-        if slla {
-            icmp.extend([1, 1]);
-            icmp.extend(REQUESTER);
-        }
-        let sum = checksum::pseudo_v6(&f[22..38], &f[38..54], 58, icmp.len() as u32)
-            .combine(Sum::ZERO.add_bytes(&icmp));
-        icmp[2..4].copy_from_slice(&sum.finish());
-        f.extend(icmp);
-        f
+        let (group, group_mac) = solicited_node(target.into());
+        let ns = Icmp::neighbour_solicitation(target.into(), slla.then_some(MacAddr(REQUESTER)));
+        Frame::new(group_mac, MacAddr(REQUESTER)).ipv6(Ipv6::new(src, group).hop_limit(255)).icmp(ns).build()
     }
 
     const SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

@@ -193,6 +193,9 @@ fn reply_v6(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{Frame, Ipv4, Ipv6};
+    use crate::wire::mac::MacAddr;
+    use std::net::Ipv6Addr;
 
     const A_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -200,33 +203,16 @@ mod tests {
     /// An Ethernet frame A -> B holding an IPv4 packet 198.19.0.1 -> 198.19.0.2 with `flags` in
     /// the flags/fragment field, protocol `proto` and `payload`.
     fn v4(flags: u16, proto: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = B_MAC.to_vec();
-        f.extend(A_MAC);
-        f.extend([0x08, 0x00]);
-        let total = (20 + payload.len()) as u16;
-        let mut ip = vec![0x45, 0];
-        ip.extend(total.to_be_bytes());
-        ip.extend([0x12, 0x34]);
-        ip.extend(flags.to_be_bytes());
-        ip.extend([64, proto, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-        let sum = Sum::ZERO.add_bytes(&ip).finish();
-        ip[10..12].copy_from_slice(&sum);
-        f.extend(ip);
-        f.extend_from_slice(payload);
-        f
+        let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).ident(0x1234).flags_frag(flags).protocol(proto);
+        Frame::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv4(ip).payload(payload).build()
     }
 
+    /// An Ethernet frame A -> B holding an IPv6 packet 2001:db8::1 -> 2001:db8::2, hop limit 61,
+    /// with `next` header and `payload`.
     fn v6(next: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = B_MAC.to_vec();
-        f.extend(A_MAC);
-        f.extend([0x86, 0xdd]);
-        f.extend([0x60, 0, 0, 0]);
-        f.extend((payload.len() as u16).to_be_bytes());
-        f.extend([next, 61]);
-        f.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        f.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        f.extend_from_slice(payload);
-        f
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let ip = Ipv6::new(src, dst).hop_limit(61).protocol(next);
+        Frame::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv6(ip).payload(payload).build()
     }
 
     #[test]

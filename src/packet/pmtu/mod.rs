@@ -163,32 +163,26 @@ pub type SharedPathMtus = Arc<PathMtus>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(ethertype: u16, l3: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 12];
-        f.extend(ethertype.to_be_bytes());
-        f.extend_from_slice(l3);
-        f
-    }
+    use crate::wire::build::{Arp, Frame, Ipv4, Ipv6};
+    use crate::wire::mac::MacAddr;
+    use std::net::Ipv6Addr;
 
     #[test]
     fn inherit_copies_the_inner_df_bit() {
-        let mut v4 = [0u8; 20];
-        v4[0] = 0x45;
-        let df0 = frame(0x0800, &v4);
-        v4[6] = 0x40;
-        let df1 = frame(0x0800, &v4);
-        let v6 = frame(0x86dd, &[0x60; 40]);
-        let arp = frame(0x0806, &[0; 28]);
-        let mut tagged = vec![0u8; 12];
-        tagged.extend([0x81, 0, 0, 42, 0x08, 0]);
-        tagged.extend_from_slice(&v4);
+        let (a, b) = ([198, 19, 0, 1], [198, 19, 0, 2]);
+        let frame = || Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
+        let df0 = frame().ipv4(Ipv4::new(a, b).may_fragment()).build();
+        let df1 = frame().ipv4(Ipv4::new(a, b)).build();
+        let v6 = frame().ipv6(Ipv6::new(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)).build();
+        let arp = frame().arp(Arp::request(MacAddr([2, 0, 0, 0, 0, 1]), a, b)).build();
+        let tagged = frame().vlan(42).ipv4(Ipv4::new(a, b)).build();
         for (f, inherit) in [(&df0, true), (&df1, false), (&v6, false), (&arp, true), (&tagged, false)] {
             assert_eq!(Df::Inherit.may_fragment(f), inherit);
             assert!(!Df::Set.may_fragment(f));
             assert!(Df::Unset.may_fragment(f));
         }
-        assert!(Df::Inherit.may_fragment(&frame(0x0800, &[0x45])), "truncated: nothing forbids it");
+        let truncated = frame().ethertype(ethernet::ETHERTYPE_IPV4).payload(&[0x45]).build();
+        assert!(Df::Inherit.may_fragment(&truncated), "truncated: nothing forbids it");
     }
 
     #[test]

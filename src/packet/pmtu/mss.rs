@@ -92,25 +92,15 @@ pub fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{Frame, Ipv4, Tcp};
+    use crate::wire::mac::MacAddr;
 
-    /// A TCP SYN 198.19.0.1:40000 -> 198.19.0.2:5201 with `options`, checksummed.
+    /// A TCP segment 198.19.0.1:40000 -> 198.19.0.2:5201 with `flags` and `options`, checksummed.
     fn syn_v4(flags: u8, options: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let tcp_len = 20 + options.len();
-        let mut ip = vec![0x45, 0];
-        ip.extend(((20 + tcp_len) as u16).to_be_bytes());
-        ip.extend([0, 0, 0x40, 0, 64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-        let mut t = vec![0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0];
-        t.push(((tcp_len / 4) as u8) << 4);
-        t.extend([flags, 0xff, 0xff, 0, 0, 0, 0]);
-        t.extend_from_slice(options);
-        let sum = checksum::pseudo_v4(&ip[12..16], &ip[16..20], 6, tcp_len as u16)
-            .combine(Sum::ZERO.add_bytes(&t))
-            .finish();
-        t[16..18].copy_from_slice(&sum);
-        f.extend(ip);
-        f.extend(t);
-        f
+        Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+            .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
+            .tcp(Tcp::new(40000, 5201).seq(1).flags(flags).options(options))
+            .build()
     }
 
     fn verifies(f: &[u8]) -> bool {
