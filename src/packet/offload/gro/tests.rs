@@ -1,67 +1,39 @@
 use super::*;
 use crate::packet::offload::checksum::complete;
-use etherparse::{
-    IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header,
-    Ipv6RawExtHeader, NetSlice, PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice,
-};
+use crate::wire::build::{Arp, Frame, Ipv4, Ipv6, Tcp, Udp};
+use crate::wire::mac::MacAddr;
+use crate::wire::{ipv4, tcp};
+use etherparse::{NetSlice, SlicedPacket, TcpHeader, TransportSlice};
 use proptest::prelude::*;
 use Offer::{Flush, Held, Merged, Pass};
 
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
 const SRC4: [u8; 4] = [10, 1, 0, 1];
 const DST4: [u8; 4] = [10, 1, 0, 2];
 const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const ACK_NO: u32 = 0x1234_5678;
 
-fn tcp_header(seq: u32) -> TcpHeader {
-    let mut t = TcpHeader::new(40000, 5201, seq, 512);
-    t.ack = true;
-    t.acknowledgment_number = ACK_NO;
-    t
+fn tcp_header(seq: u32) -> Tcp {
+    Tcp::new(40000, 5201).seq(seq).ack(ACK_NO).window(512)
 }
 
-/// An IPv4 segment from etherparse (correct lengths and checksums), after `edit`.
-fn v4(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv4Header, &mut TcpHeader)) -> Vec<u8> {
-    let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, SRC4, DST4).unwrap();
-    ip.dont_fragment = true;
-    ip.identification = seq as u16; // varies per segment, as real senders do
+/// An IPv4 segment A -> B (correct lengths and checksums), after `edit`.
+fn v4(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv4, &mut Tcp)) -> Vec<u8> {
+    // The ID varies per segment, as real senders set it.
+    let mut ip = Ipv4::new(SRC4, DST4).ident(seq as u16);
     let mut tcp = tcp_header(seq);
     edit(&mut ip, &mut tcp);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ip(IpHeaders::Ipv4(ip, Default::default()))
-        .tcp_header(tcp)
-        .write(&mut out, payload)
-        .unwrap();
-    out
+    Frame::new(MAC_B, MAC_A).ipv4(ip).tcp(tcp).payload(payload).build()
 }
 
-fn v6(
-    seq: u32,
-    payload: &[u8],
-    edit: impl FnOnce(&mut Ipv6Header, &mut Ipv6Extensions, &mut TcpHeader),
-) -> Vec<u8> {
-    let mut ip = Ipv6Header {
-        traffic_class: 0x20,
-        flow_label: Ipv6FlowLabel::try_new(0x5_4321).unwrap(),
-        payload_length: 0,
-        next_header: IpNumber::TCP,
-        hop_limit: 64,
-        source: SRC6,
-        destination: DST6,
-    };
-    let mut exts = Ipv6Extensions::default();
+/// An IPv6 segment A -> B (traffic class 0x20, a flow label), after `edit`.
+fn v6(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv6, &mut Tcp)) -> Vec<u8> {
+    let mut ip = Ipv6::new(SRC6, DST6).traffic_class(0x20).flow_label(0x5_4321);
     let mut tcp = tcp_header(seq);
-    edit(&mut ip, &mut exts, &mut tcp);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ip(IpHeaders::Ipv6(ip, exts))
-        .tcp_header(tcp)
-        .write(&mut out, payload)
-        .unwrap();
-    out
+    edit(&mut ip, &mut tcp);
+    Frame::new(MAC_B, MAC_A).ipv6(ip).tcp(tcp).payload(payload).build()
 }
 
 fn plain4(seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -204,7 +176,7 @@ fn a_segment_longer_than_the_first_flushes() {
 #[test]
 fn psh_is_merged_last_and_kept() {
     let p = data(1460, 3);
-    let frames = [plain4(0, &p), v4(1460, &p, |_, t| t.psh = true), plain4(2920, &p)];
+    let frames = [plain4(0, &p), v4(1460, &p, |_, t| t.flags |= tcp::PSH), plain4(2920, &p)];
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Flush]);
     let (_, tcp, got) = check(c.take().unwrap());
@@ -217,7 +189,7 @@ fn psh_is_merged_last_and_kept() {
 #[test]
 fn fin_is_merged_last_and_kept() {
     let p = data(1460, 3);
-    let frames = [plain4(0, &p), plain4(1460, &p), v4(2920, &p[..10], |_, t| t.fin = true), plain4(2930, &p)];
+    let frames = [plain4(0, &p), plain4(1460, &p), v4(2920, &p[..10], |_, t| t.flags |= tcp::FIN), plain4(2930, &p)];
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
     let (_, tcp, got) = check(c.take().unwrap());
@@ -248,28 +220,28 @@ fn sequence_numbers_wrap() {
 #[test]
 fn another_flow_or_header_flushes() {
     let p = data(500, 9);
-    type Edit = fn(&mut Ipv4Header, &mut TcpHeader);
-    let nops = [const { TcpOptionElement::Noop }; 4];
+    type Edit = fn(&mut Ipv4, &mut Tcp);
+    let nops = [1u8; 4];
     let edits: [(&str, Edit); 12] = [
-        ("source port", |_, t| t.source_port += 1),
-        ("destination port", |_, t| t.destination_port += 1),
-        ("source address", |i, _| i.source[3] = 9),
-        ("destination address", |i, _| i.destination[3] = 9),
-        ("ack number", |_, t| t.acknowledgment_number += 1),
-        ("TTL", |i, _| i.time_to_live = 63),
-        ("TOS", |i, _| i.ecn = etherparse::IpEcn::CongestionExperienced),
-        ("DF", |i, _| i.dont_fragment = false),
-        ("ECE", |_, t| t.ece = true),
+        ("source port", |_, t| t.src_port += 1),
+        ("destination port", |_, t| t.dst_port += 1),
+        ("source address", |i, _| i.src[3] = 9),
+        ("destination address", |i, _| i.dst[3] = 9),
+        ("ack number", |_, t| t.ack += 1),
+        ("TTL", |i, _| i.ttl = 63),
+        ("TOS", |i, _| i.tos |= 0b11), // CE
+        ("DF", |i, _| i.flags_frag &= !ipv4::FLAG_DF),
+        ("ECE", |_, t| t.flags |= tcp::ECE),
         ("NS bit", |_, t| t.ns = true),
-        ("header length", |_, t| t.set_options(&[]).unwrap()),
-        ("option bytes", |_, t| t.set_options(&[TcpOptionElement::MaximumSegmentSize(1460)]).unwrap()),
+        ("header length", |_, t| t.options.clear()),
+        ("option bytes", |_, t| t.options = vec![2, 4, 0x05, 0xb4]), // MSS 1460
     ];
     for (what, edit) in edits {
         let mut c = Coalescer::new();
-        assert_eq!(c.offer(&v4(0, &p, |_, t| t.set_options(&nops).unwrap())), Held);
-        let same = v4(500, &p, |_, t| t.set_options(&nops).unwrap());
+        assert_eq!(c.offer(&v4(0, &p, |_, t| t.options = nops.to_vec())), Held);
+        let same = v4(500, &p, |_, t| t.options = nops.to_vec());
         let f = v4(500, &p, |i, t| {
-            t.set_options(&nops).unwrap();
+            t.options = nops.to_vec();
             edit(i, t)
         });
         assert_ne!(f, same, "{what}");
@@ -284,7 +256,7 @@ fn another_flow_or_header_flushes() {
     f[0] ^= 0x10;
     assert_eq!(c.offer(&f), Flush, "MAC");
     // Another IP version.
-    let six = v6(500, &p, |_, _, _| {});
+    let six = v6(500, &p, |_, _| {});
     assert_eq!(c.offer(&six), Flush, "IPv6 after IPv4");
 }
 
@@ -293,16 +265,16 @@ fn ip_id_and_window_may_differ_and_the_latest_window_is_kept() {
     let p = data(1000, 2);
     let frames = [
         v4(0, &p, |i, t| {
-            i.identification = 7;
-            t.window_size = 100
+            i.ident = 7;
+            t.window = 100
         }),
         v4(1000, &p, |i, t| {
-            i.identification = 9000;
-            t.window_size = 300
+            i.ident = 9000;
+            t.window = 300
         }),
         v4(2000, &p, |i, t| {
-            i.identification = 8;
-            t.window_size = 200
+            i.ident = 8;
+            t.window = 200
         }),
     ];
     let mut c = Coalescer::new();
@@ -314,7 +286,7 @@ fn ip_id_and_window_may_differ_and_the_latest_window_is_kept() {
 #[test]
 fn ece_alone_merges() {
     let p = data(800, 4);
-    let frames = [v4(0, &p, |_, t| t.ece = true), v4(800, &p, |_, t| t.ece = true)];
+    let frames = [v4(0, &p, |_, t| t.flags |= tcp::ECE), v4(800, &p, |_, t| t.flags |= tcp::ECE)];
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged]);
     let (h, tcp, _) = check(c.take().unwrap());
@@ -326,21 +298,16 @@ fn ece_alone_merges() {
 fn non_candidates_pass_and_leave_the_pending_frame_alone() {
     let p = data(300, 5);
     let base = plain4(0, &p);
-    let next = |edit: fn(&mut Ipv4Header, &mut TcpHeader)| v4(300, &p, edit);
-    let mut udp = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(SRC4, DST4, 64).udp(1, 2).write(&mut udp, &p).unwrap();
-    let mut arp = [MAC_B, MAC_A].concat();
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&[0; 20]);
+    let next = |edit: fn(&mut Ipv4, &mut Tcp)| v4(300, &p, edit);
+    let udp = Frame::new(MAC_B, MAC_A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(&p).build();
+    let arp = Frame::new(MAC_B, MAC_A).arp(Arp::request(MAC_A, SRC4, DST4)).build();
     let mut bad_tcp = next(|_, _| {});
     bad_tcp[34 + 16] ^= 1;
     let mut bad_ip = next(|_, _| {});
     bad_ip[14 + 10] ^= 1;
     let mut truncated = next(|_, _| {});
     truncated.pop();
-    let ipv6_ext = v6(0, &p, |_, e, _| {
-        e.hop_by_hop_options = Some(Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[1, 4, 0, 0, 0, 0]).unwrap())
-    });
+    let ipv6_ext = v6(0, &p, |i, _| *i = i.clone().extension(protocol::IPV6_HOP_BY_HOP, &[1, 4, 0, 0, 0, 0]));
     // Only the byte under test disqualifies these: the IPv4 header checksum is resealed, and
     // the TCP checksum stays valid for protocol 6.
     let reseal = |changes: &[(usize, u8)]| {
@@ -354,7 +321,7 @@ fn non_candidates_pass_and_leave_the_pending_frame_alone() {
         f
     };
     let v6_changed = |changes: &[(usize, u8)]| {
-        let mut f = v6(0, &p, |_, _, _| {});
+        let mut f = v6(0, &p, |_, _| {});
         for &(at, value) in changes {
             f[at] = value;
         }
@@ -373,19 +340,19 @@ fn non_candidates_pass_and_leave_the_pending_frame_alone() {
         ("IPv6 next header other than TCP", v6_changed(&[(14 + 6, 253)])),
         ("IPv6 header with version 4", v6_changed(&[(14, 0x40)])),
         ("IPv6 payload shorter than a TCP header", v6_changed(&[(14 + 4, 0), (14 + 5, 10)])),
-        ("IPv6 packet over 64 KB", v6(0, &data(65535 - 20, 1), |_, _, _| {})),
+        ("IPv6 packet over 64 KB", v6(0, &data(65535 - 20, 1), |_, _| {})),
         ("TCP data offset under 5", short_tcp_header),
-        ("SYN", next(|_, t| t.syn = true)),
-        ("RST", next(|_, t| t.rst = true)),
-        ("URG", next(|_, t| t.urg = true)),
-        ("CWR", next(|_, t| t.cwr = true)),
-        ("no ACK", next(|_, t| t.ack = false)),
+        ("SYN", next(|_, t| t.flags |= tcp::SYN)),
+        ("RST", next(|_, t| t.flags |= tcp::RST)),
+        ("URG", next(|_, t| t.flags |= tcp::URG)),
+        ("CWR", next(|_, t| t.flags |= tcp::CWR)),
+        ("no ACK", next(|_, t| t.flags &= !tcp::ACK)),
         ("pure ACK", v4(300, &[], |_, _| {})),
         ("UDP", udp),
         ("ARP", arp),
-        ("IPv4 options", next(|i, _| i.options = [1, 1, 1, 1].into())),
-        ("fragment (MF)", next(|i, _| i.more_fragments = true)),
-        ("fragment (offset)", next(|i, _| i.fragment_offset = IpFragOffset::try_new(100).unwrap())),
+        ("IPv4 options", next(|i, _| i.options = vec![1, 1, 1, 1])),
+        ("fragment (MF)", next(|i, _| i.flags_frag |= ipv4::FLAG_MF)),
+        ("fragment (offset)", next(|i, _| i.flags_frag |= 100)),
         ("bad TCP checksum", bad_tcp),
         ("bad IPv4 header checksum", bad_ip),
         ("total length past the frame", truncated),
@@ -405,7 +372,7 @@ fn non_candidates_pass_and_leave_the_pending_frame_alone() {
     }
     // What made them pass is the byte changed: unchanged, they are held or merged.
     let mut c = Coalescer::new();
-    assert_eq!(c.offer(&v6(0, &p, |_, _, _| {})), Held);
+    assert_eq!(c.offer(&v6(0, &p, |_, _| {})), Held);
     let mut c = Coalescer::new();
     assert_eq!(c.offer(&base), Held);
     assert_eq!(c.offer(&reseal(&[(14 + 8, 64)])), Merged);
@@ -416,7 +383,7 @@ fn ipv6_segments_merge() {
     let all = data(4000, 6);
     let frames: Vec<Vec<u8>> = [0, 1200, 2400, 3600]
         .iter()
-        .map(|&o| v6(o as u32, &all[o..(o + 1200).min(4000)], |_, _, _| {}))
+        .map(|&o| v6(o as u32, &all[o..(o + 1200).min(4000)], |_, _| {}))
         .collect();
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged]);
@@ -430,16 +397,16 @@ fn ipv6_segments_merge() {
 #[test]
 fn ipv6_header_fields_must_match() {
     let p = data(600, 8);
-    type Edit = fn(&mut Ipv6Header, &mut Ipv6Extensions, &mut TcpHeader);
+    type Edit = fn(&mut Ipv6, &mut Tcp);
     let edits: [(&str, Edit); 4] = [
-        ("flow label", |i, _, _| i.flow_label = Ipv6FlowLabel::try_new(1).unwrap()),
-        ("traffic class", |i, _, _| i.traffic_class = 0),
-        ("hop limit", |i, _, _| i.hop_limit = 1),
-        ("source", |i, _, _| i.source[0] = 0xfe),
+        ("flow label", |i, _| i.flow_label = 1),
+        ("traffic class", |i, _| i.traffic_class = 0),
+        ("hop limit", |i, _| i.hop_limit = 1),
+        ("source", |i, _| i.src[0] = 0xfe),
     ];
     for (what, edit) in edits {
         let mut c = Coalescer::new();
-        assert_eq!(c.offer(&v6(0, &p, |_, _, _| {})), Held);
+        assert_eq!(c.offer(&v6(0, &p, |_, _| {})), Held);
         assert_eq!(c.offer(&v6(600, &p, edit)), Flush, "{what}");
     }
 }
@@ -447,16 +414,7 @@ fn ipv6_header_fields_must_match() {
 #[test]
 fn timestamps_must_be_identical() {
     let p = data(1000, 1);
-    let ts = |a: u32| {
-        move |_: &mut Ipv4Header, t: &mut TcpHeader| {
-            t.set_options(&[
-                TcpOptionElement::Noop,
-                TcpOptionElement::Noop,
-                TcpOptionElement::Timestamp(a, 99),
-            ])
-            .unwrap()
-        }
-    };
+    let ts = |a: u32| move |_: &mut Ipv4, t: &mut Tcp| *t = t.clone().timestamps(a, 99);
     let frames = [v4(0, &p, ts(5)), v4(1000, &p, ts(5)), v4(2000, &p, ts(6))];
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Flush]);
@@ -487,7 +445,7 @@ fn the_ip_length_stays_within_64k() {
     // IPv6: the IP packet, fixed header included, fits 64 KB (5 × 13095 + 60 = 65535).
     let all = data(6 * 13095, 3);
     let frames: Vec<Vec<u8>> =
-        all.chunks(13095).enumerate().map(|(i, s)| v6((i * 13095) as u32, s, |_, _, _| {})).collect();
+        all.chunks(13095).enumerate().map(|(i, s)| v6((i * 13095) as u32, s, |_, _| {})).collect();
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Merged, Merged, Merged, Flush]);
     assert_eq!(check(c.take().unwrap()).2, all[..5 * 13095]);
@@ -581,44 +539,24 @@ fn udp_coalescer() -> Coalescer {
     c
 }
 
-/// An IPv4 UDP datagram from etherparse (correct lengths and checksums), after `edit`.
-fn udp4_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
-    let mut ip = Ipv4Header::new(0, 64, IpNumber::UDP, SRC4, DST4).unwrap();
-    ip.dont_fragment = true;
+/// An IPv4 UDP datagram A -> B (correct lengths and checksums), after `edit`.
+fn udp4_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv4)) -> Vec<u8> {
     // Varies between datagrams, as senders set it: the ID is not compared.
-    ip.identification = payload.len() as u16 ^ u16::from(payload.first().copied().unwrap_or(0));
+    let ident = payload.len() as u16 ^ u16::from(payload.first().copied().unwrap_or(0));
+    let mut ip = Ipv4::new(SRC4, DST4).ident(ident);
     edit(&mut ip);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ip(IpHeaders::Ipv4(ip, Default::default()))
-        .udp(ports.0, ports.1)
-        .write(&mut out, payload)
-        .unwrap();
-    out
+    Frame::new(MAC_B, MAC_A).ipv4(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
 }
 
 fn udp4(payload: &[u8]) -> Vec<u8> {
     udp4_with((SPORT, DPORT), payload, |_| {})
 }
 
-fn udp6_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv6Header)) -> Vec<u8> {
-    let mut ip = Ipv6Header {
-        traffic_class: 0x20,
-        flow_label: Ipv6FlowLabel::try_new(0x5_4321).unwrap(),
-        payload_length: 0,
-        next_header: IpNumber::UDP,
-        hop_limit: 64,
-        source: SRC6,
-        destination: DST6,
-    };
+/// An IPv6 UDP datagram A -> B (traffic class 0x20, a flow label), after `edit`.
+fn udp6_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv6)) -> Vec<u8> {
+    let mut ip = Ipv6::new(SRC6, DST6).traffic_class(0x20).flow_label(0x5_4321);
     edit(&mut ip);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ip(IpHeaders::Ipv6(ip, Default::default()))
-        .udp(ports.0, ports.1)
-        .write(&mut out, payload)
-        .unwrap();
-    out
+    Frame::new(MAC_B, MAC_A).ipv6(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
 }
 
 fn udp6(payload: &[u8]) -> Vec<u8> {
@@ -724,23 +662,23 @@ fn a_short_datagram_closes_and_a_longer_one_flushes() {
 fn another_udp_flow_or_header_flushes() {
     let p = data(400, 9);
     let first = udp4(&p);
-    type Edit = fn(&mut Ipv4Header);
+    type Edit = fn(&mut Ipv4);
     let keep: Edit = |_| {};
     let cases: [(&str, (u16, u16), Edit); 7] = [
         ("source port", (SPORT + 1, DPORT), keep),
         ("destination port", (SPORT, DPORT + 1), keep),
-        ("source address", (SPORT, DPORT), |i| i.source[3] = 9),
-        ("destination address", (SPORT, DPORT), |i| i.destination[3] = 9),
-        ("TOS", (SPORT, DPORT), |i| i.dscp = etherparse::IpDscp::try_new(10).unwrap()),
-        ("TTL", (SPORT, DPORT), |i| i.time_to_live = 63),
-        ("DF", (SPORT, DPORT), |i| i.dont_fragment = false),
+        ("source address", (SPORT, DPORT), |i| i.src[3] = 9),
+        ("destination address", (SPORT, DPORT), |i| i.dst[3] = 9),
+        ("TOS", (SPORT, DPORT), |i| i.tos = 10 << 2), // DSCP 10
+        ("TTL", (SPORT, DPORT), |i| i.ttl = 63),
+        ("DF", (SPORT, DPORT), |i| i.flags_frag &= !ipv4::FLAG_DF),
     ];
     for (what, ports, edit) in cases {
         let mut c = udp_coalescer();
         assert_eq!(c.offer(&first), Held);
         assert_eq!(c.offer(&udp4_with(ports, &p, edit)), Flush, "{what}");
         assert_eq!(c.segments(), 1, "{what}");
-        assert_eq!(c.offer(&udp4_with((SPORT, DPORT), &p, |i| i.identification = 1)), Merged, "{what}");
+        assert_eq!(c.offer(&udp4_with((SPORT, DPORT), &p, |i| i.ident = 1)), Merged, "{what}");
     }
     let mut c = udp_coalescer();
     assert_eq!(c.offer(&first), Held);
@@ -760,13 +698,13 @@ fn another_udp_flow_or_header_flushes() {
 #[test]
 fn ipv6_udp_header_fields_must_match() {
     let p = data(400, 8);
-    type Edit = fn(&mut Ipv6Header);
+    type Edit = fn(&mut Ipv6);
     let edits: [(&str, Edit); 5] = [
-        ("flow label", |i| i.flow_label = Ipv6FlowLabel::try_new(1).unwrap()),
+        ("flow label", |i| i.flow_label = 1),
         ("traffic class", |i| i.traffic_class = 0),
         ("hop limit", |i| i.hop_limit = 1),
-        ("source", |i| i.source[0] = 0xfe),
-        ("destination", |i| i.destination[15] = 9),
+        ("source", |i| i.src[0] = 0xfe),
+        ("destination", |i| i.dst[15] = 9),
     ];
     for (what, edit) in edits {
         let mut c = udp_coalescer();
@@ -820,12 +758,9 @@ fn udp_non_candidates_pass() {
         ("UDP length not the IP payload", udp_len),
         ("total length past the frame", truncated),
         ("no payload", udp4_with((SPORT, DPORT), &[], |_| {})),
-        ("fragment (MF)", udp4_with((SPORT, DPORT), &p, |i| i.more_fragments = true)),
-        (
-            "fragment (offset)",
-            udp4_with((SPORT, DPORT), &p, |i| i.fragment_offset = IpFragOffset::try_new(100).unwrap()),
-        ),
-        ("IPv4 options", udp4_with((SPORT, DPORT), &p, |i| i.options = [1, 1, 1, 1].into())),
+        ("fragment (MF)", udp4_with((SPORT, DPORT), &p, |i| i.flags_frag |= ipv4::FLAG_MF)),
+        ("fragment (offset)", udp4_with((SPORT, DPORT), &p, |i| i.flags_frag |= 100)),
+        ("IPv4 options", udp4_with((SPORT, DPORT), &p, |i| i.options = vec![1, 1, 1, 1])),
         ("UDP header only", base[..42].to_vec()),
     ];
     for (what, f) in cases {
@@ -1018,7 +953,7 @@ proptest! {
             .enumerate()
             .map(|(i, s)| {
                 let seq = start.wrapping_add((i * mss) as u32);
-                if ipv6 { v6(seq, s, |_, _, _| {}) } else { plain4(seq, s) }
+                if ipv6 { v6(seq, s, |_, _| {}) } else { plain4(seq, s) }
             })
             .collect();
         let out = run(&frames);

@@ -1,13 +1,12 @@
 use super::super::vnet::{GSO_ECN, GSO_NONE, GSO_UDP};
 use super::*;
-use etherparse::{
-    IpHeaders, IpNumber, Ipv4Header, Ipv6Header, LinkExtHeader, NetHeaders, PacketBuilder, PacketHeaders,
-    TcpHeader, TransportHeader, UdpHeader, VlanId,
-};
+use crate::wire::build::{Frame, Ipv4, Ipv6, Net, Tcp, Udp};
+use crate::wire::mac::MacAddr;
+use etherparse::{Ipv4Header, LinkExtHeader, NetHeaders, PacketHeaders, TcpHeader, TransportHeader, UdpHeader};
 use proptest::prelude::*;
 
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
 const SRC4: [u8; 4] = [198, 18, 0, 1];
 const DST4: [u8; 4] = [198, 18, 0, 2];
 const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -20,40 +19,36 @@ fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i.wrapping_mul(7919) % 251) as u8 ^ (i >> 8) as u8).collect()
 }
 
-fn ipv4(id: u16, opts: &[u8]) -> IpHeaders {
-    let mut ip = Ipv4Header::new(0, 61, IpNumber::TCP, SRC4, DST4).unwrap();
-    ip.identification = id;
-    ip.dont_fragment = true;
-    ip.options = opts.try_into().unwrap();
-    IpHeaders::Ipv4(ip, Default::default())
+fn ipv4(id: u16, opts: &[u8]) -> Net {
+    Net::Ipv4(Ipv4::new(SRC4, DST4).ttl(61).ident(id).options(opts))
 }
 
-fn ipv6() -> IpHeaders {
-    let ip = Ipv6Header { hop_limit: 61, source: SRC6, destination: DST6, ..Default::default() };
-    IpHeaders::Ipv6(ip, Default::default())
+fn ipv6() -> Net {
+    Net::Ipv6(Ipv6::new(SRC6, DST6).hop_limit(61))
 }
 
 /// A TCP header with ACK|ECE set and whatever `flags` adds.
-fn tcp(seq: u32, opts: &[u8], flags: impl Fn(&mut TcpHeader)) -> TcpHeader {
-    let mut t = TcpHeader::new(40000, 5201, seq, 1024);
-    t.ack = true;
-    t.ece = true;
-    t.acknowledgment_number = 0x0102_0304;
-    t.set_options_raw(opts).unwrap();
+fn tcp(seq: u32, opts: &[u8], flags: impl Fn(&mut Tcp)) -> Tcp {
+    let mut t = Tcp::new(40000, 5201).seq(seq).ack(0x0102_0304).window(1024).options(opts);
+    t.flags |= tcp::ECE;
     flags(&mut t);
     t
 }
 
-/// Builds a super-frame; the L4 checksum field is garbage (the kernel leaves a partial
-/// sum there) so that a test fails if segmentation reads rather than recomputes it.
-fn frame(vlan: bool, ip: IpHeaders, l4: Option<TcpHeader>, data: &[u8]) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(MAC_A, MAC_B);
-    let step = if vlan { eth.single_vlan(VlanId::try_new(42).unwrap()).ip(ip) } else { eth.ip(ip) };
-    let mut v = Vec::new();
-    match l4 {
-        Some(t) => step.tcp_header(t).write(&mut v, data).unwrap(),
-        None => step.udp(4000, 4789).write(&mut v, data).unwrap(),
+/// Builds a super-frame A -> B, TCP or (without `l4`) UDP 4000 -> 4789; the L4 checksum field
+/// is garbage (the kernel leaves a partial sum there) so that a test fails if segmentation reads
+/// rather than recomputes it.
+fn frame(vlan: bool, ip: Net, l4: Option<Tcp>, data: &[u8]) -> Vec<u8> {
+    let mut f = Frame::new(MAC_B, MAC_A);
+    f.net = ip;
+    if vlan {
+        f = f.vlan(42);
     }
+    let f = match l4 {
+        Some(t) => f.tcp(t),
+        None => f.udp(Udp::new(4000, 4789)),
+    };
+    let mut v = f.payload(data).build();
     let (l3, ver) = l3_offset(&v).unwrap();
     let (l4_off, proto) = match ver {
         IpVersion::V4 => (l3 + ipv4::header_len(&v[l3..]), v[l3 + ipv4::field::PROTOCOL]),
@@ -169,11 +164,7 @@ fn ipv4_of(s: &Seg) -> &Ipv4Header {
 #[test]
 fn tcp_v4_super_frame_becomes_mss_segments() {
     let data = payload(3 * 1448 + 100);
-    let t = tcp(0xffff_f000, &TS_OPTS, |t| {
-        t.psh = true;
-        t.fin = true;
-        t.cwr = true;
-    });
+    let t = tcp(0xffff_f000, &TS_OPTS, |t| t.flags |= tcp::PSH | tcp::FIN | tcp::CWR);
     let f = frame(false, ipv4(0xfffe, &[]), Some(t), &data);
     let hdr = vnet(GSO_TCPV4 | GSO_ECN, 1448, 34);
     let prefix: Vec<u8> = (0..50u8).map(|b| b ^ 0xa5).collect();
@@ -219,7 +210,7 @@ fn ipv4_options_and_vlan_tag_are_copied() {
 #[test]
 fn tcp_v6_super_frame_becomes_mss_segments() {
     let data = payload(4 * 1428 + 7);
-    let t = tcp(77, &TS_OPTS, |t| t.psh = true);
+    let t = tcp(77, &TS_OPTS, |t| t.flags |= tcp::PSH);
     let f = frame(false, ipv6(), Some(t), &data);
     let hdr = vnet(GSO_TCPV6, 1428, 54);
     let segs = split(&f, &hdr, &[9; 16], 14 + 40 + 32, &data);
@@ -259,11 +250,7 @@ fn udp_l4_over_v4_and_v6() {
 #[test]
 fn small_payload_is_one_segment_with_all_flags() {
     let data = payload(333);
-    let t = tcp(9, &[], |t| {
-        t.psh = true;
-        t.fin = true;
-        t.cwr = true;
-    });
+    let t = tcp(9, &[], |t| t.flags |= tcp::PSH | tcp::FIN | tcp::CWR);
     let f = frame(false, ipv4(3, &[]), Some(t), &data);
     let segs = split(&f, &vnet(GSO_TCPV4, 1448, 34), &[7; 5], 14 + 20 + 20, &data);
     assert_eq!(segs.len(), 1);
@@ -404,7 +391,7 @@ proptest! {
         // Headers only, then the payload appended: IPv4 cannot describe 64 KB + headers,
         // and segmentation must not care what the super-frame's length fields say.
         let ip = if v6 { ipv6() } else { ipv4(0xfff0, &[]) };
-        let mut f = frame(vlan, ip, Some(tcp(0xffff_0000, &TS_OPTS, |t| t.fin = true)), &[]);
+        let mut f = frame(vlan, ip, Some(tcp(0xffff_0000, &TS_OPTS, |t| t.flags |= tcp::FIN)), &[]);
         let hdrs = f.len();
         f.extend_from_slice(&data);
         let l4 = hdrs - 32;
