@@ -148,7 +148,8 @@ mod tests {
 
     /// A UDP/IPv6 packet with the traffic class `tc` and flow label 0xabcde.
     fn v6(tc: u8) -> Vec<u8> {
-        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         let ip = Ipv6::new(src, dst).traffic_class(tc).flow_label(0xa_bcde);
         Frame::new(A, B).ipv6(ip).udp(Udp::new(1, 2)).build()
     }

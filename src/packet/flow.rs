@@ -362,8 +362,13 @@ mod tests {
     }
 
     fn tcp6_frame(sport: u16) -> Vec<u8> {
-        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
-        Frame::new(B, A).ipv6(Ipv6::new(src, dst)).tcp(Tcp::new(sport, 80).seq(1).window(1000)).payload(b"x").build()
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        Frame::new(B, A)
+            .ipv6(Ipv6::new(src, dst))
+            .tcp(Tcp::new(sport, 80).seq(1).window(1000))
+            .payload(b"x")
+            .build()
     }
 
     #[test]

@@ -210,7 +210,8 @@ mod tests {
     /// An Ethernet frame A -> B holding an IPv6 packet 2001:db8::1 -> 2001:db8::2, hop limit 61,
     /// with `next` header and `payload`.
     fn v6(next: u8, payload: &[u8]) -> Vec<u8> {
-        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         let ip = Ipv6::new(src, dst).hop_limit(61).protocol(next);
         Frame::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv6(ip).payload(payload).build()
     }

@@ -189,7 +189,8 @@ fn psh_is_merged_last_and_kept() {
 #[test]
 fn fin_is_merged_last_and_kept() {
     let p = data(1460, 3);
-    let frames = [plain4(0, &p), plain4(1460, &p), v4(2920, &p[..10], |_, t| t.flags |= tcp::FIN), plain4(2930, &p)];
+    let frames =
+        [plain4(0, &p), plain4(1460, &p), v4(2920, &p[..10], |_, t| t.flags |= tcp::FIN), plain4(2930, &p)];
     let mut c = Coalescer::new();
     offer_all(&mut c, &frames, &[Held, Merged, Merged, Flush]);
     let (_, tcp, got) = check(c.take().unwrap());

@@ -2,7 +2,9 @@ use super::super::vnet::{GSO_ECN, GSO_NONE, GSO_UDP};
 use super::*;
 use crate::wire::build::{Frame, Ipv4, Ipv6, Net, Tcp, Udp};
 use crate::wire::mac::MacAddr;
-use etherparse::{Ipv4Header, LinkExtHeader, NetHeaders, PacketHeaders, TcpHeader, TransportHeader, UdpHeader};
+use etherparse::{
+    Ipv4Header, LinkExtHeader, NetHeaders, PacketHeaders, TcpHeader, TransportHeader, UdpHeader,
+};
 use proptest::prelude::*;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
