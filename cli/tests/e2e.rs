@@ -432,50 +432,6 @@ netns_test!(udp_burst_intact_and_coalesced, udp_burst(&[]));
 
 netns_test!(udp_burst_intact_offloads_off, udp_burst(&["--no-offload"]));
 
-// Outer source-port entropy like the kernel's: 32 inner flows leave from at least 28 distinct
-// outer source ports of --src-ports, each flow always from the same one (seen on the wire).
-netns_test!(thirty_two_flows_get_distinct_outer_source_ports, {
-    let bed = Bed::mesh(Underlay::pair(Family::V4).expect("underlay"), Proto::Vxlan);
-    let _servers = bed.echo_servers();
-    bed.echo_pair();
-    let capture =
-        bed.check(vxtap_testbed::Capture::start(bed.ul.node(0), vxtap_testbed::UNDERLAY_DEV), "capture");
-    let to = overlay(1, ECHO_PORT);
-    // 32 flows: 32 sockets on ports the kernel picks (fixed ports could be taken), kept for
-    // both rounds so each flow keeps its 5-tuple.
-    let sent = bed.check(
-        bed.ul.node(0).run(|| -> anyhow::Result<usize> {
-            let sockets: Vec<std::net::UdpSocket> =
-                (0..32).map(|_| std::net::UdpSocket::bind(("0.0.0.0", 0))).collect::<Result<_, _>>()?;
-            for round in 0..2 {
-                for (i, s) in sockets.iter().enumerate() {
-                    s.send_to(format!("entropy flow {i:02} round {round}").as_bytes(), to)?;
-                }
-            }
-            Ok(sockets.len() * 2)
-        }),
-        "flows",
-    );
-    let outer_port = |i: u16, round: u16| -> u16 {
-        let marker = format!("entropy flow {i:02} round {round}");
-        let f = capture
-            .wait_for(SETTLE, |f| f.windows(marker.len()).any(|w| w == marker.as_bytes()))
-            .unwrap_or_else(|| panic!("{marker} not on the wire"));
-        assert_eq!(&f[12..14], &[0x08, 0x00]);
-        let l4 = 14 + usize::from(f[14] & 0xf) * 4;
-        u16::from_be_bytes([f[l4], f[l4 + 1]])
-    };
-    let first: Vec<u16> = (0..32).map(|i| outer_port(i, 0)).collect();
-    let again: Vec<u16> = (0..32).map(|i| outer_port(i, 1)).collect();
-    assert_eq!(first, again, "a flow keeps its port");
-    assert!(first.iter().all(|p| (49152..=65535).contains(p)), "{first:?}");
-    let mut distinct = first.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert!(distinct.len() >= 28, "{} distinct outer ports for 32 flows: {first:?}", distinct.len());
-    assert_eq!(sent.ok(), Some(64));
-});
-
 /// The CPUs each of `pid`'s queue threads may run on, by thread name (`q<N>-<port>`).
 fn queue_thread_cpus(pid: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Shared harness of the netns end-to-end test files: a `Bed` of namespaces with vxtap
-//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, and hand-built
-//! tunnel datagrams. Tests are declared with `vxtap_testbed::netns_test!`.
+//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, group mode, what
+//! to look for in captured frames, and hand-built tunnel datagrams.
+//! Tests are declared with `vxtap_testbed::netns_test!`.
 //! Each test file uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +13,7 @@ use serde_json::Value;
 pub use vxtap::wire::Proto;
 use vxtap_testbed::{
     counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, KernelVxlan,
-    TempDir, Underlay, Vtep,
+    TempDir, Underlay, Vtep, UNDERLAY_DEV,
 };
 
 pub const ECHO_PORT: u16 = 7000;
@@ -222,6 +223,32 @@ pub fn kernel_vxlan(bed: &Bed, at: usize, to: usize) -> KernelVxlan {
         remote: bed.ul.addr(to),
         address: format!("198.19.0.{}/24", at + 1),
     }
+}
+
+/// The multicast group of the IPv4 group-mode tests.
+pub const GROUP_V4: &str = "239.1.1.1";
+
+/// vxtap in node `i` in group mode: no --remote; members may be anywhere on the underlay.
+pub fn start_group(bed: &mut Bed, i: usize, group: &str, extra: &[&str]) {
+    let allow = if group.contains(':') { "2001:db8::/64" } else { "198.18.0.0/24" };
+    let mut flags = vec!["--group", group, "--underlay-dev", UNDERLAY_DEV, "--allow-from", allow];
+    flags.extend_from_slice(extra);
+    bed.start_with(i, Proto::Vxlan, &[], &flags);
+}
+
+/// Whether a captured frame carries `payload` anywhere.
+pub fn carries(frame: &[u8], payload: &[u8]) -> bool {
+    frame.windows(payload.len()).any(|w| w == payload)
+}
+
+/// The outer destination address of a captured IPv4 VXLAN datagram, and its TTL and DS byte.
+pub fn outer_v4(frame: &[u8]) -> Option<(IpAddr, u8, u8)> {
+    let ihl = usize::from(*frame.get(14)? & 0xf) * 4;
+    let vxlan_port = frame.get(14 + ihl + 2..14 + ihl + 4)? == 4789u16.to_be_bytes();
+    (frame[12..14] == [0x08, 0x00] && frame[23] == 17 && vxlan_port).then(|| {
+        let dst: [u8; 4] = frame[30..34].try_into().unwrap();
+        (IpAddr::from(dst), frame[22], frame[15])
+    })
 }
 
 /// The FDB entry for `mac`, compared case-insensitively.
