@@ -1,8 +1,9 @@
 //! The cluster control plane end to end (issue 14): VTEPs that find each other through a real
-//! etcd, and ARP/ND suppression. Each test builds a star underlay whose last host runs a
-//! throw-away etcd on its underlay address (free ports, data removed after), and vxtap in the
-//! other hosts with `--etcd` and no `--remote`/`--static`. Some protect etcd ([`Security`]):
-//! TLS with client certificates, authentication with a user and password.
+//! etcd. Each test builds a star underlay whose last host runs a throw-away etcd on its underlay
+//! address (free ports, data removed after), and vxtap in the other hosts with `--etcd` and no
+//! `--remote`/`--static` (the harness, `common/cluster.rs`). Some protect etcd ([`Security`]):
+//! TLS with client certificates, authentication with a user and password. ARP/ND suppression
+//! (`--proxy`), which runs on the same harness, is `proxy.rs`.
 //!
 //! Needs the `etcd` feature (`cargo test --features etcd`), root and etcd installed (the secured
 //! ones etcdctl and openssl too); without them the tests skip with the reason printed, or fail
@@ -19,171 +20,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::*;
 use serde_json::Value;
 use vxtap::config::etcd::PASSWORD_ENV;
-use vxtap::control::{FdbKind, FdbRow, Request, Stats};
+use vxtap::control::{FdbKind, FdbRow, Request};
 use vxtap_testbed::{
-    capture, etcd_installed, netns_test, secure_etcd_installed, send_frame, udp_roundtrip, vtep_cmd,
-    vxlan_inner, Etcd, Netns, Underlay, Vtep,
+    etcd_installed, netns_test, secure_etcd_installed, send_frame, udp_roundtrip, Netns, Vtep,
 };
 
-/// The lease time to live the tests run with, so that a crash is noticed quickly.
-const TTL: u64 = 3;
-/// Deadline for anything that depends on etcd and the VTEPs reacting (generous: debug builds on
-/// a loaded 2-core machine).
-const CONVERGE: Duration = Duration::from_secs(30);
 /// How long an etcd stalled with SIGSTOP takes to be noticed: HTTP/2 keep-alive 5 s + 3 s, or
 /// a whole ttl without a keep-alive answer; with room to spare.
 const STALL_NOTICED: Duration = Duration::from_secs(40);
-const PREFIX: &str = "/vxtap/v1";
-/// The etcd user of the clusters with authentication on, and its password (passed to vxtap in
-/// [`PASSWORD_ENV`]: never a flag).
-const USER: &str = "vxtap";
-const PASSWORD: &str = "overlay-key-7f3a";
-
-/// How a cluster's etcd is protected: TLS with client certificates, authentication.
-#[derive(Clone, Copy, Default)]
-struct Security {
-    tls: bool,
-    auth: bool,
-}
-
-/// A star of `n` VTEP hosts plus one host running etcd.
-struct Cluster {
-    bed: Bed,
-    etcd: Etcd,
-    ttl: u64,
-    /// `--etcd`: the server's endpoint, unless a test lists others.
-    endpoints: String,
-    /// Flags and environment of every VTEP for [`Security`]: the TLS files, the user, the password.
-    secure: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-impl Cluster {
-    fn new(n: usize) -> Cluster {
-        Cluster::with_ttl(n, TTL)
-    }
-
-    fn with_ttl(n: usize, ttl: u64) -> Cluster {
-        Cluster::build(n, ttl, Security::default())
-    }
-
-    fn secured(n: usize, security: Security) -> Cluster {
-        Cluster::build(n, TTL, security)
-    }
-
-    fn build(n: usize, ttl: u64, security: Security) -> Cluster {
-        let ul = Underlay::star(n + 1).expect("underlay");
-        let bed = Bed::new(ul);
-        let (ns, ip) = (bed.ul.node(n), bed.ul.addr(n));
-        let mut etcd =
-            if security.tls { Etcd::start_tls(ns, ip) } else { Etcd::start(ns, ip) }.expect("etcd");
-        let (mut secure, mut env) = (Vec::new(), Vec::new());
-        if let Some(tls) = etcd.tls() {
-            for (flag, path) in [("--etcd-ca", &tls.ca), ("--etcd-cert", &tls.cert), ("--etcd-key", &tls.key)]
-            {
-                secure.extend([flag.to_string(), path.to_string_lossy().into_owned()]);
-            }
-        }
-        if security.auth {
-            etcd.enable_auth(&format!("{PREFIX}/"), USER, PASSWORD).expect("etcd authentication");
-            secure.extend(strings(&["--etcd-user", USER]));
-            env.push((PASSWORD_ENV.to_string(), PASSWORD.to_string()));
-        }
-        let endpoints = etcd.endpoint();
-        let mut c = Cluster { bed, etcd, ttl, endpoints, secure, env };
-        c.bed.vteps.pop(); // the etcd host runs no VTEP
-        c
-    }
-
-    /// `vxtap run` in node i: VNI 42, TAP vxt0 with 198.19.0.(i+1)/24 and MAC 02:..:(i+1), node
-    /// name n<i>, no remote, plus `extra`.
-    fn start(&mut self, i: usize, extra: &[&str]) {
-        let args = self.args(i, extra);
-        let env = self.env.clone();
-        self.bed.spawn_env(i, &args, &env);
-    }
-
-    fn args(&self, i: usize, extra: &[&str]) -> Vec<String> {
-        self.args_as(i, &format!("n{i}"), extra)
-    }
-
-    /// [`Cluster::args`] with another node name.
-    fn args_as(&self, i: usize, node: &str, extra: &[&str]) -> Vec<String> {
-        let (local, ctl) = (self.bed.ul.addr(i).to_string(), self.bed.control(i));
-        let mut args = strings(&["--dev", "vxt0", "--vni", "42", "--local", &local]);
-        args.extend(strings(&["--address", &format!("198.19.0.{}/24", i + 1), "--mac", &mac(i)]));
-        args.extend(strings(&["--control", &ctl.to_string_lossy(), "--etcd", &self.endpoints]));
-        args.extend(strings(&["--node", node, "--etcd-ttl", &self.ttl.to_string()]));
-        args.extend(self.secure.iter().cloned());
-        args.extend(strings(extra));
-        args
-    }
-
-    fn node(&self, i: usize) -> &Netns {
-        self.bed.ul.node(i)
-    }
-
-    /// A counter of node i, asked in process (for close polling).
-    fn stat(&self, i: usize, key: &str) -> u64 {
-        let stats: Stats = vxtap::node::control_client::request(&self.bed.control(i), &Request::Stats)
-            .unwrap_or_else(|e| panic!("node {i}: stats: {e:#}\n{}", self.logs()));
-        stats.get(key).unwrap_or_else(|| panic!("node {i}: no counter {key}"))
-    }
-
-    /// Whether node i's FDB has node j's TAP MAC as an etcd entry pointing at node j's VTEP.
-    /// Asks the control socket in process (no CLI to spawn), so polling it times events closely.
-    fn has_member(&self, i: usize, j: usize) -> bool {
-        let rows: Vec<FdbRow> = vxtap::node::control_client::request(&self.bed.control(i), &Request::FdbShow)
-            .unwrap_or_else(|e| panic!("node {i}: fdb show: {e:#}\n{}", self.logs()));
-        let want: vxtap::MacAddr = mac(j).parse().unwrap();
-        rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == self.bed.ul.addr(j))
-    }
-
-    /// Waits until node i's view of node j's membership is `present`; panics with the logs.
-    fn wait_member(&self, i: usize, j: usize, present: bool, within: Duration) -> Duration {
-        let t0 = Instant::now();
-        if !wait_until(within, || self.has_member(i, j) == present) {
-            panic!(
-                "node {i}: member {j} {} within {within:?}: {}\n{}",
-                if present { "did not join" } else { "was not dropped" },
-                self.bed.fdb(i),
-                self.logs()
-            );
-        }
-        t0.elapsed()
-    }
-
-    /// Waits until every pair of the running nodes `nodes` sees the other.
-    fn converge(&self, nodes: &[usize]) {
-        for &i in nodes {
-            for &j in nodes.iter().filter(|&&j| j != i) {
-                self.wait_member(i, j, true, CONVERGE);
-            }
-        }
-    }
-
-    fn wait_stat(&self, i: usize, key: &str, want: impl Fn(u64) -> bool, within: Duration) {
-        if !wait_until(within, || want(self.stat(i, key))) {
-            panic!(
-                "node {i}: {key} not as expected within {within:?}: {}\n{}",
-                self.bed.stats(i),
-                self.logs()
-            );
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!("{}--- etcd log ---\n{}", self.bed.logs(), self.etcd.log())
-    }
-
-    fn json(&self, i: usize, args: &[&str]) -> Value {
-        let out = vtep_cmd(bin(), &self.bed.control(i), args).unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-        serde_json::from_str(&out).expect("json")
-    }
-}
 
 /// Three VTEPs with no --remote or --static find each other: every pair talks, each FDB holds
 /// the others' TAP MACs as etcd entries, peers name their nodes.
@@ -236,20 +84,6 @@ netns_test!(three_vteps_converge_without_remotes, requires = etcd_installed, {
     assert!(log.contains("cluster member joined"), "one INFO line per member:\n{log}");
 });
 
-/// A broadcast frame from `src` (an experimental EtherType), to make the others learn `src`.
-fn broadcast_from(src: &str) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend(parse_mac(src));
-    f.extend([0x88, 0xb5]);
-    f.resize(60, 0);
-    f
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
-    v.try_into().unwrap()
-}
-
 /// Polls until both nodes `a` and `b` have dropped member `j`; the time from `since`.
 fn dropped_by_both(c: &Cluster, a: usize, b: usize, j: usize, since: Instant) -> Duration {
     let mut at = None;
@@ -271,7 +105,7 @@ netns_test!(members_leave_on_sigterm_at_once_on_sigkill_after_ttl_and_rejoin, re
     let (mut c, _servers) = three_converge();
     let behind = "02:00:00:00:99:03";
     let learned = |c: &Cluster| fdb_entry(&c.bed.fdb(0), behind).is_some_and(|e| e["kind"] == "learned");
-    c.bed.check(send_frame(c.node(2), "vxt0", &broadcast_from(behind)), "raw frame");
+    c.bed.check(send_frame(c.node(2), "vxt0", &broadcast_from(behind.parse().unwrap())), "raw frame");
     assert!(wait_until(CONVERGE, || learned(&c)), "node 0 did not learn {behind}: {}", c.bed.fdb(0));
 
     let t0 = Instant::now();
@@ -532,133 +366,6 @@ netns_test!(scale_500_members, requires = etcd_installed, {
     c.bed.echo(0, 2);
     c.bed.echo(2, 1);
     assert_eq!(c.stat(0, "etcd_bad_values"), 0);
-});
-
-/// An ARP request for `tpa` from `sha`/`spa`, broadcast.
-fn arp_request(sha: &str, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend(parse_mac(sha));
-    f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend(parse_mac(sha));
-    f.extend(spa);
-    f.extend([0; 6]);
-    f.extend(tpa);
-    f
-}
-
-/// A duplicate address detection probe: a neighbour solicitation from :: for `target`.
-fn dad_probe(src_mac: &str, target: std::net::Ipv6Addr) -> Vec<u8> {
-    let t = target.octets();
-    let group = [0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(t[13]), u16::from_be_bytes([t[14], t[15]])];
-    let group = std::net::Ipv6Addr::from(
-        group.map(|w| w.to_be_bytes()).concat().try_into().map(u128::from_be_bytes).unwrap(),
-    );
-    let mut f = vec![0x33, 0x33, 0xff, t[13], t[14], t[15]];
-    f.extend(parse_mac(src_mac));
-    f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 24, 58, 255]);
-    f.extend([0u8; 16]);
-    f.extend(group.octets());
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend(t);
-    let mut pseudo = vec![0u8; 16];
-    pseudo.extend(group.octets());
-    pseudo.extend([0, 0, 0, 24, 0, 0, 0, 58]);
-    pseudo.extend(&icmp);
-    let mut sum: u32 = pseudo.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    icmp[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f.extend(icmp);
-    f
-}
-
-/// Inner frames of the VXLAN datagrams captured so far.
-fn inner_frames(cap: &vxtap_testbed::Capture) -> Vec<Vec<u8>> {
-    cap.frames().iter().filter_map(|f| vxlan_inner(f, 4789).map(<[u8]>::to_vec)).collect()
-}
-
-fn is_broadcast_arp_request(f: &[u8]) -> bool {
-    f.len() >= 42 && f[..6] == [0xff; 6] && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1]
-}
-
-/// A neighbour solicitation (IPv6, ICMPv6 135, no extension header) for `target`.
-fn is_solicitation_for(f: &[u8], target: std::net::Ipv6Addr) -> bool {
-    f.len() >= 78 && f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 135 && f[62..78] == target.octets()
-}
-
-// --proxy: an ARP request and a neighbour solicitation for a member's addresses are answered on
-// the TAP and nothing crosses the underlay for them (the Linux stack accepts the answers: the
-// traffic that needed them flows); unknown targets, gratuitous ARP, probes and DAD still cross.
-netns_test!(proxy_answers_for_members_and_forwards_the_rest, requires = etcd_installed, {
-    let mut c = Cluster::new(2);
-    let v6 = |i: usize| -> std::net::Ipv6Addr { format!("2001:db8:1::{}", i + 1).parse().unwrap() };
-    for i in 0..2 {
-        c.start(i, &["--proxy"]);
-        let ns = c.node(i);
-        c.bed.check(ns.sysctl("net/ipv6/conf/vxt0/disable_ipv6", "0"), "enable IPv6 on the TAP");
-        c.bed.check(ns.sysctl("net/ipv6/conf/vxt0/accept_dad", "0"), "no DAD");
-        let cidr = format!("{}/64", v6(i));
-        c.bed.check(ns.ip(&["-6", "addr", "add", &cidr, "dev", "vxt0", "nodad"]), "IPv6 address");
-    }
-    c.converge(&[0, 1]);
-    let _servers = c.bed.echo_servers();
-    for i in 0..2 {
-        let want = v6(1 - i).to_string();
-        let known = wait_until(CONVERGE, || {
-            c.json(i, &["neigh", "show", "--json"])
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["ip"].as_str() == Some(&want))
-        });
-        assert!(known, "node {i}: the member's IPv6 address never reached the neighbour table\n{}", c.logs());
-    }
-    let cap = capture(c.node(0), vxtap_testbed::UNDERLAY_DEV).unwrap();
-
-    // ARP: the stack of node 0 asks for node 1's address, vxtap answers, the echo works.
-    c.bed.check(c.node(0).ip(&["neigh", "flush", "dev", "vxt0"]), "neigh flush");
-    let arp_before = c.stat(0, "arp_suppressed");
-    c.bed.echo(0, 1);
-    assert!(c.stat(0, "arp_suppressed") > arp_before, "{}", c.bed.stats(0));
-    let neigh = c.bed.check(c.node(0).ip_out(&["neigh", "show", "198.19.0.2", "dev", "vxt0"]), "ip neigh");
-    assert!(neigh.to_ascii_lowercase().contains(&mac(1)), "the stack took the reply: {neigh}");
-    let crossed: Vec<_> = inner_frames(&cap).into_iter().filter(|f| is_broadcast_arp_request(f)).collect();
-    assert!(crossed.is_empty(), "ARP requests crossed the underlay: {crossed:?}");
-
-    // ND: the same for an IPv6 ping (each side resolves the other through its own vxtap).
-    let nd_before = c.stat(0, "nd_suppressed");
-    let pinged = wait_until(CONVERGE, || {
-        c.node(0)
-            .exec(&["ping", "-6", "-c", "1", "-W", "1", &v6(1).to_string()])
-            .is_ok_and(|o| o.status.success())
-    });
-    assert!(pinged, "IPv6 ping over the overlay failed: {}\n{}", c.bed.stats(0), c.logs());
-    assert!(c.stat(0, "nd_suppressed") > nd_before, "{}", c.bed.stats(0));
-    let neigh = c
-        .bed
-        .check(c.node(0).ip_out(&["-6", "neigh", "show", &v6(1).to_string(), "dev", "vxt0"]), "ip neigh");
-    assert!(neigh.to_ascii_lowercase().contains(&mac(1)), "the stack took the advertisement: {neigh}");
-    let crossed: Vec<_> =
-        inner_frames(&cap).into_iter().filter(|f| is_solicitation_for(f, v6(1)) && f[0] & 1 == 1).collect();
-    assert!(crossed.is_empty(), "solicitations for a member crossed the underlay: {crossed:?}");
-
-    // What is not answered crosses as before.
-    let me = mac(0);
-    let cases = [
-        ("unknown target", arp_request(&me, [198, 19, 0, 1], [198, 19, 0, 99])),
-        ("gratuitous ARP", arp_request(&me, [198, 19, 0, 1], [198, 19, 0, 1])),
-        ("ARP probe", arp_request(&me, [0, 0, 0, 0], [198, 19, 0, 2])),
-        ("DAD", dad_probe(&me, v6(1))),
-    ];
-    let (arp, nd) = (c.stat(0, "arp_suppressed"), c.stat(0, "nd_suppressed"));
-    for (what, frame) in cases {
-        cap.clear();
-        c.bed.check(send_frame(c.node(0), "vxt0", &frame), what);
-        let crossed = wait_until(SETTLE, || inner_frames(&cap).iter().any(|f| f.starts_with(&frame)));
-        assert!(crossed, "{what} did not cross the underlay");
-    }
-    assert_eq!((c.stat(0, "arp_suppressed"), c.stat(0, "nd_suppressed")), (arp, nd), "none was answered");
 });
 
 /// Kills etcd, then starts nodes 0 and 1 with a --remote each: traffic flows both ways with

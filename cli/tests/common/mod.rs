@@ -1,6 +1,7 @@
 //! Shared harness of the netns end-to-end test files: a `Bed` of namespaces with vxtap
 //! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, group mode, what
-//! to look for in captured frames, and hand-built tunnel datagrams.
+//! to look for in captured frames, and hand-built tunnel datagrams (their inner frames from
+//! `vxtap::wire::build`). The etcd cluster harness is [`cluster`].
 //! Tests are declared with `vxtap_testbed::netns_test!`.
 //! Each test file uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -9,12 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vxtap::wire::build::{Frame, MIN_FRAME_LEN};
 /// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
 pub use vxtap::wire::Proto;
+use vxtap::MacAddr;
 use vxtap_testbed::{
     counter, fdb_json, stats_json, udp_echo_server, udp_roundtrip, udp_send, EchoServer, KernelVxlan,
     TempDir, Underlay, Vtep, UNDERLAY_DEV,
 };
+
+#[cfg(feature = "etcd")]
+pub mod cluster;
 
 pub const ECHO_PORT: u16 = 7000;
 pub const TRIES: u32 = 20;
@@ -266,13 +272,16 @@ pub fn assert_fdb_entry(fdb: &Value, mac: &str, kind: &str, dst: IpAddr, port: u
     assert_eq!(e["vni"], 42, "{e}");
 }
 
+/// A minimum-size broadcast frame from `src` (the local experimental EtherType, zeros after
+/// it): something to learn `src` from.
+pub fn broadcast_from(src: MacAddr) -> Vec<u8> {
+    Frame::new(MacAddr::BROADCAST, src).pad_to(MIN_FRAME_LEN).build()
+}
+
 /// A minimal Ethernet frame (broadcast, local experimental EtherType), so that only the outer
 /// header is at fault in the malformed datagrams.
 pub fn inner_frame() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend([0x02, 0, 0, 0, 0, 0x63, 0x88, 0xb5]);
-    f.resize(60, 0);
-    f
+    broadcast_from(MacAddr([0x02, 0, 0, 0, 0, 0x63]))
 }
 
 pub fn vni_bytes(vni: u32) -> [u8; 3] {
