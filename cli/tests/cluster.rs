@@ -407,38 +407,24 @@ netns_test!(startup_with_etcd_down_runs_and_joins_later, requires = etcd_install
     assert_eq!(peers[0]["source"], "remote", "{peers}");
 });
 
-/// Node `i`'s configuration file for the networks `vnis` (network v: TAP vxt<v>, VNI v, overlay
-/// 198.19.<v>.(i+1)/24, MAC 02:00:00:<v>:00:(i+1)), each with `extra` keys, in the cluster.
+/// Node `i`'s configuration file for the networks `vnis` in the cluster (network v as
+/// [`network_toml`] has it, with no remote), each with `extra` keys.
 fn cluster_file(c: &Cluster, i: usize, vnis: &[u32], extra: &str) -> std::path::PathBuf {
     let mut text =
         format!("[etcd]\nendpoints = [\"{}\"]\nnode = \"n{i}\"\nttl = {}\n\n", c.etcd.endpoint(), c.ttl);
     for &v in vnis {
-        text.push_str(&format!(
-            "[[network]]\ndev = \"vxt{v}\"\nvni = {v}\nlocal = \"{}\"\naddress = \"198.19.{v}.{}/24\"\n\
-             mac = \"{}\"\ncontrol = \"{}\"\n{extra}\n\n",
-            c.bed.ul.addr(i),
-            i + 1,
-            net_mac(v, i),
-            net_control(c, i, v).display()
-        ));
+        text.push_str(&network_toml(&c.bed, i, v, &[], extra));
     }
     let path = c.bed.tmp.join(&format!("n{i}.toml"));
     std::fs::write(&path, text).expect("write config");
     path
 }
 
-fn net_mac(vni: u32, i: usize) -> String {
-    format!("02:00:00:{vni:02x}:00:{:02x}", i + 1)
-}
-
-fn net_control(c: &Cluster, i: usize, vni: u32) -> std::path::PathBuf {
-    c.bed.tmp.join(&format!("n{i}-{vni}.sock"))
-}
-
 /// Whether node i's network `vni` has node j's TAP MAC there as an etcd entry.
 fn net_has_member(c: &Cluster, i: usize, vni: u32, j: usize) -> bool {
-    let rows: Vec<FdbRow> = vxtap::node::control_client::request(&net_control(c, i, vni), &Request::FdbShow)
-        .unwrap_or_else(|e| panic!("node {i} vni {vni}: fdb show: {e:#}\n{}", c.logs()));
+    let rows: Vec<FdbRow> =
+        vxtap::node::control_client::request(&c.bed.net_control(i, vni), &Request::FdbShow)
+            .unwrap_or_else(|e| panic!("node {i} vni {vni}: fdb show: {e:#}\n{}", c.logs()));
     let want: vxtap::MacAddr = net_mac(vni, j).parse().unwrap();
     rows.iter().any(|r| r.mac == want && r.kind == FdbKind::Etcd && r.dst == c.bed.ul.addr(j))
 }
@@ -457,7 +443,7 @@ fn wait_net_member(c: &Cluster, i: usize, vni: u32, j: usize, present: bool) {
 fn reload_node0(c: &Cluster, via: u32) -> Result<Vec<(String, String)>, String> {
     let out = std::process::Command::new(bin())
         .args(["reload", "--json", "--control"])
-        .arg(net_control(c, 0, via))
+        .arg(c.bed.net_control(0, via))
         .output()
         .expect("running vxtap reload");
     if !out.status.success() {
@@ -511,7 +497,7 @@ netns_test!(a_reload_joins_restarts_and_leaves_cluster_networks, requires = etcd
         .map(|(k, _)| k)
         .collect();
     assert_eq!(keys, vec![format!("{PREFIX}/vxlan/43/members/n1")], "node 0's record of VNI 43 is deleted");
-    assert_eq!(c.bed.counter_at(&net_control(&c, 0, 42), "etcd_members"), 1);
+    assert_eq!(c.bed.counter_at(&c.bed.net_control(0, 42), "etcd_members"), 1);
 
     // Two networks of VNI 42 (on two ports) cannot both be in the cluster.
     let path = cluster_file(&c, 0, &[42], "queues = 1");
@@ -519,7 +505,7 @@ netns_test!(a_reload_joins_restarts_and_leaves_cluster_networks, requires = etcd
     let second = format!(
         "[[network]]\ndev = \"vxt99\"\nvni = 42\nport = 4790\nlocal = \"{}\"\ncontrol = \"{}\"\n",
         c.bed.ul.addr(0),
-        net_control(&c, 0, 99).display()
+        c.bed.net_control(0, 99).display()
     );
     std::fs::write(&path, text + &second).unwrap();
     let err = reload_node0(&c, 42).expect_err("a second VNI 42 was accepted");

@@ -99,38 +99,23 @@ netns_test!(star_flood_once_and_unicast_stays_unicast, {
     assert_eq!(bed.rx(2), c0, "unicast A->B leaked to C: {}", bed.stats(2));
 });
 
-/// One `[[network]]` table of a node's config file.
-fn network_toml(bed: &Bed, node: usize, vni: u32, host: u8) -> String {
-    let peer = bed.ul.addr(1 - node);
-    let control = bed.tmp.join(&format!("n{node}-{vni}.sock"));
-    format!(
-        "[[network]]\ndev = \"vxt{vni}\"\nvni = {vni}\nproto = \"vxlan\"\nlocal = \"{local}\"\nport = 4789\n\
-         remotes = [\"{peer}\"]\naddress = \"198.19.0.{host}/25\"\nmac = \"02:00:00:00:{vni:02x}:{n:02x}\"\n\
-         control = \"{control}\"\n\n",
-        local = bed.ul.addr(node),
-        n = node + 1,
-        control = control.display(),
-    )
-}
-
 // Two VNIs in one process per node, sharing one socket: both carry traffic, and traffic on one
 // does not show up on the other.
 netns_test!(config_file_two_vnis_are_isolated, {
     let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
     for node in 0..2 {
-        let text =
-            network_toml(&bed, node, 42, node as u8 + 1) + &network_toml(&bed, node, 43, node as u8 + 129);
+        let table = |vni| network_toml(&bed, node, vni, &[1 - node], "proto = \"vxlan\"\nport = 4789");
         let path = bed.tmp.join(&format!("n{node}.toml"));
-        std::fs::write(&path, text).expect("write config");
+        std::fs::write(&path, table(42) + &table(43)).expect("write config");
         bed.spawn(node, &strings(&["--config", &path.to_string_lossy()]));
     }
     let _servers = bed.echo_servers();
     let (vni42_b, vni43_b) =
-        (SocketAddr::from(([198, 19, 0, 2], ECHO_PORT)), SocketAddr::from(([198, 19, 0, 130], ECHO_PORT)));
+        (SocketAddr::from(([198, 19, 42, 2], ECHO_PORT)), SocketAddr::from(([198, 19, 43, 2], ECHO_PORT)));
     bed.echo_to(0, vni42_b);
     bed.echo_to(0, vni43_b);
 
-    let (ctl42, ctl43) = (bed.tmp.join("n1-42.sock"), bed.tmp.join("n1-43.sock"));
+    let (ctl42, ctl43) = (bed.net_control(1, 42), bed.net_control(1, 43));
     let (rx42, rx43) =
         settled(|| (bed.counter_at(&ctl42, "rx_packets"), bed.counter_at(&ctl43, "rx_packets")));
     bed.blast(0, vni42_b, b"only on VNI 42", 100);

@@ -22,22 +22,10 @@ use common::*;
 use serde_json::Value;
 use vxtap_testbed::{netns_test, Family, Netns, Underlay, UNDERLAY_DEV};
 
-/// One `[[network]]` table of node `node` for VNI `vni`, with `extra` keys.
+/// Network `vni` of node `node` (laid out as [`network_toml`] says) flooding to the other node,
+/// with two queues and `extra` keys.
 fn network(bed: &Bed, node: usize, vni: u32, extra: &str) -> String {
-    let peer = 1 - node;
-    format!(
-        "[[network]]\ndev = \"vxt{vni}\"\nvni = {vni}\nlocal = \"{}\"\nremotes = [\"{}\"]\n\
-         address = \"198.19.{vni}.{}/24\"\nmac = \"02:00:00:{vni:02x}:00:{:02x}\"\ncontrol = \"{}\"\nqueues = 2\n{extra}\n\n",
-        bed.ul.addr(node),
-        bed.ul.addr(peer),
-        node + 1,
-        node + 1,
-        control(bed, node, vni).display(),
-    )
-}
-
-fn control(bed: &Bed, node: usize, vni: u32) -> PathBuf {
-    bed.tmp.join(&format!("n{node}-{vni}.sock"))
+    network_toml(bed, node, vni, &[1 - node], &format!("queues = 2\n{extra}"))
 }
 
 /// Node 0's configuration file.
@@ -65,7 +53,7 @@ fn reload_at(control: &Path) -> Output {
 /// succeed. Returns each network's row, by TAP name.
 fn reload(bed: &Bed, text: &str, via: u32) -> Vec<Value> {
     std::fs::write(config0(bed), text).expect("write config");
-    let out = reload_at(&control(bed, 0, via));
+    let out = reload_at(&bed.net_control(0, via));
     assert!(
         out.status.success(),
         "vxtap reload: {}{}\n{}",
@@ -89,7 +77,7 @@ fn action(rows: &[Value], dev: &str) -> String {
 /// Writes node 0's configuration and reloads it; it must be refused, with `reason` in the error.
 fn reload_refused(bed: &Bed, text: &str, reason: &str) {
     std::fs::write(config0(bed), text).expect("write config");
-    let out = reload_at(&control(bed, 0, 42));
+    let out = reload_at(&bed.net_control(0, 42));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a bad file was accepted: {}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains(reason), "the refusal does not say {reason:?}: {stderr}");
@@ -97,7 +85,7 @@ fn reload_refused(bed: &Bed, text: &str, reason: &str) {
 
 /// The FDB of node 0's network `vni` as (MAC, destination, kind), ages left out.
 fn fdb_of(bed: &Bed, vni: u32) -> BTreeSet<(String, String, String)> {
-    let fdb = bed.check(vxtap_testbed::fdb_json(bin(), &control(bed, 0, vni)), "fdb show");
+    let fdb = bed.check(vxtap_testbed::fdb_json(bin(), &bed.net_control(0, vni)), "fdb show");
     fdb.as_array()
         .expect("array")
         .iter()
@@ -108,7 +96,7 @@ fn fdb_of(bed: &Bed, vni: u32) -> BTreeSet<(String, String, String)> {
 /// The counters of node 0's network `vni` that no traffic of the test moves while nothing
 /// changes: drops by reason (but the kernel's) and FDB sizes.
 fn quiet_stats(bed: &Bed, vni: u32) -> Vec<(String, u64)> {
-    let stats = bed.stats_at(&control(bed, 0, vni));
+    let stats = bed.stats_at(&bed.net_control(0, vni));
     let keep = |k: &str| (k.starts_with("drop_") && !k.starts_with("drop_kernel")) || k.starts_with("fdb_");
     stats
         .as_object()
@@ -292,11 +280,11 @@ netns_test!(reload_while_a_flow_runs_through_an_unchanged_network, {
     );
     echo(&bed, 0, 44);
     echo(&bed, 1, 44);
-    assert!(control(&bed, 0, 44).exists(), "no control socket for the added network");
+    assert!(bed.net_control(0, 44).exists(), "no control socket for the added network");
 
     // 43's static entries and allow_from change in place. First, what they allow now: a
     // datagram from the second address of node 1 is taken.
-    let (ctl43, ctl42) = (control(&bed, 0, 43), control(&bed, 0, 42));
+    let (ctl43, ctl42) = (bed.net_control(0, 43), bed.net_control(0, 42));
     bed.check(vxtap_testbed::vtep_cmd(bin(), &ctl43, &["fdb", "add", RUNTIME, "198.18.0.2"]), "fdb add");
     let rx43 = settled(|| bed.counter_at(&ctl43, "rx_packets"));
     send_vxlan(&bed, ALLOWED, SocketAddr::from(([198, 18, 0, 1], 4789)), 43);
@@ -432,7 +420,7 @@ netns_test!(a_network_that_cannot_start_fails_alone, {
     let taken = network(&bed, 0, 45, "").replace("dev = \"vxt45\"", &format!("dev = \"{UNDERLAY_DEV}\""));
     let c1 = network(&bed, 0, 42, "ageing = 60") + &taken + &network(&bed, 0, 44, "");
     std::fs::write(config0(&bed), &c1).expect("write config");
-    let out = reload_at(&control(&bed, 0, 42));
+    let out = reload_at(&bed.net_control(0, 42));
     assert!(!out.status.success(), "a failed network must fail the reload");
     let v: Value = serde_json::from_slice(&out.stdout).expect("the rows are printed all the same");
     let rows = v["networks"].as_array().expect("rows").clone();
@@ -440,15 +428,18 @@ netns_test!(a_network_that_cannot_start_fails_alone, {
     assert!(row(&rows, UNDERLAY_DEV)["error"].as_str().unwrap().contains("not a TAP"), "{rows:?}");
     assert_eq!((action(&rows, "vxt42"), action(&rows, "vxt44")), ("changed".into(), "added".into()));
     bed.echo_to(0, SocketAddr::from(([198, 19, 44, 2], ECHO_PORT)));
-    assert!(!control(&bed, 0, 45).exists());
+    assert!(!bed.net_control(0, 45).exists());
     // The next reload tries again: still failing, nothing else to do.
-    let again = reload_at(&control(&bed, 0, 44));
+    let again = reload_at(&bed.net_control(0, 44));
     let v: Value = serde_json::from_slice(&again.stdout).expect("rows");
     let rows = v["networks"].as_array().expect("rows").clone();
     assert_eq!((action(&rows, "vxt42"), action(&rows, UNDERLAY_DEV)), ("unchanged".into(), "failed".into()));
     // Plain output, one line per network.
-    let text =
-        Command::new(bin()).args(["reload", "--control"]).arg(control(&bed, 0, 44)).output().expect("vxtap");
+    let text = Command::new(bin())
+        .args(["reload", "--control"])
+        .arg(bed.net_control(0, 44))
+        .output()
+        .expect("vxtap");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.lines().any(|l| l == "vxt44 vni 44 unchanged"), "{text}");
     bed.assert_running(0);

@@ -1,7 +1,7 @@
 //! Shared harness of the netns end-to-end test files: a `Bed` of namespaces with vxtap
-//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, group mode, what
-//! to look for in captured frames, and hand-built tunnel datagrams (their inner frames from
-//! `vxtap::wire::build`). The etcd cluster harness is [`cluster`].
+//! processes (built on the `vxtap-testbed` crate), traffic and counter helpers, config-file
+//! tables, group mode, what to look for in captured frames, and hand-built tunnel datagrams
+//! (their inner frames from `vxtap::wire::build`). The etcd cluster harness is [`cluster`].
 //! Tests are declared with `vxtap_testbed::netns_test!`.
 //! Each test file uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -101,6 +101,11 @@ impl Bed {
 
     pub fn control(&self, i: usize) -> PathBuf {
         self.tmp.join(&format!("n{i}.sock"))
+    }
+
+    /// The control socket of network `vni` of node `i` when it runs from a config file.
+    pub fn net_control(&self, i: usize, vni: u32) -> PathBuf {
+        self.tmp.join(&format!("n{i}-{vni}.sock"))
     }
 
     /// `vxtap run` in node i on VNI 42 with the conventional addresses, flooding to every other node.
@@ -229,6 +234,30 @@ pub fn kernel_vxlan(bed: &Bed, at: usize, to: usize) -> KernelVxlan {
         remote: bed.ul.addr(to),
         address: format!("198.19.0.{}/24", at + 1),
     }
+}
+
+/// The TAP MAC of network `vni` of node `i` when it runs from a config file:
+/// 02:00:00:<vni>:00:(i+1).
+pub fn net_mac(vni: u32, i: usize) -> String {
+    format!("02:00:00:{vni:02x}:00:{:02x}", i + 1)
+}
+
+/// Network `vni` of node `i` as a `[[network]]` table of its config file: TAP `vxt<vni>`, VNI
+/// `vni`, overlay 198.19.<vni>.(i+1)/24, MAC [`net_mac`], control socket [`Bed::net_control`],
+/// flooding to the nodes `remotes`, then the `extra` keys.
+pub fn network_toml(bed: &Bed, i: usize, vni: u32, remotes: &[usize], extra: &str) -> String {
+    let mut t = format!("[[network]]\ndev = \"vxt{vni}\"\nvni = {vni}\nlocal = \"{}\"\n", bed.ul.addr(i));
+    if !remotes.is_empty() {
+        let list: Vec<String> = remotes.iter().map(|&j| format!("\"{}\"", bed.ul.addr(j))).collect();
+        t += &format!("remotes = [{}]\n", list.join(", "));
+    }
+    t += &format!(
+        "address = \"198.19.{vni}.{}/24\"\nmac = \"{}\"\ncontrol = \"{}\"\n{extra}\n\n",
+        i + 1,
+        net_mac(vni, i),
+        bed.net_control(i, vni).display()
+    );
+    t
 }
 
 /// The multicast group of the IPv4 group-mode tests.
