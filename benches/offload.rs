@@ -9,7 +9,7 @@ use vxtap::packet::offload::checksum::{self, Sum};
 use vxtap::packet::offload::gro::{Coalescer, Offer};
 use vxtap::packet::offload::tso;
 use vxtap::packet::offload::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
-use vxtap::wire::build::{Frame, Ipv4, Tcp};
+use vxtap::wire::build::{Ethernet, Ipv4, Tcp};
 use vxtap::wire::EncapHeader;
 use vxtap::MacAddr;
 
@@ -24,7 +24,7 @@ fn payload(len: usize) -> Vec<u8> {
 
 /// An Ethernet/IPv4/TCP frame with `data` as payload, TCP timestamps, sequence `seq`.
 fn tcp_frame(seq: u32, data: &[u8]) -> Vec<u8> {
-    Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+    Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
         .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
         .tcp(Tcp::new(40000, 5201).seq(seq).ack(1).timestamps(1, 2))
         .payload(data)

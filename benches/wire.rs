@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vxtap::packet::flow;
 use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
 use vxtap::state::fdb::{Fdb, FdbConfig, MonotonicClock};
-use vxtap::wire::build::{Frame, Ipv4, Tcp};
+use vxtap::wire::build::{Ethernet, Ipv4, Tcp};
 use vxtap::wire::{self, geneve, EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 
@@ -20,7 +20,7 @@ const OPT_B: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// A TCP/IPv4 frame of `len` bytes (at least 54) from 02:..:01 (`src`) to 02:..:02 (`dst`).
 fn tcp_frame(len: usize, dst: MacAddr, src: MacAddr) -> Vec<u8> {
-    Frame::new(dst, src)
+    Ethernet::new(dst, src)
         .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
         .tcp(Tcp::new(40000, 5201).seq(1))
         .payload(&vec![0xab; len - 54])

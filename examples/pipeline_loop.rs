@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
 use vxtap::state::fdb::{Clock, Fdb, FdbConfig, ManualClock, MonotonicClock};
-use vxtap::wire::build::{Frame, Ipv4, Tcp};
+use vxtap::wire::build::{Ethernet, Ipv4, Tcp};
 use vxtap::wire::{tcp, EncapHeader, Proto, RxPolicy};
 use vxtap::MacAddr;
 
@@ -29,7 +29,7 @@ const REMOTE: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
 /// A TCP/IPv4 frame of `size` bytes (at least 54), 198.19.0.1:40000 -> 198.19.0.2:5201, an ACK.
 fn frame(size: usize, dst: MacAddr, src: MacAddr) -> Vec<u8> {
-    Frame::new(dst, src)
+    Ethernet::new(dst, src)
         .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
         .tcp(Tcp::new(40000, 5201).seq(1).flags(tcp::ACK))
         .payload(&vec![0xab; size.max(54) - 54])

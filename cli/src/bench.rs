@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use vxtap::packet::pipeline::{Demux, Network, HEADROOM};
 use vxtap::state::fdb::{Fdb, FdbConfig, MonotonicClock};
-use vxtap::wire::build::{Frame, Ipv4, Tcp};
+use vxtap::wire::build::{Ethernet, Ipv4, Tcp};
 use vxtap::wire::mac::MacAddr;
 use vxtap::wire::{ethernet, geneve, ipv4, tcp, EncapHeader, Proto, RxPolicy};
 
@@ -92,7 +92,7 @@ fn network(case: Case) -> anyhow::Result<Arc<Network>> {
 fn frame(size: usize, dst: MacAddr, src: MacAddr) -> anyhow::Result<Vec<u8>> {
     const HEADERS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN;
     anyhow::ensure!(size >= HEADERS, "frame size {size} cannot hold TCP/IPv4");
-    Ok(Frame::new(dst, src)
+    Ok(Ethernet::new(dst, src)
         .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
         .tcp(Tcp::new(40000, 5201).seq(1))
         .payload(&vec![0xab; size - HEADERS])

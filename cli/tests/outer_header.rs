@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 use common::*;
 use vxtap::packet::offload::checksum::Sum;
-use vxtap::wire::build::{Frame, Ipv4, Udp};
+use vxtap::wire::build::{Ethernet, Ipv4, Udp};
 use vxtap::wire::EncapHeader;
 use vxtap::MacAddr;
 use vxtap_testbed::{netns_test, Capture, Family, Netns, Underlay, UNDERLAY_DEV};
@@ -68,7 +68,7 @@ netns_test!(outer_tos_fixed, on_the_wire(&["--tos", "0x20"], 1, 64, |inner| 0x20
 /// A VXLAN datagram to node 0's TAP (MAC 02:00:00:00:00:01, 198.19.0.1:7000) from a made-up
 /// host 198.19.0.99, with the inner IPv4 DS byte `inner_ds` and a UDP `payload`, checksums right.
 fn vxlan_to_node0(inner_ds: u8, payload: &[u8]) -> Vec<u8> {
-    let frame = Frame::new(MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 0x99]))
+    let frame = Ethernet::new(MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 0x99]))
         .ipv4(Ipv4::new([198, 19, 0, 99], [198, 19, 0, 1]).tos(inner_ds).ident(1))
         .udp(Udp::new(40001, ECHO_PORT))
         .payload(payload)

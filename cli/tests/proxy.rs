@@ -11,20 +11,20 @@ use std::net::Ipv6Addr;
 
 use common::cluster::*;
 use common::*;
-use vxtap::wire::build::{solicited_node, Arp, Frame, Icmp, Ipv6};
+use vxtap::wire::build::{solicited_node, Arp, Ethernet, Icmp, Ipv6};
 use vxtap::MacAddr;
 use vxtap_testbed::{capture, etcd_installed, netns_test, send_frame, vxlan_inner};
 
 /// An ARP request for `target` from `sender` at `sender_ip`, broadcast.
 fn arp_request(sender: &str, sender_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mac: MacAddr = sender.parse().unwrap();
-    Frame::new(MacAddr::BROADCAST, mac).arp(Arp::request(mac, sender_ip, target)).build()
+    Ethernet::new(MacAddr::BROADCAST, mac).arp(Arp::request(mac, sender_ip, target)).build()
 }
 
 /// A duplicate address detection probe: a neighbour solicitation from :: for `target`.
 fn dad_probe(src_mac: &str, target: Ipv6Addr) -> Vec<u8> {
     let (group, group_mac) = solicited_node(target);
-    Frame::new(group_mac, src_mac.parse().unwrap())
+    Ethernet::new(group_mac, src_mac.parse().unwrap())
         .ipv6(Ipv6::new(Ipv6Addr::UNSPECIFIED, group).hop_limit(255))
         .icmp(Icmp::neighbour_solicitation(target, None))
         .build()

@@ -706,7 +706,7 @@ mod tests {
     use std::net::Ipv6Addr;
 
     use super::*;
-    use crate::wire::build::{Frame, Ipv4, Tcp};
+    use crate::wire::build::{Ethernet, Ipv4, Tcp};
     use crate::wire::mac::MacAddr;
     use crate::wire::tcp;
 
@@ -744,7 +744,7 @@ mod tests {
 
     /// A TCP/IPv4 frame of flow `i` (source port 40000 + i).
     fn flow_frame(i: u16) -> Vec<u8> {
-        Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+        Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
             .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
             .tcp(Tcp::new(40000 + i, 5201).seq(1).flags(tcp::ACK))
             .build()

@@ -133,7 +133,7 @@ pub fn decap(outer_ds: u8, frame: &mut [u8]) -> Decap {
 mod tests {
     use super::*;
     use crate::packet::offload::checksum::Sum;
-    use crate::wire::build::{Arp, Frame, Ipv4, Ipv6, Udp};
+    use crate::wire::build::{Arp, Ethernet, Ipv4, Ipv6, Udp};
     use crate::wire::mac::MacAddr;
     use std::net::Ipv6Addr;
 
@@ -143,7 +143,7 @@ mod tests {
     /// A UDP/IPv4 packet with the DS byte `ds`.
     fn v4(ds: u8) -> Vec<u8> {
         let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).tos(ds);
-        Frame::new(A, B).ipv4(ip).udp(Udp::new(1, 2)).build()
+        Ethernet::new(A, B).ipv4(ip).udp(Udp::new(1, 2)).build()
     }
 
     /// A UDP/IPv6 packet with the traffic class `tc` and flow label 0xabcde.
@@ -151,12 +151,12 @@ mod tests {
         let (src, dst): (Ipv6Addr, Ipv6Addr) =
             ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         let ip = Ipv6::new(src, dst).traffic_class(tc).flow_label(0xa_bcde);
-        Frame::new(A, B).ipv6(ip).udp(Udp::new(1, 2)).build()
+        Ethernet::new(A, B).ipv6(ip).udp(Udp::new(1, 2)).build()
     }
 
     /// An ARP request: not IP.
     fn arp() -> Vec<u8> {
-        Frame::new(MacAddr::BROADCAST, A).arp(Arp::request(A, [198, 19, 0, 1], [198, 19, 0, 2])).build()
+        Ethernet::new(MacAddr::BROADCAST, A).arp(Arp::request(A, [198, 19, 0, 1], [198, 19, 0, 2])).build()
     }
 
     #[test]

@@ -346,7 +346,7 @@ mod oracle;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{Frame, Ipv4, Ipv6, Tcp, Udp};
+    use crate::wire::build::{Ethernet, Ipv4, Ipv6, Tcp, Udp};
     use crate::wire::mac::MacAddr;
     use std::net::Ipv6Addr;
 
@@ -354,7 +354,7 @@ mod tests {
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     fn udp_frame(src_ip: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-        Frame::new(B, A)
+        Ethernet::new(B, A)
             .ipv4(Ipv4::new(src_ip, [198, 19, 0, 2]))
             .udp(Udp::new(sport, dport))
             .payload(b"payload")
@@ -364,7 +364,7 @@ mod tests {
     fn tcp6_frame(sport: u16) -> Vec<u8> {
         let (src, dst): (Ipv6Addr, Ipv6Addr) =
             ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
-        Frame::new(B, A)
+        Ethernet::new(B, A)
             .ipv6(Ipv6::new(src, dst))
             .tcp(Tcp::new(sport, 80).seq(1).window(1000))
             .payload(b"x")

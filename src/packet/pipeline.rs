@@ -361,7 +361,7 @@ impl Demux {
 mod tests {
     use super::*;
     use crate::state::fdb::{FdbConfig, ManualClock};
-    use crate::wire::build::{Frame, MIN_FRAME_LEN};
+    use crate::wire::build::{Ethernet, MIN_FRAME_LEN};
     use crate::wire::{ethernet, Proto};
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
@@ -375,7 +375,7 @@ mod tests {
 
     /// A minimum-size frame from `src` to `dst`: an IPv4 EtherType, then zeros.
     fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
-        Frame::new(dst, src).ethertype(ethernet::ETHERTYPE_IPV4).pad_to(MIN_FRAME_LEN).build()
+        Ethernet::new(dst, src).ethertype(ethernet::ETHERTYPE_IPV4).pad_to(MIN_FRAME_LEN).build()
     }
 
     fn in_buffer(f: &[u8]) -> Vec<u8> {

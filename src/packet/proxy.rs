@@ -203,7 +203,7 @@ fn neighbour_solicitation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{solicited_node, Arp, Frame, Icmp, Ipv6};
+    use crate::wire::build::{solicited_node, Arp, Ethernet, Icmp, Ipv6};
 
     const REQUESTER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
     const MEMBER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
@@ -211,7 +211,7 @@ mod tests {
     /// The requester (02:..:01) at `spa` asks who has `tpa`, as Linux sends it.
     fn arp_request(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
         let requester = MacAddr(REQUESTER);
-        Frame::new(MacAddr::BROADCAST, requester).arp(Arp::request(requester, spa, tpa)).build()
+        Ethernet::new(MacAddr::BROADCAST, requester).arp(Arp::request(requester, spa, tpa)).build()
     }
 
     fn known(ip: IpAddr) -> Option<MacAddr> {
@@ -269,7 +269,10 @@ mod tests {
     fn solicitation(src: [u8; 16], target: [u8; 16], slla: bool) -> Vec<u8> {
         let (group, group_mac) = solicited_node(target.into());
         let ns = Icmp::neighbour_solicitation(target.into(), slla.then_some(MacAddr(REQUESTER)));
-        Frame::new(group_mac, MacAddr(REQUESTER)).ipv6(Ipv6::new(src, group).hop_limit(255)).icmp(ns).build()
+        Ethernet::new(group_mac, MacAddr(REQUESTER))
+            .ipv6(Ipv6::new(src, group).hop_limit(255))
+            .icmp(ns)
+            .build()
     }
 
     const SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

@@ -3,12 +3,12 @@
 //! the frames `vxtap bench` times, come from here.
 //!
 //! ```
-//! use vxtap::wire::build::{Frame, Ipv4, Tcp};
+//! use vxtap::wire::build::{Ethernet, Ipv4, Tcp};
 //! use vxtap::wire::tcp;
 //! use vxtap::MacAddr;
 //!
 //! let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
-//! let syn = Frame::new(b, a)
+//! let syn = Ethernet::new(b, a)
 //!     .vlan(42)
 //!     .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).ttl(61))
 //!     .tcp(Tcp::new(40000, 5201).seq(1).flags(tcp::SYN).mss(1460))
@@ -17,9 +17,9 @@
 //! ```
 //!
 //! Each layer is a plain value with public fields and chainable setters, so a test can also
-//! change a field after the fact (`ip.ttl = 1`) before handing the layer to [`Frame`]. What the
+//! change a field after the fact (`ip.ttl = 1`) before handing the layer to [`Ethernet`]. What the
 //! builder computes — lengths, IHL and data offset, the IP protocol, checksums — is written
-//! when [`Frame::build`] runs; a test that wants one of them wrong edits the built bytes.
+//! when [`Ethernet::build`] runs; a test that wants one of them wrong edits the built bytes.
 //!
 //! Pure and independent of the rest of vxtap: its checksum is the plain RFC 1071 sum, not the
 //! vectorised one of the offloads, so that a test of that code has an independent reference.
@@ -33,7 +33,7 @@ use super::mac::MacAddr;
 
 /// IEEE 802 Local Experimental EtherType 1: the EtherType of a frame with no network layer set.
 pub const ETHERTYPE_EXPERIMENTAL: u16 = 0x88b5;
-/// The shortest Ethernet frame without its FCS, what [`Frame::pad_to`] is usually given.
+/// The shortest Ethernet frame without its FCS, what [`Ethernet::pad_to`] is usually given.
 pub const MIN_FRAME_LEN: usize = 60;
 /// The IP protocol written for a payload with no transport header and no protocol set: 253,
 /// reserved for experiments (RFC 3692).
@@ -71,7 +71,7 @@ pub enum Transport {
 
 /// A whole Ethernet frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Ethernet {
     pub dst: MacAddr,
     pub src: MacAddr,
     /// VLAN tags, outermost first.
@@ -86,10 +86,10 @@ pub struct Frame {
     pub min_len: usize,
 }
 
-impl Frame {
+impl Ethernet {
     /// A frame from `src` to `dst`, untagged, of EtherType [`ETHERTYPE_EXPERIMENTAL`], empty.
-    pub fn new(dst: MacAddr, src: MacAddr) -> Frame {
-        Frame {
+    pub fn new(dst: MacAddr, src: MacAddr) -> Ethernet {
+        Ethernet {
             dst,
             src,
             tags: Vec::new(),
@@ -101,67 +101,67 @@ impl Frame {
     }
 
     /// Adds an 802.1Q tag with VLAN ID `vid` (priority 0) inside the tags already there.
-    pub fn vlan(self, vid: u16) -> Frame {
+    pub fn vlan(self, vid: u16) -> Ethernet {
         self.tag(ETHERTYPE_VLAN, vid)
     }
 
     /// Adds Q-in-Q tags: an 802.1ad service tag with `service_vid`, then an 802.1Q customer tag
     /// with `customer_vid`.
-    pub fn qinq(self, service_vid: u16, customer_vid: u16) -> Frame {
+    pub fn qinq(self, service_vid: u16, customer_vid: u16) -> Ethernet {
         self.tag(ETHERTYPE_QINQ, service_vid).tag(ETHERTYPE_VLAN, customer_vid)
     }
 
     /// Adds a tag of any TPID and TCI inside the tags already there.
-    pub fn tag(mut self, tpid: u16, tci: u16) -> Frame {
+    pub fn tag(mut self, tpid: u16, tci: u16) -> Ethernet {
         self.tags.push(Tag { tpid, tci });
         self
     }
 
     /// No network layer: `ethertype`, then the payload as it is.
-    pub fn ethertype(mut self, ethertype: u16) -> Frame {
+    pub fn ethertype(mut self, ethertype: u16) -> Ethernet {
         self.net = Net::Raw(ethertype);
         self
     }
 
-    pub fn ipv4(mut self, ip: Ipv4) -> Frame {
+    pub fn ipv4(mut self, ip: Ipv4) -> Ethernet {
         self.net = Net::Ipv4(ip);
         self
     }
 
-    pub fn ipv6(mut self, ip: Ipv6) -> Frame {
+    pub fn ipv6(mut self, ip: Ipv6) -> Ethernet {
         self.net = Net::Ipv6(ip);
         self
     }
 
-    pub fn arp(mut self, arp: Arp) -> Frame {
+    pub fn arp(mut self, arp: Arp) -> Ethernet {
         self.net = Net::Arp(arp);
         self
     }
 
-    pub fn tcp(mut self, tcp: Tcp) -> Frame {
+    pub fn tcp(mut self, tcp: Tcp) -> Ethernet {
         self.transport = Some(Transport::Tcp(tcp));
         self
     }
 
-    pub fn udp(mut self, udp: Udp) -> Frame {
+    pub fn udp(mut self, udp: Udp) -> Ethernet {
         self.transport = Some(Transport::Udp(udp));
         self
     }
 
-    pub fn icmp(mut self, icmp: Icmp) -> Frame {
+    pub fn icmp(mut self, icmp: Icmp) -> Ethernet {
         self.transport = Some(Transport::Icmp(icmp));
         self
     }
 
-    /// The innermost payload (see [`Frame::payload`](Frame#structfield.payload)).
-    pub fn payload(mut self, payload: &[u8]) -> Frame {
+    /// The innermost payload (see [`Ethernet::payload`](Ethernet#structfield.payload)).
+    pub fn payload(mut self, payload: &[u8]) -> Ethernet {
         self.payload = payload.to_vec();
         self
     }
 
     /// Pads the built frame with zeros to at least `len` bytes ([`MIN_FRAME_LEN`] for a frame
     /// as it is on the wire).
-    pub fn pad_to(mut self, len: usize) -> Frame {
+    pub fn pad_to(mut self, len: usize) -> Ethernet {
         self.min_len = len;
         self
     }

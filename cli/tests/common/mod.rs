@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vxtap::wire::build::{Frame, MIN_FRAME_LEN};
+use vxtap::wire::build::{Ethernet, MIN_FRAME_LEN};
 /// The tunnel protocol, as vxtap names it on its command line (`Display`) and with its port.
 pub use vxtap::wire::Proto;
 use vxtap::MacAddr;
@@ -304,7 +304,7 @@ pub fn assert_fdb_entry(fdb: &Value, mac: &str, kind: &str, dst: IpAddr, port: u
 /// A minimum-size broadcast frame from `src` (the local experimental EtherType, zeros after
 /// it): something to learn `src` from.
 pub fn broadcast_from(src: MacAddr) -> Vec<u8> {
-    Frame::new(MacAddr::BROADCAST, src).pad_to(MIN_FRAME_LEN).build()
+    Ethernet::new(MacAddr::BROADCAST, src).pad_to(MIN_FRAME_LEN).build()
 }
 
 /// A minimal Ethernet frame (broadcast, local experimental EtherType), so that only the outer

@@ -193,7 +193,7 @@ fn reply_v6(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{Frame, Ipv4, Ipv6};
+    use crate::wire::build::{Ethernet, Ipv4, Ipv6};
     use crate::wire::mac::MacAddr;
     use std::net::Ipv6Addr;
 
@@ -204,7 +204,7 @@ mod tests {
     /// the flags/fragment field, protocol `proto` and `payload`.
     fn v4(flags: u16, proto: u8, payload: &[u8]) -> Vec<u8> {
         let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).ident(0x1234).flags_frag(flags).protocol(proto);
-        Frame::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv4(ip).payload(payload).build()
+        Ethernet::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv4(ip).payload(payload).build()
     }
 
     /// An Ethernet frame A -> B holding an IPv6 packet 2001:db8::1 -> 2001:db8::2, hop limit 61,
@@ -213,7 +213,7 @@ mod tests {
         let (src, dst): (Ipv6Addr, Ipv6Addr) =
             ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         let ip = Ipv6::new(src, dst).hop_limit(61).protocol(next);
-        Frame::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv6(ip).payload(payload).build()
+        Ethernet::new(MacAddr(B_MAC), MacAddr(A_MAC)).ipv6(ip).payload(payload).build()
     }
 
     #[test]

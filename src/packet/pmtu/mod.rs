@@ -163,14 +163,14 @@ pub type SharedPathMtus = Arc<PathMtus>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{Arp, Frame, Ipv4, Ipv6};
+    use crate::wire::build::{Arp, Ethernet, Ipv4, Ipv6};
     use crate::wire::mac::MacAddr;
     use std::net::Ipv6Addr;
 
     #[test]
     fn inherit_copies_the_inner_df_bit() {
         let (a, b) = ([198, 19, 0, 1], [198, 19, 0, 2]);
-        let frame = || Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
+        let frame = || Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
         let df0 = frame().ipv4(Ipv4::new(a, b).may_fragment()).build();
         let df1 = frame().ipv4(Ipv4::new(a, b)).build();
         let v6 = frame().ipv6(Ipv6::new(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)).build();

@@ -92,12 +92,12 @@ pub fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{Frame, Ipv4, Tcp};
+    use crate::wire::build::{Ethernet, Ipv4, Tcp};
     use crate::wire::mac::MacAddr;
 
     /// A TCP segment 198.19.0.1:40000 -> 198.19.0.2:5201 with `flags` and `options`, checksummed.
     fn syn_v4(flags: u8, options: &[u8]) -> Vec<u8> {
-        Frame::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+        Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
             .ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]))
             .tcp(Tcp::new(40000, 5201).seq(1).flags(flags).options(options))
             .build()

@@ -32,7 +32,7 @@ fn pseudo6(proto: u8, len: usize) -> Vec<u8> {
 #[test]
 fn tcp_over_ipv4_is_etherparses_byte_for_byte() {
     // What `vxtap bench` times: etherparse built it before, byte for byte.
-    let f = Frame::new(B, A)
+    let f = Ethernet::new(B, A)
         .ipv4(Ipv4::new(SRC4, DST4))
         .tcp(Tcp::new(40000, 5201).seq(1))
         .payload(&[0xab; 10])
@@ -49,8 +49,11 @@ fn tcp_over_ipv4_is_etherparses_byte_for_byte() {
 
 #[test]
 fn udp_over_ipv4_and_ipv6_is_etherparses_byte_for_byte() {
-    let f =
-        Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(4000, 4789)).payload(b"datagram").build();
+    let f = Ethernet::new(B, A)
+        .ipv4(Ipv4::new(SRC4, DST4))
+        .udp(Udp::new(4000, 4789))
+        .payload(b"datagram")
+        .build();
     let mut want = Vec::new();
     PacketBuilder::ethernet2(A.0, B.0)
         .ipv4(SRC4, DST4, 64)
@@ -58,7 +61,7 @@ fn udp_over_ipv4_and_ipv6_is_etherparses_byte_for_byte() {
         .write(&mut want, b"datagram")
         .unwrap();
     assert_eq!(f, want);
-    let f = Frame::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).udp(Udp::new(4000, 4789)).payload(b"odd").build();
+    let f = Ethernet::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).udp(Udp::new(4000, 4789)).payload(b"odd").build();
     let mut want = Vec::new();
     PacketBuilder::ethernet2(A.0, B.0).ipv6(SRC6, DST6, 64).udp(4000, 4789).write(&mut want, b"odd").unwrap();
     assert_eq!(f, want);
@@ -73,7 +76,7 @@ fn ipv4_fields_lengths_and_header_checksum() {
         .ttl(7)
         .protocol(protocol::UDP)
         .options(&[0x94, 4, 0, 0, 1]);
-    let f = Frame::new(B, A).ipv4(ip).payload(&[9; 11]).build();
+    let f = Ethernet::new(B, A).ipv4(ip).payload(&[9; 11]).build();
     let h = &f[14..];
     assert_eq!((ipv4::version(h), ipv4::header_len(h)), (4, 28), "options padded to 8 bytes");
     assert_eq!(h[ipv4::field::DSCP_ECN], 0xba);
@@ -87,11 +90,11 @@ fn ipv4_fields_lengths_and_header_checksum() {
     assert_eq!(&h[28..], &[9; 11], "the payload as it is: no transport header");
 
     // The defaults: DF, TTL 64, ID 0, TOS 0; the protocol of a bare payload is 253.
-    let f = Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).build();
+    let f = Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).build();
     let h = &f[14..];
     assert_eq!((ipv4::flags_frag(h), h[ipv4::field::TTL], ipv4::ident(h)), (ipv4::FLAG_DF, 64, 0));
     assert_eq!((h[ipv4::field::DSCP_ECN], h[ipv4::field::PROTOCOL]), (0, PROTOCOL_EXPERIMENTAL));
-    let f = Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4).may_fragment()).build();
+    let f = Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4).may_fragment()).build();
     assert_eq!(ipv4::flags_frag(&f[14..]), 0);
 }
 
@@ -107,7 +110,7 @@ fn tcp_fields_options_and_checksum_over_both_versions() {
     assert_eq!(t.flags, tcp::ACK, "ack() sets the flag");
     let t = Tcp { flags: t.flags | tcp::PSH | tcp::ECE, ns: true, ..t };
     for v6 in [false, true] {
-        let frame = Frame::new(B, A).tcp(t.clone()).payload(b"data!");
+        let frame = Ethernet::new(B, A).tcp(t.clone()).payload(b"data!");
         let (f, l4) = if v6 {
             (frame.ipv6(Ipv6::new(SRC6, DST6)).build(), 54)
         } else {
@@ -144,7 +147,7 @@ fn ipv6_fields_and_extension_headers() {
         .hop_limit(61)
         .extension(protocol::IPV6_HOP_BY_HOP, &[1, 4, 0, 0, 0, 0])
         .extension(protocol::IPV6_DEST_OPTS, &[1, 8]);
-    let f = Frame::new(B, A).ipv6(ip).udp(Udp::new(1, 2)).payload(b"x").build();
+    let f = Ethernet::new(B, A).ipv6(ip).udp(Udp::new(1, 2)).payload(b"x").build();
     let h = &f[14..];
     assert_eq!(ipv6::version(h), 6);
     assert_eq!((ipv6::traffic_class(h), ipv6::flow_label(h)), (0x2e, 0x5_4321));
@@ -159,15 +162,15 @@ fn ipv6_fields_and_extension_headers() {
     let p = SlicedPacket::from_ethernet(&f).unwrap();
     assert!(matches!(p.transport, Some(TransportSlice::Udp(_))), "etherparse walks the chain");
     // A bare payload: No Next Header, or the protocol set.
-    let f = Frame::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).payload(&[1, 2, 3]).build();
+    let f = Ethernet::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).payload(&[1, 2, 3]).build();
     assert_eq!((f[14 + 6], ipv6::payload_len(&f[14..]), &f[54..]), (59, 3, &[1, 2, 3][..]));
-    let f = Frame::new(B, A).ipv6(Ipv6::new(SRC6, DST6).protocol(protocol::IPV6_FRAG)).build();
+    let f = Ethernet::new(B, A).ipv6(Ipv6::new(SRC6, DST6).protocol(protocol::IPV6_FRAG)).build();
     assert_eq!(f[14 + 6], protocol::IPV6_FRAG);
 }
 
 #[test]
 fn vlan_tags_sit_between_the_addresses_and_the_ethertype() {
-    let inner = || Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2));
+    let inner = || Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2));
     let untagged = inner().build();
     let tagged = inner().vlan(42).build();
     assert_eq!(&tagged[..12], &untagged[..12]);
@@ -187,21 +190,21 @@ fn vlan_tags_sit_between_the_addresses_and_the_ethertype() {
 
 #[test]
 fn raw_frames_and_padding() {
-    let f = Frame::new(MacAddr::BROADCAST, A).pad_to(MIN_FRAME_LEN).build();
+    let f = Ethernet::new(MacAddr::BROADCAST, A).pad_to(MIN_FRAME_LEN).build();
     assert_eq!(f.len(), 60);
     assert_eq!(&f[..14], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
     assert!(f[14..].iter().all(|&b| b == 0));
-    let f = Frame::new(B, A).ethertype(0x0806).payload(&[1; 50]).pad_to(60).build();
+    let f = Ethernet::new(B, A).ethertype(0x0806).payload(&[1; 50]).pad_to(60).build();
     assert_eq!((f.len(), &f[12..14]), (64, &[0x08, 0x06][..]), "longer than the minimum: not padded");
     // Padding is not part of the IP packet.
     let f =
-        Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(b"ab").pad_to(60).build();
+        Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(b"ab").pad_to(60).build();
     assert_eq!((f.len(), ipv4::total_len(&f[14..]), udp::length(&f[34..])), (60, 30, 10));
 }
 
 #[test]
 fn arp_request_is_the_kernels() {
-    let f = Frame::new(MacAddr::BROADCAST, A).arp(Arp::request(A, SRC4, DST4)).build();
+    let f = Ethernet::new(MacAddr::BROADCAST, A).arp(Arp::request(A, SRC4, DST4)).build();
     #[rustfmt::skip]
     let want: [u8; 42] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06,
@@ -215,11 +218,11 @@ fn arp_request_is_the_kernels() {
 #[test]
 fn icmp_checksums() {
     let echo = Icmp::new(8, 0).body(&[0x12, 0x34, 0, 1]);
-    let f = Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).icmp(echo.clone()).payload(b"ping").build();
+    let f = Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).icmp(echo.clone()).payload(b"ping").build();
     assert_eq!(f[14 + 9], protocol::ICMP);
     assert_eq!(&f[34..], &[8, 0, f[36], f[37], 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g']);
     assert!(verifies(&[&f[34..]]), "ICMP has no pseudo-header");
-    let f = Frame::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).icmp(echo).build();
+    let f = Ethernet::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).icmp(echo).build();
     assert_eq!(f[14 + 6], protocol::ICMPV6);
     assert!(verifies(&[&pseudo6(protocol::ICMPV6, 8), &f[54..]]), "ICMPv6 checksum");
 }
@@ -231,7 +234,7 @@ fn neighbour_solicitation_to_the_solicited_node_group() {
     assert_eq!(group, "ff02::1:ff02:abcd".parse::<Ipv6Addr>().unwrap());
     assert_eq!(mac, MacAddr([0x33, 0x33, 0xff, 0x02, 0xab, 0xcd]));
     let ns = Icmp::neighbour_solicitation(target, Some(A));
-    let f = Frame::new(mac, A).ipv6(Ipv6::new(SRC6, group).hop_limit(255)).icmp(ns).build();
+    let f = Ethernet::new(mac, A).ipv6(Ipv6::new(SRC6, group).hop_limit(255)).icmp(ns).build();
     assert_eq!(f.len(), 14 + 40 + 32);
     let m = &f[54..];
     assert_eq!((m[0], m[1], &m[4..8]), (135, 0, &[0, 0, 0, 0][..]));
@@ -246,7 +249,7 @@ fn neighbour_solicitation_to_the_solicited_node_group() {
 #[test]
 fn a_udp_checksum_of_zero_is_sent_as_all_ones() {
     let build =
-        |p: &[u8]| Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(p).build();
+        |p: &[u8]| Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(p).build();
     let first = build(&[0, 0]);
     // A payload word equal to the checksum makes the data sum to all ones: the checksum is 0.
     let f = build(&first[40..42]);
@@ -257,14 +260,14 @@ fn a_udp_checksum_of_zero_is_sent_as_all_ones() {
 #[test]
 fn lengths_that_do_not_fit_are_zero() {
     let big = vec![0u8; 65536];
-    let f = Frame::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).tcp(Tcp::new(1, 2)).payload(&big).build();
+    let f = Ethernet::new(B, A).ipv4(Ipv4::new(SRC4, DST4)).tcp(Tcp::new(1, 2)).payload(&big).build();
     assert_eq!((f.len(), ipv4::total_len(&f[14..])), (54 + 65536, 0));
-    let f = Frame::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).udp(Udp::new(1, 2)).payload(&big).build();
+    let f = Ethernet::new(B, A).ipv6(Ipv6::new(SRC6, DST6)).udp(Udp::new(1, 2)).payload(&big).build();
     assert_eq!((ipv6::payload_len(&f[14..]), udp::length(&f[54..])), (0, 0));
 }
 
 #[test]
 #[should_panic(expected = "needs an IP header")]
 fn a_transport_without_ip_is_refused() {
-    Frame::new(B, A).udp(Udp::new(1, 2)).build();
+    Ethernet::new(B, A).udp(Udp::new(1, 2)).build();
 }

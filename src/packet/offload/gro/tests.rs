@@ -1,6 +1,6 @@
 use super::*;
 use crate::packet::offload::checksum::complete;
-use crate::wire::build::{Arp, Frame, Ipv4, Ipv6, Tcp, Udp};
+use crate::wire::build::{Arp, Ethernet, Ipv4, Ipv6, Tcp, Udp};
 use crate::wire::mac::MacAddr;
 use crate::wire::{ipv4, tcp};
 use etherparse::{NetSlice, SlicedPacket, TcpHeader, TransportSlice};
@@ -25,7 +25,7 @@ fn v4(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv4, &mut Tcp)) -> Vec<u
     let mut ip = Ipv4::new(SRC4, DST4).ident(seq as u16);
     let mut tcp = tcp_header(seq);
     edit(&mut ip, &mut tcp);
-    Frame::new(MAC_B, MAC_A).ipv4(ip).tcp(tcp).payload(payload).build()
+    Ethernet::new(MAC_B, MAC_A).ipv4(ip).tcp(tcp).payload(payload).build()
 }
 
 /// An IPv6 segment A -> B (traffic class 0x20, a flow label), after `edit`.
@@ -33,7 +33,7 @@ fn v6(seq: u32, payload: &[u8], edit: impl FnOnce(&mut Ipv6, &mut Tcp)) -> Vec<u
     let mut ip = Ipv6::new(SRC6, DST6).traffic_class(0x20).flow_label(0x5_4321);
     let mut tcp = tcp_header(seq);
     edit(&mut ip, &mut tcp);
-    Frame::new(MAC_B, MAC_A).ipv6(ip).tcp(tcp).payload(payload).build()
+    Ethernet::new(MAC_B, MAC_A).ipv6(ip).tcp(tcp).payload(payload).build()
 }
 
 fn plain4(seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -300,8 +300,8 @@ fn non_candidates_pass_and_leave_the_pending_frame_alone() {
     let p = data(300, 5);
     let base = plain4(0, &p);
     let next = |edit: fn(&mut Ipv4, &mut Tcp)| v4(300, &p, edit);
-    let udp = Frame::new(MAC_B, MAC_A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(&p).build();
-    let arp = Frame::new(MAC_B, MAC_A).arp(Arp::request(MAC_A, SRC4, DST4)).build();
+    let udp = Ethernet::new(MAC_B, MAC_A).ipv4(Ipv4::new(SRC4, DST4)).udp(Udp::new(1, 2)).payload(&p).build();
+    let arp = Ethernet::new(MAC_B, MAC_A).arp(Arp::request(MAC_A, SRC4, DST4)).build();
     let mut bad_tcp = next(|_, _| {});
     bad_tcp[34 + 16] ^= 1;
     let mut bad_ip = next(|_, _| {});
@@ -546,7 +546,7 @@ fn udp4_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv4)) ->
     let ident = payload.len() as u16 ^ u16::from(payload.first().copied().unwrap_or(0));
     let mut ip = Ipv4::new(SRC4, DST4).ident(ident);
     edit(&mut ip);
-    Frame::new(MAC_B, MAC_A).ipv4(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
+    Ethernet::new(MAC_B, MAC_A).ipv4(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
 }
 
 fn udp4(payload: &[u8]) -> Vec<u8> {
@@ -557,7 +557,7 @@ fn udp4(payload: &[u8]) -> Vec<u8> {
 fn udp6_with(ports: (u16, u16), payload: &[u8], edit: impl FnOnce(&mut Ipv6)) -> Vec<u8> {
     let mut ip = Ipv6::new(SRC6, DST6).traffic_class(0x20).flow_label(0x5_4321);
     edit(&mut ip);
-    Frame::new(MAC_B, MAC_A).ipv6(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
+    Ethernet::new(MAC_B, MAC_A).ipv6(ip).udp(Udp::new(ports.0, ports.1)).payload(payload).build()
 }
 
 fn udp6(payload: &[u8]) -> Vec<u8> {

@@ -1,6 +1,6 @@
 use super::super::vnet::{GSO_ECN, GSO_NONE, GSO_UDP};
 use super::*;
-use crate::wire::build::{Frame, Ipv4, Ipv6, Net, Tcp, Udp};
+use crate::wire::build::{Ethernet, Ipv4, Ipv6, Net, Tcp, Udp};
 use crate::wire::mac::MacAddr;
 use etherparse::{
     Ipv4Header, LinkExtHeader, NetHeaders, PacketHeaders, TcpHeader, TransportHeader, UdpHeader,
@@ -41,7 +41,7 @@ fn tcp(seq: u32, opts: &[u8], flags: impl Fn(&mut Tcp)) -> Tcp {
 /// is garbage (the kernel leaves a partial sum there) so that a test fails if segmentation reads
 /// rather than recomputes it.
 fn frame(vlan: bool, ip: Net, l4: Option<Tcp>, data: &[u8]) -> Vec<u8> {
-    let mut f = Frame::new(MAC_B, MAC_A);
+    let mut f = Ethernet::new(MAC_B, MAC_A);
     f.net = ip;
     if vlan {
         f = f.vlan(42);
