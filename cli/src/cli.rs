@@ -188,7 +188,7 @@ pub struct RunArgs {
     /// Outer IPv4 Don't Fragment bit: set (never fragment; too-big datagrams are dropped and the
     /// inner sender is told with ICMP), unset (the underlay may fragment anything, as the kernel's
     /// vxlan does by default) or inherit (copy the inner packet's DF: TCP and other DF traffic get
-    /// path MTU feedback, DF=0 traffic is fragmented when it must be). See README "Path MTU"
+    /// path MTU feedback, DF=0 traffic is fragmented when it must be). See docs/design.md "Path MTU"
     #[arg(long, value_name = "set|unset|inherit", default_value = "inherit")]
     pub df: Df,
     /// Rewrite the MSS option of TCP SYNs crossing the tunnel to fit the underlay path, for paths
@@ -230,7 +230,7 @@ pub struct RunArgs {
     /// control sockets are given to that user
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
-    /// TOML file with one or more [[network]] tables (see README); replaces the flags above
+    /// TOML file with one or more [[network]] tables (docs/usage.md "Several networks in one process"); replaces the flags above
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
         "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
         "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "cpu_pinning", "proxy"])]
@@ -243,8 +243,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "text|json", default_value = "text")]
     pub log_format: LogFormat,
     /// etcd endpoints of a cluster to join, comma-separated (http://HOST:PORT, or https:// with
-    /// --etcd-ca): the members find each other there and need no --remote or --static (README
-    /// "Clusters"). Needs --local. With --config, these --etcd* flags override its [etcd] table
+    /// --etcd-ca): the members find each other there and need no --remote or --static
+    /// (docs/clusters.md). Needs --local. With --config, these --etcd* flags override its [etcd] table
     #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
     pub etcd: Vec<String>,
     /// Key prefix of the cluster in etcd [default: /vxtap/v1]

@@ -264,7 +264,7 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub cpu_pinning: bool,
     /// ARP/ND suppression: answer ARP requests and neighbour solicitations for addresses of the
-    /// neighbour table locally (README "Clusters").
+    /// neighbour table locally (docs/clusters.md).
     #[serde(default)]
     pub proxy: bool,
 }
@@ -495,7 +495,7 @@ pub struct Settings {
     pub networks: Vec<NetworkConfig>,
     /// `metrics = "ADDR:PORT"`: serve Prometheus metrics there.
     pub metrics: Option<SocketAddr>,
-    /// `[etcd]`: join a cluster (README "Clusters").
+    /// `[etcd]`: join a cluster (docs/clusters.md).
     pub etcd: Option<EtcdConfig>,
 }
 

@@ -1,5 +1,6 @@
-//! Underlay UDP sockets: made with socket2, driven through quinn-udp (batched receive with
-//! recvmmsg, UDP GRO trains in, UDP GSO trains out; its cmsg code, not ours).
+//! Underlay UDP sockets: made with socket2, received through quinn-udp (batched
+//! recvmmsg, UDP GRO trains, the outer DS byte); sent with our own sendmsg (`sys.rs`), which writes
+//! the UDP_SEGMENT and IP_TOS/IPV6_TCLASS control messages itself.
 //!
 //! Per (local address, port), shared by the networks on it: one receive socket per queue, in an
 //! SO_REUSEPORT group when there are several, so the kernel keeps each peer flow on one socket

@@ -115,7 +115,7 @@ impl<'a> TxSide<'a> {
 }
 
 /// Sends a network's datagrams on its underlay and counts what happened; deals with datagrams
-/// the path is too narrow for (the cold path: README "Path MTU").
+/// the path is too narrow for (the cold path: docs/design.md "Path MTU").
 struct Sender<'a> {
     net: &'a Network,
     underlay: &'a Underlay,

@@ -36,7 +36,7 @@ pub struct Network {
     pub fdb: Fdb,
     pub counters: Counters,
     header: EncapHeader,
-    /// Path MTUs learned towards the VTEPs of the socket the network sends on (README "Path MTU").
+    /// Path MTUs learned towards the VTEPs of the socket the network sends on (docs/design.md "Path MTU").
     pub path_mtus: Arc<PathMtus>,
     /// `--df`, `--mss-clamp` and `--tos`, which a reload may change while packets flow.
     policies: PolicyCell,

@@ -2,7 +2,7 @@
 //! the ICMP "too big" replies that tell an inner sender to send smaller packets ([`icmp`]), the
 //! TCP MSS clamp ([`mss`]), and the table of path MTUs learned towards remote VTEPs.
 //!
-//! What vxtap does with them (README "Path MTU"): a frame that does not fit the path towards its
+//! What vxtap does with them (docs/design.md "Path MTU"): a frame that does not fit the path towards its
 //! VTEP is, by the inner packet's own DF bit (`--df inherit`), either fragmented on the underlay
 //! or dropped with an ICMP reply written back into the TAP, as the kernel does for bridged VXLAN
 //! (`skb_tunnel_check_pmtu`); TAP super-frames are cut at the size that fits.
