@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::info;
 
-use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
+use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, RunPlan, Target};
 use privileges::User;
 use service::Service;
 use vxtap::control::{FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
@@ -67,8 +67,12 @@ fn main() -> ExitCode {
 /// `vxtap run`: start the dataplane, serve the control sockets, age the FDB, exit on a signal.
 fn run(args: &RunArgs) -> ExitCode {
     ops::init_logging(args.log_format);
-    let (networks, metrics) = match args.networks().and_then(|n| Ok((n, args.metrics()?))) {
-        Ok(n) => n,
+    let plan = match args.plan() {
+        Ok(p) if p.cluster.is_some() && !vxtap::control::cluster::SUPPORTED => {
+            eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
+            return ExitCode::from(2);
+        }
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -81,19 +85,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cluster = match args.cluster(&networks) {
-        Ok(Some(_)) if !vxtap::control::cluster::SUPPORTED => {
-            eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
-            return ExitCode::from(2);
-        }
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = args.config.clone();
-    match serve(&networks, user.as_ref(), metrics, cluster, config, args.metrics.is_some()) {
+    match serve(plan, user.as_ref(), args.config.clone(), args.metrics.is_some()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -105,19 +97,19 @@ fn run(args: &RunArgs) -> ExitCode {
 /// Runs the VTEP until SIGTERM or SIGINT. `config` is the file the networks came from, which a
 /// reload re-reads; `metrics_from_flag` says `--metrics` overrides the file's `metrics`.
 fn serve(
-    networks: &[vxtap::config::NetworkConfig],
+    plan: RunPlan,
     user: Option<&User>,
-    metrics: Option<SocketAddr>,
-    cluster: Option<vxtap::config::etcd::Settings>,
     config: Option<std::path::PathBuf>,
     metrics_from_flag: bool,
 ) -> Result<()> {
-    let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
+    let RunPlan { networks, metrics, cluster, etcd_at_start } = plan;
+    let dataplane = Arc::new(Dataplane::start(&networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
         let owner = user.map(|u| (u.uid, u.gid));
-        let service = Service::start(dataplane.clone(), config, owner, metrics, metrics_from_flag)?;
+        let service =
+            Service::start(dataplane.clone(), config, etcd_at_start, owner, metrics, metrics_from_flag)?;
         spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             serve_metrics(&dataplane, addr).await?;

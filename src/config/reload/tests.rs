@@ -23,7 +23,7 @@ const BASE: &str = r#"
 "#;
 
 fn configs(text: &str) -> Vec<NetworkConfig> {
-    parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    parse(text).unwrap_or_else(|e| panic!("{e}\n{text}")).networks
 }
 
 /// Plans `from` -> `to`, with the sockets built as `from` needs them.
