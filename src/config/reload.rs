@@ -370,6 +370,7 @@ fn restart_reasons(o: &NetworkConfig, n: &NetworkConfig) -> Vec<String> {
     differs("ttl", ttl(o.ttl), ttl(n.ttl));
     differs("flowlabel", flowlabel(o.flowlabel), flowlabel(n.flowlabel));
     differs("cpu_pinning", o.cpu_pinning.to_string(), n.cpu_pinning.to_string());
+    differs("proxy", o.proxy.to_string(), n.proxy.to_string());
     // A setting this list does not know yet restarts the network: never silently ignored.
     if why.is_empty() && normalized(o, n) != normalized(n, n) {
         why.push("other settings".into());
