@@ -324,6 +324,8 @@ mod tests {
             "inherit",
             "--src-ports",
             "50000-50100",
+            "--max-src-ports",
+            "64",
             "--allow-from",
             "198.18.0.0/24",
             "--cpu-pinning",
@@ -352,6 +354,7 @@ mod tests {
             ttl = "9"
             tos = "inherit"
             src_ports = "50000-50100"
+            max_src_ports = 64
             allow_from = ["198.18.0.0/24"]
             cpu_pinning = true
             proxy = true

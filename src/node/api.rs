@@ -164,6 +164,11 @@ impl NetworkHandle {
             ("fdb_moved".to_string(), f.moved),
             ("fdb_expired".to_string(), f.expired),
         ]);
+        let (sockets, max) = self.underlay.send.sockets();
+        out.extend([
+            ("send_sockets".to_string(), sockets as u64),
+            ("send_sockets_max".to_string(), max as u64),
+        ]);
         if let Some(status) = self.cluster.get() {
             out.extend(
                 status.fields(crate::control::cluster::NetKey {
