@@ -264,12 +264,11 @@ impl NetworkConfig {
     /// Bytes the tunnel adds in front of a frame on the underlay: outer IP, UDP, tunnel header
     /// (vxtap emits Geneve without options).
     pub fn overhead(&self) -> u32 {
-        let ip = if self.underlay_v6() { 40 } else { 20 };
         let tunnel = match self.proto {
             Proto::Vxlan => wire::vxlan::HEADER_LEN,
             Proto::Geneve => wire::geneve::BASE_LEN,
-        } as u32;
-        ip + 8 + tunnel + wire::ETHERNET_HEADER_LEN as u32
+        };
+        (wire::outer_overhead(self.underlay_v6(), tunnel) + wire::ETHERNET_HEADER_LEN) as u32
     }
 
     /// TAP MTU: as given, else a 1500-byte underlay less the overhead (1450 for VXLAN over IPv4).

@@ -23,7 +23,7 @@ use super::tap_writer::{TapReplier, TapWriter};
 use super::udp::{Sent, UdpIo, Underlay, MAX_GSO_BYTES};
 use crate::packet::dsfield;
 use crate::packet::pipeline::{Demux, Destinations, Encapsulated, Network};
-use crate::packet::pmtu::{icmp, Df};
+use crate::packet::pmtu::{self, icmp, Df};
 use crate::packet::train::{Train, Transmit};
 use crate::state::stats::DropReason;
 
@@ -178,7 +178,7 @@ impl Sender<'_> {
         let tos = dsfield::encap(policies.tos, frame.frame());
         let socket = self.underlay.send.index(flow_hash, fragment);
         for attempt in 0..2 {
-            let max_datagram = narrowest.map_or(usize::MAX, |(m, d)| datagram_room(m, d.ip()));
+            let max_datagram = narrowest.map_or(usize::MAX, |(m, v)| pmtu::datagram_room(m, is_v6(v.ip())));
             let segs = match frame.segment(self.net.header().as_bytes(), out, max_datagram) {
                 Ok(s) => s,
                 Err(_) => {
@@ -273,7 +273,7 @@ impl Sender<'_> {
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
             let Some(frame) = datagram.get(hlen..) else { continue };
-            let fits = path_mtu.is_some_and(|m| datagram.len() <= datagram_room(m, dst));
+            let fits = path_mtu.is_some_and(|m| datagram.len() <= pmtu::datagram_room(m, is_v6(dst)));
             let fragment = !fits && fragmenting && df.may_fragment(frame);
             if fits || fragment {
                 let socket = if fragment { self.underlay.send.fragmenting_twin(t.socket) } else { t.socket };
@@ -335,11 +335,9 @@ impl Sender<'_> {
     }
 }
 
-/// The largest UDP payload (tunnel header and frame) that fits a path of `path_mtu` bytes
-/// towards `dst`: the outer IP and UDP headers come off.
-fn datagram_room(path_mtu: u32, dst: IpAddr) -> usize {
-    let ip_udp = if dst.to_canonical().is_ipv4() { 20 + 8 } else { 40 + 8 };
-    (path_mtu as usize).saturating_sub(ip_udp)
+/// Whether the underlay towards `dst` is IPv6 (a v4-mapped address is IPv4).
+fn is_v6(dst: IpAddr) -> bool {
+    !dst.to_canonical().is_ipv4()
 }
 
 /// The underlay-to-TAP side of one receive socket: receive a batch of messages, check each

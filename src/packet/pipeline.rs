@@ -144,8 +144,7 @@ impl Network {
     /// for a frame with `l2_len` bytes of Ethernet header.
     #[inline]
     pub fn inner_mtu(&self, dst: IpAddr, path_mtu: u32, l2_len: usize) -> u32 {
-        let overhead = pmtu::outer_overhead(!dst.to_canonical().is_ipv4(), self.header.len()) + l2_len;
-        path_mtu.saturating_sub(overhead as u32)
+        pmtu::inner_mtu(path_mtu, !dst.to_canonical().is_ipv4(), self.header.len(), l2_len)
     }
 
     /// `--mss-clamp`: lowers the MSS of a TCP SYN in `frame` so that the connection fits the

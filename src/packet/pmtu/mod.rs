@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::wire::{ethernet, ipv4};
+use crate::wire::{ethernet, ipv4, outer_overhead};
 
 /// The outer IPv4 header's Don't Fragment bit (the kernel vxlan device's `df` option); on an
 /// IPv6 underlay, whether vxtap may fragment a datagram at the source.
@@ -102,11 +102,18 @@ impl FromStr for MssClamp {
 /// Smallest underlay path MTU vxtap accepts in `--mss-clamp`: the IPv4 minimum (RFC 791).
 pub const MIN_PATH_MTU: u16 = 576;
 
-/// Bytes the underlay adds in front of an inner frame: outer IP header, UDP header and tunnel
-/// header (the inner Ethernet header is part of the frame).
+/// The largest UDP payload (tunnel header and frame) that fits a path of `path_mtu` bytes: the
+/// outer IP and UDP headers come off.
 #[inline]
-pub fn outer_overhead(underlay_v6: bool, tunnel_header: usize) -> usize {
-    (if underlay_v6 { 40 } else { 20 }) + 8 + tunnel_header
+pub fn datagram_room(path_mtu: u32, underlay_v6: bool) -> usize {
+    (path_mtu as usize).saturating_sub(outer_overhead(underlay_v6, 0))
+}
+
+/// The largest inner IP packet that fits a path of `path_mtu` bytes, in a frame with `l2_len`
+/// bytes of Ethernet header behind a tunnel header of `tunnel_header` bytes.
+#[inline]
+pub fn inner_mtu(path_mtu: u32, underlay_v6: bool, tunnel_header: usize, l2_len: usize) -> u32 {
+    path_mtu.saturating_sub((outer_overhead(underlay_v6, tunnel_header) + l2_len) as u32)
 }
 
 /// Path MTUs below the usual that are known towards remote VTEPs, by underlay address. Read on
@@ -212,7 +219,11 @@ mod tests {
         assert_eq!(t.snapshot(), vec![(b, 1300)]);
         t.set(b, None);
         assert!(t.is_empty());
-        assert_eq!(outer_overhead(false, 8), 36);
-        assert_eq!(outer_overhead(true, 8), 56);
+        assert_eq!(
+            (datagram_room(1400, false), datagram_room(1400, true), datagram_room(20, false)),
+            (1372, 1352, 0)
+        );
+        assert_eq!(inner_mtu(1400, false, 8, 14), 1350, "VXLAN over IPv4");
+        assert_eq!(inner_mtu(1400, true, 8, 22), 1322, "over IPv6, two VLAN tags");
     }
 }
