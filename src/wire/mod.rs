@@ -13,6 +13,7 @@
 
 pub mod cidr;
 pub mod ethernet;
+pub mod frame;
 pub mod geneve;
 pub mod ip;
 pub mod ipv4;
