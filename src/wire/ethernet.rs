@@ -6,8 +6,8 @@
 //! ```
 //! Accessors take the frame from its first byte and panic if it is shorter than the field.
 //!
-//! The flow hash also walks stacked tags (802.1ad, [`ETHERTYPE_QINQ`]) and an integrity-only
-//! MACsec tag ([`macsec`]) to reach the IP header; the rest of vxtap sees at most one 802.1Q tag.
+//! The flow hash walks stacked tags (802.1ad, [`ETHERTYPE_QINQ`]) through [`super::frame`], where
+//! a MACsec frame ([`macsec`]) is opaque; the rest of vxtap sees at most one 802.1Q tag.
 
 use super::read_u16;
 
@@ -90,8 +90,10 @@ pub mod macsec {
         use std::ops::Range;
 
         /// Tag control information (high six bits) and association number (low two).
+        #[allow(dead_code)] // Part of the map; nothing reads it: a MACsec frame is opaque.
         pub(crate) const TCI_AN: usize = 0;
         /// Short length: the user data's length (EtherType included) when below 48, else 0.
+        #[allow(dead_code)] // Part of the map; nothing reads it.
         pub(crate) const SHORT_LEN: usize = 1;
         #[allow(dead_code)] // Part of the map; nothing reads it.
         pub(crate) const PN: Range<usize> = 2..6;
