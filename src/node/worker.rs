@@ -26,6 +26,7 @@ use crate::packet::pipeline::{Demux, Destinations, Encapsulated, Network};
 use crate::packet::pmtu::{self, icmp, Df};
 use crate::packet::train::{Train, Transmit};
 use crate::state::stats::DropReason;
+use crate::wire::frame::Frame;
 
 /// Room for the segments of one super-frame: 64 KB of payload cut at an MSS as small as 88
 /// bytes, each segment with up to 398 bytes of headers, still fits.
@@ -170,37 +171,36 @@ impl Sender<'_> {
     /// as few GSO sends as the kernel's limits allow. Segments are cut to fit the narrowest known
     /// path among the destinations, and the inner sender is told about that path.
     fn super_frame(&mut self, frame: &SuperFrame<'_>, out: &mut [u8]) {
-        let Some((to, flow_hash)) = self.net.route(frame.frame()) else { return };
+        let Some(d) = self.net.decide(frame.frame()) else { return };
         let path_mtus = &self.net.path_mtus;
-        let narrowest = to.as_slice().iter().filter_map(|d| Some((path_mtus.get(d.ip())?, *d))).min();
-        let policies = self.net.policies();
-        let fragment = policies.df.may_fragment(frame.frame());
-        let tos = dsfield::encap(policies.tos, frame.frame());
-        let socket = self.underlay.send.index(flow_hash, fragment);
+        let narrowest = d.to.as_slice().iter().filter_map(|v| Some((path_mtus.get(v.ip())?, *v))).min();
+        let socket = self.underlay.send.index(d.flow_hash, d.fragment);
+        let header = self.net.header();
         for attempt in 0..2 {
             let max_datagram = narrowest.map_or(usize::MAX, |(m, v)| pmtu::datagram_room(m, is_v6(v.ip())));
-            let segs = match frame.segment(self.net.header().as_bytes(), out, max_datagram) {
+            let segs = match frame.segment(&d.view, header.as_bytes(), out, max_datagram) {
                 Ok(s) => s,
                 Err(_) => {
                     self.net.counters.drop(DropReason::Offload);
                     return;
                 }
             };
-            if let Some((m, d)) =
-                narrowest.filter(|_| self.net.header().len() + frame.segment_len() > max_datagram)
+            if let Some((m, dst)) =
+                narrowest.filter(|_| header.len() + frame.segment_len(&d.view) > max_datagram)
             {
                 // Cut smaller than the sender asked: tell it the path too (rate-limited).
-                let _ = self.reply_too_big(frame.frame(), d.ip(), m);
+                let mtu = self.net.inner_mtu(dst.ip(), m, d.view.l2_len());
+                let _ = self.reply_too_big(frame.frame(), &d.view, mtu);
             }
             let mut refused = None;
-            for &dst in to.as_slice() {
+            for &dst in d.to.as_slice() {
                 let destination = self.underlay.peer(dst);
                 let t = Transmit {
                     destination,
                     socket,
                     contents: &out[..segs.len],
                     segment_size: segs.stride,
-                    tos,
+                    tos: d.tos,
                 };
                 let sent = self.send_counted(&t);
                 if sent.too_big_at == Some(0) && attempt == 0 {
@@ -273,15 +273,21 @@ impl Sender<'_> {
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
             let Some(frame) = datagram.get(hlen..) else { continue };
+            let view = Frame::parse(frame);
             let fits = path_mtu.is_some_and(|m| datagram.len() <= pmtu::datagram_room(m, is_v6(dst)));
-            let fragment = !fits && fragmenting && df.may_fragment(frame);
+            // A frame without an Ethernet header has no IP header to forbid it.
+            let may_fragment = view.as_ref().map_or(df != Df::Set, |v| df.may_fragment(v));
+            let fragment = !fits && fragmenting && may_fragment;
             if fits || fragment {
                 let socket = if fragment { self.underlay.send.fragmenting_twin(t.socket) } else { t.socket };
                 if self.resend(t, socket, datagram) {
                     continue;
                 }
             }
-            let reply = path_mtu.map(|m| self.reply_too_big(frame, dst, m));
+            let reply = path_mtu.map(|m| match &view {
+                Some(v) => self.reply_too_big(frame, v, self.net.inner_mtu(dst, m, v.l2_len())),
+                None => Err(icmp::NoReply::NotIp),
+            });
             if reply == Some(Err(icmp::NoReply::BelowMinimum)) && fragmenting && df != Df::Set {
                 let twin = self.underlay.send.fragmenting_twin(t.socket);
                 if self.resend(t, twin, datagram) {
@@ -314,16 +320,14 @@ impl Sender<'_> {
         Some(m)
     }
 
-    /// Writes into the TAP an ICMP "too big" reply to the sender of `frame`, announcing the
-    /// largest inner packet that fits a path of `path_mtu` bytes towards `dst`, if the kernel
-    /// would answer this frame; the rate limit may hold it back (counted). Err says why no
-    /// reply fits this frame (not IP, fragmentable, below the protocol's minimum MTU...).
+    /// Writes into the TAP an ICMP "too big" reply to the sender of `frame` (its headers parsed
+    /// into `view`), announcing `mtu` (the largest inner IP packet that fits the path), if the
+    /// kernel would answer this frame; the rate limit may hold it back (counted). Err says why
+    /// no reply fits this frame (not IP, fragmentable, below the protocol's minimum MTU...).
     #[cold]
-    fn reply_too_big(&mut self, frame: &[u8], dst: IpAddr, path_mtu: u32) -> Result<(), icmp::NoReply> {
-        let (_, l2) = crate::wire::ethernet::payload_type(frame).ok_or(icmp::NoReply::NotIp)?;
-        let mtu = self.net.inner_mtu(dst, path_mtu, l2);
+    fn reply_too_big(&mut self, frame: &[u8], view: &Frame, mtu: u32) -> Result<(), icmp::NoReply> {
         self.reply.resize(icmp::MAX_REPLY_LEN, 0);
-        let n = icmp::too_big_reply(frame, mtu, &mut self.reply)?;
+        let n = icmp::too_big_reply(frame, view, mtu, &mut self.reply)?;
         if !self.net.too_big_replies.allow(self.net.fdb.now_ms()) {
             self.net.counters.icmp_ratelimited();
         } else if self.tap.write(&self.reply[..n]) {
@@ -415,12 +419,20 @@ impl<'a> RxSide<'a> {
                 // The frame is the datagram's tail; ECN and --mss-clamp may rewrite it in place.
                 let at = datagram.len() - frame.len();
                 let net = &demux.networks()[index];
-                if outer_ce && dsfield::decap(dsfield::ECN_CE, &mut datagram[at..]) == dsfield::Decap::Drop {
-                    net.counters.drop(DropReason::EcnNotEct);
-                    continue;
-                }
-                if net.policies().mss_clamp.is_some() {
-                    net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
+                let clamp = net.policies().mss_clamp;
+                if outer_ce || clamp.is_some() {
+                    // One parse for both (decapsulation let no runt through).
+                    let frame = &mut datagram[at..];
+                    let Some(view) = Frame::parse(frame) else { continue };
+                    if outer_ce && dsfield::decap(dsfield::ECN_CE, frame, &view) == dsfield::Decap::Drop {
+                        net.counters.drop(DropReason::EcnNotEct);
+                        continue;
+                    }
+                    if let Some(clamp) = clamp {
+                        // The CE mark left the view true: only the DS field changed.
+                        let vtep = SocketAddr::new(m.addr.ip(), net.peer_port);
+                        net.clamp_mss(clamp, frame, &view, &[vtep]);
+                    }
                 }
                 self.writers[index].write(&datagram[at..]);
             }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::wire::{ethernet, ipv4, outer_overhead};
+use crate::wire::frame::{Frame, IpVersion};
+use crate::wire::outer_overhead;
 
 /// The outer IPv4 header's Don't Fragment bit (the kernel vxlan device's `df` option); on an
 /// IPv6 underlay, whether vxtap may fragment a datagram at the source.
@@ -35,18 +36,16 @@ pub enum Df {
 }
 
 impl Df {
-    /// Whether the datagram carrying `frame` may be fragmented on the underlay.
+    /// Whether the datagram carrying the frame `view` describes may be fragmented on the
+    /// underlay.
     #[inline]
-    pub fn may_fragment(self, frame: &[u8]) -> bool {
+    pub fn may_fragment(self, view: &Frame) -> bool {
         match self {
             Df::Set => false,
             Df::Unset => true,
-            Df::Inherit => match ethernet::payload_type(frame) {
-                Some((ethernet::ETHERTYPE_IPV4, l3)) => frame
-                    .get(l3 + ipv4::field::FLAGS_FRAG.start)
-                    .is_none_or(|b| u16::from(*b) << 8 & ipv4::FLAG_DF == 0),
-                Some((ethernet::ETHERTYPE_IPV6, _)) => false,
-                _ => true,
+            Df::Inherit => match view.ip() {
+                Some(ip) => ip.version() == IpVersion::V4 && !ip.df(),
+                None => true,
             },
         }
     }
@@ -190,12 +189,13 @@ mod tests {
         let mut tagged = vec![0u8; 12];
         tagged.extend([0x81, 0, 0, 42, 0x08, 0]);
         tagged.extend_from_slice(&v4);
+        let view = |f: &[u8]| Frame::parse(f).unwrap();
         for (f, inherit) in [(&df0, true), (&df1, false), (&v6, false), (&arp, true), (&tagged, false)] {
-            assert_eq!(Df::Inherit.may_fragment(f), inherit);
-            assert!(!Df::Set.may_fragment(f));
-            assert!(Df::Unset.may_fragment(f));
+            assert_eq!(Df::Inherit.may_fragment(&view(f)), inherit);
+            assert!(!Df::Set.may_fragment(&view(f)));
+            assert!(Df::Unset.may_fragment(&view(f)));
         }
-        assert!(Df::Inherit.may_fragment(&frame(0x0800, &[0x45])), "truncated: nothing forbids it");
+        assert!(Df::Inherit.may_fragment(&view(&frame(0x0800, &[0x45]))), "truncated: nothing forbids it");
     }
 
     #[test]
