@@ -23,7 +23,7 @@ use super::tap_writer::{TapReplier, TapWriter};
 use super::udp::{Sent, UdpIo, Underlay, MAX_GSO_BYTES};
 use crate::packet::dsfield;
 use crate::packet::pipeline::{Demux, Destinations, Encapsulated, Network};
-use crate::packet::pmtu::{self, icmp, Df};
+use crate::packet::pmtu::{self, icmp, Recut, Refused, TooBig};
 use crate::packet::train::{Train, Transmit};
 use crate::state::stats::DropReason;
 use crate::wire::frame::Frame;
@@ -212,14 +212,19 @@ impl Sender<'_> {
                 }
             }
             let Some(dst) = refused else { return };
-            let Some(m) = self.learn_path_mtu(dst.ip()) else {
-                self.net.counters.drop(DropReason::TooBig);
-                return;
-            };
-            if narrowest.is_some_and(|(old, _)| old <= m) {
-                // The path did not narrow: something else refuses these datagrams.
-                (0..segs.count).for_each(|_| self.net.counters.drop(DropReason::TooBig));
-                return;
+            match pmtu::recut(narrowest.map(|(m, _)| m), self.learn_path_mtu(dst.ip())) {
+                // FIXME: cut again with the same `narrowest`, not the path just learned: kept as
+                // it was (see the next commit).
+                Recut::Again { .. } => {}
+                Recut::DropAll => {
+                    // The path did not narrow: something else refuses these datagrams.
+                    (0..segs.count).for_each(|_| self.net.counters.drop(DropReason::TooBig));
+                    return;
+                }
+                Recut::Drop => {
+                    self.net.counters.drop(DropReason::TooBig);
+                    return;
+                }
             }
         }
     }
@@ -258,12 +263,10 @@ impl Sender<'_> {
     }
 
     /// The kernel refused the datagrams of `t` from byte `at` on as over the path MTU (it had
-    /// learned a narrower path from an ICMP error). Learn that path, then deal with each
-    /// datagram as the kernel does for a bridged tunnel: one that fits now goes again; one whose
-    /// packet may be fragmented goes through a fragmenting socket; any other is dropped and its
-    /// sender told with an ICMP "too big" (rate-limited) — or, when the path is too narrow for
-    /// the inner protocol's minimum MTU, fragmented on the underlay (RFC 2473 §7.1) unless
-    /// `--df set` forbids it.
+    /// learned a narrower path from an ICMP error). Learn that path, then carry out for each
+    /// datagram what [`Refused`] decides (docs/design.md "Path MTU"): send it again, from the
+    /// fragmenting socket or not, or drop it with an ICMP "too big" to its sender
+    /// (rate-limited); a resend that does not go falls back on what comes next.
     #[cold]
     fn too_big(&mut self, t: &Transmit<'_>, at: usize) {
         let dst = t.destination.ip();
@@ -272,29 +275,31 @@ impl Sender<'_> {
         let df = self.net.policies().df;
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
-            let Some(frame) = datagram.get(hlen..) else { continue };
-            let view = Frame::parse(frame);
-            let fits = path_mtu.is_some_and(|m| datagram.len() <= pmtu::datagram_room(m, is_v6(dst)));
-            // A frame without an Ethernet header has no IP header to forbid it.
-            let may_fragment = view.as_ref().map_or(df != Df::Set, |v| df.may_fragment(v));
-            let fragment = !fits && fragmenting && may_fragment;
-            if fits || fragment {
-                let socket = if fragment { self.underlay.send.fragmenting_twin(t.socket) } else { t.socket };
+            let refused = Refused::new(datagram, hlen, path_mtu, is_v6(dst), df, fragmenting);
+            let mut action = refused.decide();
+            loop {
+                let socket = match action {
+                    TooBig::Resend => t.socket,
+                    TooBig::ResendFragmenting | TooBig::FragmentBelowMinimum => {
+                        self.underlay.send.fragmenting_twin(t.socket)
+                    }
+                    TooBig::ReplyTooBig { mtu } => {
+                        if let Some((frame, view)) = refused.frame() {
+                            let _ = self.reply_too_big(frame, view, mtu);
+                        }
+                        self.net.counters.drop(DropReason::TooBig);
+                        break;
+                    }
+                    TooBig::Drop => {
+                        self.net.counters.drop(DropReason::TooBig);
+                        break;
+                    }
+                };
                 if self.resend(t, socket, datagram) {
-                    continue;
+                    break;
                 }
+                action = refused.after_failed(action);
             }
-            let reply = path_mtu.map(|m| match &view {
-                Some(v) => self.reply_too_big(frame, v, self.net.inner_mtu(dst, m, v.l2_len())),
-                None => Err(icmp::NoReply::NotIp),
-            });
-            if reply == Some(Err(icmp::NoReply::BelowMinimum)) && fragmenting && df != Df::Set {
-                let twin = self.underlay.send.fragmenting_twin(t.socket);
-                if self.resend(t, twin, datagram) {
-                    continue;
-                }
-            }
-            self.net.counters.drop(DropReason::TooBig);
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod icmp;
 pub mod mss;
+mod too_big;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::wire::frame::{Frame, IpVersion};
 use crate::wire::outer_overhead;
+pub use too_big::{recut, Recut, Refused, TooBig};
 
 /// The outer IPv4 header's Don't Fragment bit (the kernel vxlan device's `df` option); on an
 /// IPv6 underlay, whether vxtap may fragment a datagram at the source.
