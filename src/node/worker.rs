@@ -173,7 +173,7 @@ impl Sender<'_> {
     fn super_frame(&mut self, frame: &SuperFrame<'_>, out: &mut [u8]) {
         let Some(d) = self.net.decide(frame.frame()) else { return };
         let path_mtus = &self.net.path_mtus;
-        let narrowest = d.to.as_slice().iter().filter_map(|v| Some((path_mtus.get(v.ip())?, *v))).min();
+        let mut narrowest = d.to.as_slice().iter().filter_map(|v| Some((path_mtus.get(v.ip())?, *v))).min();
         let socket = self.underlay.send.index(d.flow_hash, d.fragment);
         let header = self.net.header();
         for attempt in 0..2 {
@@ -213,9 +213,8 @@ impl Sender<'_> {
             }
             let Some(dst) = refused else { return };
             match pmtu::recut(narrowest.map(|(m, _)| m), self.learn_path_mtu(dst.ip())) {
-                // FIXME: cut again with the same `narrowest`, not the path just learned: kept as
-                // it was (see the next commit).
-                Recut::Again { .. } => {}
+                // Narrower than every known path (else DropAll): the new narrowest.
+                Recut::Again { path_mtu } => narrowest = Some((path_mtu, dst)),
                 Recut::DropAll => {
                     // The path did not narrow: something else refuses these datagrams.
                     (0..segs.count).for_each(|_| self.net.counters.drop(DropReason::TooBig));
