@@ -254,6 +254,9 @@ impl Ip {
 mod tests {
     use super::*;
     use crate::wire::ethernet::ETHERTYPE_MACSEC;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
 
     /// MACs, the tags (TPID, VLAN ID), then `ethertype` and `payload`.
     fn frame(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
@@ -376,5 +379,39 @@ mod tests {
         six[5] = 0;
         let v = *Frame::parse(&frame(&[], ETHERTYPE_IPV6, &six)).unwrap().ip().unwrap();
         assert_eq!((v.end(), v.exact_end()), (62, None), "payload length 0: to the end of the frame");
+    }
+
+    proptest! {
+        /// Whatever the bytes, what the view says lies inside the frame, in order: its users
+        /// slice with it unchecked.
+        #[test]
+        fn offsets_stay_inside_the_frame(
+            mut f in vec(any::<u8>(), 0..120),
+            types in vec(select(vec![0x0800u16, 0x86dd, 0x8100, 0x88a8, 0x9100, 0x88e5]), 4),
+            nibble in select(vec![0x40u8, 0x60, 0x45, 0x4f]),
+        ) {
+            // Tag-like and IP-like EtherTypes where the walk may look for them.
+            for (i, t) in types.iter().enumerate() {
+                if let Some(b) = f.get_mut(12 + 4 * i..14 + 4 * i) {
+                    b.copy_from_slice(&t.to_be_bytes());
+                }
+            }
+            if let Some(v) = Frame::parse(&f) {
+                prop_assert!(v.l2_len() <= f.len().min(MAX_L2_LEN));
+                if let Some(ip) = v.ip() {
+                    prop_assert!(ip.l3() == v.l2_len() && ip.l3() + 20 <= ip.l4() && ip.l4() <= ip.end());
+                    prop_assert!(ip.end() <= f.len());
+                }
+            } else {
+                prop_assert!(f.len() < 14);
+            }
+            // An IP header right after the Ethernet header.
+            if let Some(b) = f.get_mut(14) {
+                *b = nibble;
+            }
+            if let Some(ip) = Frame::parse(&f).and_then(|v| v.ip().copied()) {
+                prop_assert!(ip.l4() <= ip.end() && ip.end() <= f.len());
+            }
+        }
     }
 }
