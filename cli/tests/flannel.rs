@@ -360,7 +360,7 @@ netns_test!(bad_leases_are_skipped_and_counted, requires = requirements, {
     // Its own lease deleted by someone: put back.
     let own = leases(&etcd).into_iter().find(|l| l.public_ip == v4(ul.addr(0))).unwrap();
     etcd.delete(&sub(&format!("{}-24", own.subnet))).unwrap();
-    assert!(wait_until(CONVERGE, || leases(&etcd).iter().any(|l| *l == own)), "own lease put back");
+    assert!(wait_until(CONVERGE, || leases(&etcd).contains(&own)), "own lease put back");
     drop(n);
 });
 

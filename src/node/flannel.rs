@@ -46,6 +46,7 @@ const WARN_BURST: u64 = 5;
 const WARN_PER_10S: u64 = 1;
 /// The applied state is compared with etcd's again this often (a failed route is retried).
 const RESYNC: Duration = Duration::from_secs(60);
+const PERIODIC: &str = "periodic resynchronisation";
 
 /// What `vxtap flannel` was told.
 #[derive(Debug, Clone)]
@@ -89,7 +90,7 @@ pub async fn join(opts: Options) -> Result<Joined> {
              {{\"Network\":\"198.19.0.0/16\",\"Backend\":{{\"Type\":\"vxlan\"}}}}"
         )
     })?;
-    let cfg = FlannelConfig::parse(&raw).with_context(|| format!("{ckey}"))?;
+    let cfg = FlannelConfig::parse(&raw).with_context(|| ckey.clone())?;
     let netlink = Netlink::new()?;
     let (link, public_ip) = netlink.underlay(opts.iface.as_deref(), opts.public_ip).await?;
     let mtu = match cfg.mtu {
@@ -311,17 +312,19 @@ impl Session {
     /// Sessions until stopped: watch, and list again after any break.
     async fn run(&mut self, reconciler: &mut Reconciler, mut revision: i64, mut stop: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_FIRST;
-        let mut first = true;
         loop {
             let ended = tokio::select! {
-                r = self.session(reconciler, revision, first) => r,
+                r = self.session(reconciler, revision) => r,
                 _ = stop.changed() => break,
             };
-            first = false;
             self.status.set_connected(false);
             let pause = match ended {
                 Failure::Restart(why) => {
-                    info!("flannel: {why}: listing again");
+                    if why == PERIODIC {
+                        debug!("flannel: {why}: listing again");
+                    } else {
+                        info!("flannel: {why}: listing again");
+                    }
                     backoff = BACKOFF_FIRST;
                     jitter(BACKOFF_FIRST)
                 }
@@ -354,7 +357,7 @@ impl Session {
     }
 
     /// Watches from `revision` + 1 until something breaks; renews the lease meanwhile.
-    async fn session(&mut self, r: &mut Reconciler, revision: i64, _first: bool) -> Failure {
+    async fn session(&mut self, r: &mut Reconciler, revision: i64) -> Failure {
         match self.session_inner(r, revision).await {
             Ok(never) => match never {},
             Err(f) => f,
@@ -408,7 +411,7 @@ impl Session {
                         return Err(Failure::Restart("this host's lease changed under it".into()));
                     }
                 }
-                _ = resync.tick() => return Err(Failure::Restart("periodic resynchronisation".into())),
+                _ = resync.tick() => return Err(Failure::Restart(PERIODIC.into())),
             }
         }
     }
