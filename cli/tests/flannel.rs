@@ -422,3 +422,47 @@ netns_test!(refusals_are_clear_errors, requires = requirements, {
     assert!(log.contains("no free subnet"), "{log}");
     assert!(ns.ip_out(&["link", "show", "flannel.1"]).is_err(), "nothing set up on the host");
 });
+
+netns_test!(direct_routing_goes_straight_to_peers_on_the_link, requires = requirements, {
+    let ul = Underlay::star(2).expect("underlay");
+    let tmp = TempDir::new("flannel").unwrap();
+    let mut etcd = Etcd::start(ul.node(1), ul.addr(1)).expect("etcd");
+    etcd.wait_healthy(Duration::from_secs(10)).unwrap();
+    let config = r#"{"Network":"198.19.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
+    etcd.put(&format!("{PREFIX}/config"), config.as_bytes()).unwrap();
+    let lease = |ip: &str, mac: &str| {
+        format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#)
+    };
+    // One peer on ul0's 198.18.0.0/24, one behind a router (another network).
+    etcd.put(
+        &format!("{PREFIX}/subnets/198.19.30.0-24"),
+        lease("198.18.0.30", "0e:00:00:00:1e:01").as_bytes(),
+    )
+    .unwrap();
+    etcd.put(
+        &format!("{PREFIX}/subnets/198.19.31.0-24"),
+        lease("198.18.9.31", "0e:00:00:00:1f:01").as_bytes(),
+    )
+    .unwrap();
+    let ns = ul.node(0);
+    let n = start_flannel(ns, &tmp, "a", &etcd, &["--public-ip", &ul.addr(0).to_string()])
+        .expect("vxtap flannel");
+    let direct = route_of(ns, "198.19.30.0".parse().unwrap());
+    assert!(direct.contains("via 198.18.0.30 dev ul0"), "{direct}");
+    let neigh = ns.ip_out(&["neigh", "show", "dev", "flannel.1"]).unwrap();
+    assert!(!neigh.contains("0e:00:00:00:1e:01"), "no tunnel entries for a direct peer: {neigh}");
+    let tunnel = route_of(ns, "198.19.31.0".parse().unwrap());
+    assert!(tunnel.contains("via 198.19.31.0 dev flannel.1") && tunnel.contains("onlink"), "{tunnel}");
+    // The direct route goes with its lease; and at exit (the underlay stays, so vxtap removes it).
+    etcd.delete(&format!("{PREFIX}/subnets/198.19.30.0-24")).unwrap();
+    assert!(wait_until(CONVERGE, || route_of(ns, "198.19.30.0".parse().unwrap()).is_empty()));
+    etcd.put(
+        &format!("{PREFIX}/subnets/198.19.30.0-24"),
+        lease("198.18.0.30", "0e:00:00:00:1e:01").as_bytes(),
+    )
+    .unwrap();
+    assert!(wait_until(CONVERGE, || !route_of(ns, "198.19.30.0".parse().unwrap()).is_empty()));
+    let mut v = n.vtep;
+    v.terminate(Duration::from_secs(5)).expect("clean exit");
+    assert!(route_of(ns, "198.19.30.0".parse().unwrap()).is_empty(), "direct route removed at exit");
+});
