@@ -361,7 +361,16 @@ netns_test!(bad_leases_are_skipped_and_counted, requires = requirements, {
     let own = leases(&etcd).into_iter().find(|l| l.public_ip == v4(ul.addr(0))).unwrap();
     etcd.delete(&sub(&format!("{}-24", own.subnet))).unwrap();
     assert!(wait_until(CONVERGE, || leases(&etcd).contains(&own)), "own lease put back");
-    drop(n);
+    // Stopped, its lease gone meanwhile (expired, say): the previous subnet file's subnet again.
+    let mut v = n.vtep;
+    v.terminate(Duration::from_secs(5)).expect("clean exit");
+    etcd.delete(&sub(&format!("{}-24", own.subnet))).unwrap();
+    let again =
+        start_flannel(ns, &tmp, "a", &etcd, &["--public-ip", &ul.addr(0).to_string()]).expect("restart");
+    assert!(again.vtep.log().contains("previous subnet file"), "{}", again.vtep.log());
+    let now = leases(&etcd).into_iter().find(|l| l.public_ip == v4(ul.addr(0))).unwrap();
+    assert_eq!(now.subnet, own.subnet);
+    assert_ne!(now.mac, own.mac, "a new lease, a new VtepMAC");
 });
 
 netns_test!(refusals_are_clear_errors, requires = requirements, {
@@ -466,3 +475,52 @@ netns_test!(direct_routing_goes_straight_to_peers_on_the_link, requires = requir
     v.terminate(Duration::from_secs(5)).expect("clean exit");
     assert!(route_of(ns, "198.19.30.0".parse().unwrap()).is_empty(), "direct route removed at exit");
 });
+
+netns_test!(
+    tls_and_authentication_as_for_run,
+    requires = || requirements().and_then(|()| vxtap_testbed::secure_etcd_installed()),
+    {
+        let ul = Underlay::star(2).expect("underlay");
+        let tmp = TempDir::new("flannel").unwrap();
+        let mut etcd = Etcd::start_tls(ul.node(1), ul.addr(1)).expect("etcd over TLS");
+        etcd.wait_healthy(Duration::from_secs(10)).unwrap();
+        etcd.etcdctl(&["put", &format!("{PREFIX}/config"), CONFIG]).unwrap();
+        etcd.enable_auth(&format!("{PREFIX}/"), "flannel", "pods-7c1e").expect("etcd authentication");
+        let tls = etcd.tls().unwrap().clone();
+        let (ca, cert, key) =
+            (tls.ca.display().to_string(), tls.cert.display().to_string(), tls.key.display().to_string());
+        let me = ul.addr(0).to_string();
+        let args = |control: &str| {
+            strings(&[
+                "--etcd",
+                &etcd.endpoint(),
+                "--etcd-ca",
+                &ca,
+                "--etcd-cert",
+                &cert,
+                "--etcd-key",
+                &key,
+                "--etcd-user",
+                "flannel",
+                "--public-ip",
+                &me,
+                "--control",
+                control,
+                "--subnet-file",
+                &tmp.join("subnet.env").display().to_string(),
+            ])
+        };
+        let control = tmp.join("a.sock").display().to_string();
+        let env = |pw: &str| vec![(vxtap::config::etcd::PASSWORD_ENV.to_string(), pw.to_string())];
+        let mut bad =
+            Vtep::spawn_command(ul.node(0), bin(), "flannel", &args(&control), &env("wrong")).unwrap();
+        let st = bad.wait_exit(Duration::from_secs(30)).unwrap();
+        assert_eq!(st.code(), Some(1), "{}", bad.log());
+        assert!(bad.log().contains("refused user \"flannel\""), "{}", bad.log());
+        let ok = Vtep::spawn_ready(ul.node(0), bin(), "flannel", &args(&control), &env("pods-7c1e"))
+            .expect("ready");
+        let stats = cmd_json(Path::new(&control), &["stats", "--json"]);
+        assert_eq!(stats["flannel_connected"].as_u64(), Some(1), "{stats}\n{}", ok.log());
+        drop(ok);
+    }
+);
