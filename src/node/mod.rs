@@ -23,11 +23,15 @@ pub mod control_client;
 pub mod control_server;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+pub mod flannel;
 mod group;
 mod ifaddrs;
 mod metrics;
 pub mod metrics_http;
 mod netdev;
+#[cfg(feature = "etcd")]
+pub mod netlink;
 mod network;
 mod reload;
 mod report;
