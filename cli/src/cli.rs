@@ -6,14 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use vxtap::config::etcd::{self as settings, EtcdConfig, Settings};
-use vxtap::config::{
-    self, AllowFrom, Endpoint, FlowLabel, NetworkConfig, PortRangeArg, StaticEntry, Ttl, DEFAULT_DEV,
-};
-use vxtap::packet::dsfield::Tos;
-use vxtap::packet::pmtu::{Df, MssClamp};
-use vxtap::wire::cidr::Cidr;
+use vxtap::config::{self, parse_proto, Endpoint, NetworkConfig, DEFAULT_DEV};
 use vxtap::wire::mac::MacAddr;
-use vxtap::wire::{Proto, MAX_VNI};
+use vxtap::wire::Proto;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,6 +103,85 @@ set up. Any network's control socket reaches the process."
     },
     /// Print the manual page vxtap(1) in roff, e.g. `vxtap man > /usr/share/man/man1/vxtap.1`
     Man,
+    /// Be a flannel host (etcd subnet manager, vxlan backend): what flanneld and the kernel's
+    /// flannel.<VNI> device do, on a host without the vxlan module (docs/flannel.md)
+    #[command(
+        long_about = "Be one host of a flannel cluster (etcd subnet manager, vxlan backend), doing what \
+flanneld and the kernel's flannel.<VNI> device do there, on a host without the vxlan module: hold a \
+subnet lease in etcd (reused across restarts), open the TAP flannel.<VNI> (MAC = the lease's VtepMAC, \
+address = the subnet's .0/32, MTU = the underlay's - 50), write the subnet file flannel's CNI plugin \
+reads, and route to every other vxlan host's subnet (route via its .0 onlink, a permanent neighbour \
+entry, an FDB entry towards its PublicIP), following the leases as they come and go. The other hosts \
+keep running flannel. Needs a build with the etcd feature (docs/flannel.md)."
+    )]
+    Flannel(Box<FlannelArgs>),
+}
+
+/// `vxtap flannel`'s flags.
+#[derive(Args, Debug)]
+pub struct FlannelArgs {
+    /// etcd endpoints, comma-separated (http://HOST:PORT, or https:// with --etcd-ca)
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// flannel's key prefix in etcd
+    #[arg(long, value_name = "PREFIX", default_value = vxtap::control::flannel::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Key (PEM) of --etcd-cert
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user; the password comes from the VXTAP_ETCD_PASSWORD environment variable
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// This host's address, published in its lease as PublicIP [default: the first IPv4 address
+    /// of --iface, or of the interface of the default route]
+    #[arg(long, value_name = "IPV4")]
+    pub public_ip: Option<std::net::Ipv4Addr>,
+    /// The underlay interface (its MTU sets the TAP's) [default: the one holding --public-ip, or
+    /// the interface of the default route]
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ for the CNI plugin
+    #[arg(long, value_name = "FILE", default_value = vxtap::control::flannel::DEFAULT_SUBNET_FILE)]
+    pub subnet_file: PathBuf,
+    /// The TAP's name [default: flannel.<VNI>]
+    #[arg(long, value_name = "NAME")]
+    pub dev: Option<String>,
+    /// Write FLANNEL_IPMASQ=true in the subnet file (vxtap itself sets up no masquerading)
+    #[arg(long)]
+    pub ip_masq: bool,
+    /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// Log format on stderr: text, or json (one object per line, for log collectors)
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl FlannelArgs {
+    /// The etcd connection settings, checked (the password from VXTAP_ETCD_PASSWORD).
+    pub fn etcd_settings(&self, env_password: Option<String>) -> Result<Settings, String> {
+        EtcdConfig {
+            endpoints: self.etcd.clone(),
+            prefix: Some(self.etcd_prefix.clone()),
+            node: None,
+            ttl: None,
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password: None,
+        }
+        .settings(env_password, &settings::hostname())
+    }
 }
 
 /// How `vxtap run` writes its log to stderr.
@@ -122,118 +196,16 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// TAP device name; created if absent, reused if it exists
-    #[arg(long, default_value = DEFAULT_DEV)]
-    pub dev: String,
-    /// VXLAN/Geneve Network Identifier, 0..=16777215 (required unless --config)
-    #[arg(long, value_parser = parse_vni, required_unless_present = "config")]
-    pub vni: Option<u32>,
-    /// Tunnel protocol: vxlan or geneve
-    #[arg(long, default_value = "vxlan", value_parser = parse_proto)]
-    pub proto: Proto,
-    /// Underlay address to bind and send from (IPv4 or IPv6) [default: wildcard]
-    #[arg(long)]
-    pub local: Option<IpAddr>,
-    /// UDP port listened on and sent to [default: 4789 for vxlan, 6081 for geneve]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-    /// Flood-list VTEP, IP or IP:PORT: receives broadcast, multicast and unknown unicast (repeatable)
-    #[arg(long = "remote", value_name = "IP[:PORT]")]
-    pub remotes: Vec<Endpoint>,
-    /// Static FDB entry MAC=IP[:PORT]; never aged, never overwritten by learning (repeatable)
-    #[arg(long = "static", value_name = "MAC=IP")]
-    pub statics: Vec<StaticEntry>,
-    /// Assign this address to the TAP, e.g. 198.19.0.1/24
-    #[arg(long, value_name = "CIDR")]
-    pub address: Option<Cidr>,
-    /// TAP MTU [default: 1500 minus the encapsulation overhead: 1450 over IPv4, 1430 over IPv6]
-    #[arg(long)]
-    pub mtu: Option<u32>,
-    /// Set the TAP's MAC address [default: the kernel's random one]
-    #[arg(long)]
-    pub mac: Option<MacAddr>,
-    /// Do not learn MAC addresses from received frames (use --static and --remote only)
-    #[arg(long)]
-    pub no_learning: bool,
-    /// Seconds before an idle learned entry expires; 0 never expires
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub ageing: u64,
-    /// Most learned entries kept; further learns are refused and counted (drop_fdb_full)
-    #[arg(long, value_name = "N", default_value_t = vxtap::state::fdb::DEFAULT_MAX_LEARNED)]
-    pub max_fdb: usize,
-    /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock, NETNS being the inode of the
-    /// network namespace vxtap runs in, so that `vxtap <cmd> --dev <TAP>` in the same namespace finds it]
-    #[arg(long, value_name = "PATH")]
-    pub control: Option<PathBuf>,
-    /// Reject VXLAN packets with reserved bits set, as Linux and Open vSwitch do (RFC 7348 says ignore them)
-    #[arg(long)]
-    pub strict_reserved: bool,
-    /// Also accept datagrams from this network or IP (repeatable); "any" accepts every source, as the
-    /// kernel's vxlan does [default: only the --remote and --static VTEPs]
-    #[arg(long, value_name = "CIDR|any")]
-    pub allow_from: Vec<AllowFrom>,
-    /// Send a zero outer UDP checksum (allowed for VXLAN/Geneve over IPv4, and over IPv6 by
-    /// RFC 6935), like `noudpcsum` on a kernel vxlan device; saves a checksum pass per packet
-    #[arg(long)]
-    pub no_udp_csum: bool,
-    /// Turn off the TAP offloads (TSO, checksum, virtio-net header) and UDP GSO/GRO: one frame
-    /// per system call. Offloads are otherwise negotiated at start and fall back by themselves
-    /// when the kernel refuses one
-    #[arg(long)]
-    pub no_offload: bool,
-    /// TAP queues, each with its own threads and its own SO_REUSEPORT receive socket; a flow
-    /// stays on one queue [default: one per CPU, at most 8]
-    #[arg(long, value_name = "N")]
-    pub queues: Option<usize>,
-    /// Outer IPv4 Don't Fragment bit: set (never fragment; too-big datagrams are dropped and the
-    /// inner sender is told with ICMP), unset (the underlay may fragment anything, as the kernel's
-    /// vxlan does by default) or inherit (copy the inner packet's DF: TCP and other DF traffic get
-    /// path MTU feedback, DF=0 traffic is fragmented when it must be). See README "Path MTU"
-    #[arg(long, value_name = "set|unset|inherit", default_value = "inherit")]
-    pub df: Df,
-    /// Rewrite the MSS option of TCP SYNs crossing the tunnel to fit the underlay path, for paths
-    /// that drop ICMP. Bare: fit the path MTU the kernel knows towards each VTEP; with a value:
-    /// fit an underlay path MTU of that many bytes (e.g. --mss-clamp=1400) [default: off]
-    #[arg(long, value_name = "PATH_MTU", num_args = 0..=1, default_missing_value = "auto", require_equals = true)]
-    pub mss_clamp: Option<MssClamp>,
-    /// Multicast group (RFC 7348 section 4.2), IPv4 or IPv6 (e.g. 239.1.1.1, ff05::100): broadcast,
-    /// multicast and unknown unicast go to it, it is joined to receive, and VTEPs are learned
-    /// from what arrives, no --remote needed. Needs --allow-from (members are not known in
-    /// advance); may be combined with --remote
-    #[arg(long, value_name = "IP")]
-    pub group: Option<IpAddr>,
-    /// Interface the group is joined on and sent through (the kernel vxlan's `dev`)
-    #[arg(long, value_name = "IFACE")]
-    pub underlay_dev: Option<String>,
-    /// Outer TTL / hop limit: a number, or auto (the route's default for unicast, 1 for the group)
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
-    pub ttl: Ttl,
-    /// Outer DSCP: a number (the DS byte, e.g. 184 or 0xb8 for EF), or inherit (the inner
-    /// packet's). The outer ECN field always follows the inner packet (RFC 6040), and a CE mark
-    /// on arrival is carried into an ECN-capable inner packet
-    #[arg(long, value_name = "N|inherit", default_value = "0")]
-    pub tos: Tos,
-    /// Outer IPv6 flow label: a number (0 for none) or inherit (a hash of the flow, per outer
-    /// source port)
-    #[arg(long, value_name = "N|inherit", default_value = "inherit")]
-    pub flowlabel: FlowLabel,
-    /// Latency mode: keep each queue's thread on its CPU and steer frames and datagrams to the
-    /// queue of the CPU they are sent or received on, so a round trip stays on one CPU (less
-    /// latency). The price: a flow whose sender moves between CPUs can be reordered, so it is
-    /// off by default and flows keep one queue by their hash [default: off]
-    #[arg(long)]
-    pub cpu_pinning: bool,
-    /// Outer UDP source ports, chosen per inner flow for ECMP
-    #[arg(long, value_name = "MIN-MAX", default_value = "49152-65535")]
-    pub src_ports: PortRangeArg,
+    /// The network the flags describe: every flag of `config::NetworkConfig`, which is also a
+    /// `[[network]]` table of the config file.
+    #[command(flatten)]
+    pub network: NetworkConfig,
     /// After setup, drop root and run as this user (name or uid), keeping no capability; the
     /// control sockets are given to that user
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
-    /// TOML file with one or more [[network]] tables (see README); replaces the flags above
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["dev", "vni", "proto", "local", "port", "remotes", "statics", "address", "mtu", "mac",
-        "no_learning", "ageing", "max_fdb", "control", "strict_reserved", "src_ports", "allow_from", "no_udp_csum",
-        "no_offload", "queues", "df", "mss_clamp", "group", "underlay_dev", "ttl", "tos", "flowlabel", "cpu_pinning", "proxy"])]
+    /// TOML file with one or more [[network]] tables (docs/usage.md "Several networks in one process"); replaces the flags above
+    #[arg(long, value_name = "FILE", conflicts_with = "network")]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (overrides the
     /// config file's `metrics`) [default: off]
@@ -243,8 +215,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "text|json", default_value = "text")]
     pub log_format: LogFormat,
     /// etcd endpoints of a cluster to join, comma-separated (http://HOST:PORT, or https:// with
-    /// --etcd-ca): the members find each other there and need no --remote or --static (README
-    /// "Clusters"). Needs --local. With --config, these --etcd* flags override its [etcd] table
+    /// --etcd-ca): the members find each other there and need no --remote or --static
+    /// (docs/clusters.md). Needs --local. With --config, these --etcd* flags override its [etcd] table
     #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
     pub etcd: Vec<String>,
     /// Key prefix of the cluster in etcd [default: /vxtap/v1]
@@ -270,72 +242,29 @@ pub struct RunArgs {
     /// VXTAP_ETCD_PASSWORD environment variable, never from a flag
     #[arg(long, value_name = "USER")]
     pub etcd_user: Option<String>,
-    /// ARP/ND suppression: answer broadcast ARP requests and neighbour solicitations for
-    /// addresses of the neighbour table (cluster members, `vxtap neigh add`) whose MAC is behind
-    /// a remote VTEP on the TAP, instead of flooding them; anything else crosses as usual
-    #[arg(long)]
-    pub proxy: bool,
 }
 
-impl RunArgs {
-    /// The networks to run: the config file's, or the one the flags describe.
-    pub fn networks(&self) -> Result<Vec<NetworkConfig>, String> {
-        let nets = match &self.config {
-            Some(path) => config::load(path)?,
-            None => {
-                let mut n = NetworkConfig::new(&self.dev, self.vni.unwrap_or_default());
-                n.proto = self.proto;
-                n.local = self.local;
-                n.port = self.port;
-                n.remotes = self.remotes.clone();
-                n.statics = self.statics.clone();
-                n.address = self.address;
-                n.mtu = self.mtu;
-                n.mac = self.mac;
-                n.learning = !self.no_learning;
-                n.ageing = self.ageing;
-                n.max_fdb = self.max_fdb;
-                n.control = self.control.clone();
-                n.strict_reserved = self.strict_reserved;
-                n.src_ports = Some(self.src_ports);
-                n.allow_from = self.allow_from.clone();
-                n.udp_csum = !self.no_udp_csum;
-                n.offload = !self.no_offload;
-                n.queues = self.queues;
-                n.df = self.df;
-                n.mss_clamp = self.mss_clamp;
-                n.group = self.group;
-                n.underlay_dev = self.underlay_dev.clone();
-                n.ttl = self.ttl;
-                n.tos = self.tos;
-                n.flowlabel = self.flowlabel;
-                n.cpu_pinning = self.cpu_pinning;
-                n.proxy = self.proxy;
-                vec![n]
-            }
-        };
-        config::validate(&nets)?;
-        Ok(nets)
-    }
-}
-
-impl RunArgs {
+/// What `vxtap run` is to do, from its flags and its config file (read once).
+pub struct RunPlan {
+    pub networks: Vec<NetworkConfig>,
     /// Where to serve `/metrics`: `--metrics`, else the config file's `metrics`, else nowhere.
-    pub fn metrics(&self) -> Result<Option<SocketAddr>, String> {
-        match (&self.metrics, &self.config) {
-            (Some(addr), _) => Ok(Some(*addr)),
-            (None, Some(path)) => Ok(config::load_settings(path)?.metrics),
-            (None, None) => Ok(None),
-        }
-    }
+    pub metrics: Option<SocketAddr>,
+    /// The cluster to join, checked: the config file's [etcd] table with the --etcd* flags over
+    /// it; None when neither names one.
+    pub cluster: Option<Settings>,
+    /// The config file's [etcd] table as read at start, which a reload compares against.
+    pub etcd_at_start: Option<EtcdConfig>,
+}
 
-    /// The cluster to join: the config file's [etcd] table with the --etcd* flags over it,
-    /// checked; None when neither names one.
-    pub fn cluster(&self, networks: &[NetworkConfig]) -> Result<Option<Settings>, String> {
-        let file = match &self.config {
-            Some(path) => config::load_all(path)?.1.unwrap_or_default(),
-            None => EtcdConfig::default(),
+impl RunArgs {
+    /// Reads the config file, if any, once, and checks what the flags and it say together.
+    pub fn plan(&self) -> Result<RunPlan, String> {
+        let file = self.config.as_deref().map(config::load).transpose()?;
+        let (networks, file_metrics, file_etcd) = match file {
+            Some(f) => (f.networks, f.metrics, f.etcd),
+            None => (vec![self.network.clone()], None, None),
         };
+        config::validate(&networks)?;
         let flags = EtcdConfig {
             endpoints: self.etcd.clone(),
             prefix: self.etcd_prefix.clone(),
@@ -347,14 +276,16 @@ impl RunArgs {
             user: self.etcd_user.clone(),
             password: None,
         };
-        let etcd = file.merged(flags);
-        if etcd.is_empty() {
-            return Ok(None);
-        }
-        let password = std::env::var(settings::PASSWORD_ENV).ok();
-        let s = etcd.settings(password, &settings::hostname())?;
-        config::check_cluster(networks)?;
-        Ok(Some(s))
+        let etcd = file_etcd.clone().unwrap_or_default().merged(flags);
+        let cluster = if etcd.is_empty() {
+            None
+        } else {
+            let password = std::env::var(settings::PASSWORD_ENV).ok();
+            let s = etcd.settings(password, &settings::hostname())?;
+            config::check_cluster(&networks)?;
+            Some(s)
+        };
+        Ok(RunPlan { networks, metrics: self.metrics.or(file_metrics), cluster, etcd_at_start: file_etcd })
     }
 }
 
@@ -429,22 +360,143 @@ impl Target {
     }
 }
 
-fn parse_vni(s: &str) -> Result<u32, String> {
-    let v: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    u32::try_from(v)
-        .ok()
-        .filter(|v| *v <= MAX_VNI)
-        .ok_or_else(|| format!("VNI {v} is over {MAX_VNI} (24 bits)"))
-}
-
-fn parse_proto(s: &str) -> Result<Proto, String> {
-    s.parse()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use vxtap::config::{FlowLabel, Ttl};
+    use vxtap::packet::dsfield::Tos;
+    use vxtap::packet::pmtu::{Df, MssClamp};
+
+    /// The flags and a `[[network]]` table are one definition: the same settings, written
+    /// either way, give the same network; and --config refuses every network flag.
+    #[test]
+    fn flags_and_file_give_the_same_network() {
+        let Command::Run(r) = Cli::try_parse_from([
+            "vxtap",
+            "run",
+            "--dev",
+            "vxt7",
+            "--vni",
+            "7",
+            "--proto",
+            "geneve",
+            "--local",
+            "198.18.0.1",
+            "--remote",
+            "198.18.0.2",
+            "--static",
+            "02:00:00:00:00:09=198.18.0.3:6081",
+            "--no-learning",
+            "--ageing",
+            "10",
+            "--no-udp-csum",
+            "--no-offload",
+            "--queues",
+            "2",
+            "--df",
+            "set",
+            "--mss-clamp=1400",
+            "--ttl",
+            "9",
+            "--tos",
+            "inherit",
+            "--src-ports",
+            "50000-50100",
+            "--max-src-ports",
+            "64",
+            "--allow-from",
+            "198.18.0.0/24",
+            "--cpu-pinning",
+            "--proxy",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        let from_file = config::parse(
+            r#"[[network]]
+            dev = "vxt7"
+            vni = 7
+            proto = "geneve"
+            local = "198.18.0.1"
+            remotes = ["198.18.0.2"]
+            statics = ["02:00:00:00:00:09=198.18.0.3:6081"]
+            learning = false
+            ageing = 10
+            udp_csum = false
+            offload = false
+            queues = 2
+            df = "set"
+            mss_clamp = 1400
+            ttl = "9"
+            tos = "inherit"
+            src_ports = "50000-50100"
+            max_src_ports = 64
+            allow_from = ["198.18.0.0/24"]
+            cpu_pinning = true
+            proxy = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(r.plan().unwrap().networks, from_file.networks);
+        let Command::Run(defaults) = Cli::try_parse_from(["vxtap", "run", "--vni", "7"]).unwrap().command
+        else {
+            panic!()
+        };
+        let file_defaults = config::parse("[[network]]\nvni = 7\n").unwrap();
+        assert_eq!(defaults.plan().unwrap().networks, file_defaults.networks, "the same defaults");
+        for flag in [&["--vni", "7"][..], &["--no-learning"], &["--proxy"], &["--remote", "198.18.0.2"]] {
+            let args = [&["vxtap", "run", "--config", "/nonexistent.toml"][..], flag].concat();
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().kind(),
+                clap::error::ErrorKind::ArgumentConflict
+            );
+        }
+    }
+
+    #[test]
+    fn flannel_flags() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Flannel(f)) => Ok(f),
+            Ok(c) => panic!("{c:?}"),
+            Err(e) => Err(e.exit_code()),
+        };
+        let f =
+            parse(&["vxtap", "flannel", "--etcd", "http://198.18.0.9:2379,http://198.18.0.10:2379"]).unwrap();
+        assert_eq!(f.etcd_prefix, "/coreos.com/network");
+        assert_eq!(f.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!((f.dev.as_deref(), f.public_ip, f.ip_masq), (None, None, false));
+        let s = f.etcd_settings(None).unwrap();
+        assert_eq!(s.endpoints, ["http://198.18.0.9:2379", "http://198.18.0.10:2379"]);
+        assert_eq!(s.prefix, "/coreos.com/network");
+        assert_eq!(parse(&["vxtap", "flannel"]).unwrap_err(), 2, "--etcd is required");
+        assert_eq!(parse(&["vxtap", "flannel", "--etcd", "h:1", "--public-ip", "fc00::1"]).unwrap_err(), 2);
+        let f = parse(&[
+            "vxtap",
+            "flannel",
+            "--etcd",
+            "h:1",
+            "--etcd-user",
+            "flannel",
+            "--public-ip",
+            "198.18.0.1",
+            "--iface",
+            "eth0",
+            "--dev",
+            "flannel.7",
+            "--ip-masq",
+            "--metrics",
+            "198.18.0.1:9477",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(f.public_ip, Some(std::net::Ipv4Addr::new(198, 18, 0, 1)));
+        assert!(f.etcd_settings(None).unwrap_err().contains("password"), "a user needs the password");
+        assert!(f.etcd_settings(Some("pw".into())).unwrap().auth.is_some());
+    }
 
     #[test]
     fn cli_is_consistent() {
@@ -473,12 +525,12 @@ mod tests {
         let ok = Cli::try_parse_from(["vxtap", "run", "--vni", "16777215", "--remote", "198.18.0.2:8472"])
             .unwrap();
         let Command::Run(r) = ok.command else { panic!() };
-        let n = r.networks().unwrap();
+        let n = r.plan().unwrap().networks;
         assert_eq!((n[0].vni, n[0].remotes[0].port), (16777215, Some(8472)));
         assert_eq!((n[0].df, n[0].mss_clamp), (Df::Inherit, None));
         let parse = |args: &[&str]| {
             let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
-            r.networks().unwrap().remove(0)
+            r.plan().unwrap().networks.remove(0)
         };
         let n = parse(&["vxtap", "run", "--vni", "1", "--df", "unset", "--mss-clamp"]);
         assert_eq!((n.df, n.mss_clamp), (Df::Unset, Some(MssClamp::Auto)));
@@ -501,7 +553,7 @@ mod tests {
         assert_eq!((n.ttl, n.tos, n.flowlabel), (Ttl::Hops(8), Tos::Inherit, FlowLabel::Fixed(0x12345)));
         let group = ["vxtap", "run", "--vni", "1", "--group", "239.1.1.1", "--underlay-dev", "ul0"];
         let Command::Run(r) = Cli::try_parse_from(group).unwrap().command else { panic!() };
-        let e = r.networks().unwrap_err();
+        let e = r.plan().err().unwrap();
         assert!(e.contains("--allow-from"), "group mode without an allowlist: {e}");
         let n = parse(&[&group[..], &["--allow-from", "198.18.0.0/24"]].concat());
         assert_eq!((n.group, n.underlay_dev.as_deref()), ("239.1.1.1".parse().ok(), Some("ul0")));
@@ -515,11 +567,15 @@ mod tests {
             Err(e) => Err(e.exit_code()),
         };
         let r = run(&["vxtap", "run", "--vni", "1"]).unwrap();
-        assert_eq!((r.metrics().unwrap(), r.log_format), (None, LogFormat::Text), "off and text by default");
+        assert_eq!(
+            (r.plan().unwrap().metrics, r.log_format),
+            (None, LogFormat::Text),
+            "off and text by default"
+        );
         let r = run(&["vxtap", "run", "--vni", "1", "--metrics", "198.18.0.1:9477", "--log-format", "json"]);
         let r = r.unwrap();
         assert_eq!(
-            (r.metrics().unwrap(), r.log_format),
+            (r.plan().unwrap().metrics, r.log_format),
             (Some("198.18.0.1:9477".parse().unwrap()), LogFormat::Json)
         );
         for bad in [&["--metrics", "198.18.0.1"][..], &["--metrics", "[::1]:0"], &["--log-format", "xml"]] {
@@ -531,9 +587,9 @@ mod tests {
         std::fs::write(&file, "metrics = \"198.18.0.1:9100\"\n[[network]]\nvni = 42\n").unwrap();
         let f = file.to_str().unwrap();
         let from_file = run(&["vxtap", "run", "--config", f]).unwrap();
-        assert_eq!(from_file.metrics().unwrap(), Some("198.18.0.1:9100".parse().unwrap()));
+        assert_eq!(from_file.plan().unwrap().metrics, Some("198.18.0.1:9100".parse().unwrap()));
         let flag_wins = run(&["vxtap", "run", "--config", f, "--metrics", "198.18.0.1:9200"]).unwrap();
-        assert_eq!(flag_wins.metrics().unwrap(), Some("198.18.0.1:9200".parse().unwrap()));
+        assert_eq!(flag_wins.plan().unwrap().metrics, Some("198.18.0.1:9200".parse().unwrap()));
         let _ = std::fs::remove_dir_all(dir);
         let Command::Completions { shell } =
             Cli::try_parse_from(["vxtap", "completions", "zsh"]).unwrap().command
@@ -548,13 +604,12 @@ mod tests {
     fn proxy_and_etcd_flags() {
         let parse = |args: &[&str]| {
             let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
-            r.networks().unwrap().remove(0)
+            r.plan().unwrap().networks.remove(0)
         };
         assert!(parse(&["vxtap", "run", "--vni", "1", "--proxy"]).proxy);
         let run = |args: &[&str]| {
             let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
-            let nets = r.networks().unwrap();
-            r.cluster(&nets)
+            r.plan().map(|p| p.cluster)
         };
         assert_eq!(run(&["vxtap", "run", "--vni", "1"]), Ok(None));
         let s = run(&[

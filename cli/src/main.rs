@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod demo;
+mod flannel;
 mod ops;
 mod privileges;
 mod service;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::info;
 
-use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, Target};
+use cli::{Cli, Command, FdbCommand, NeighCommand, RunArgs, RunPlan, Target};
 use privileges::User;
 use service::Service;
 use vxtap::control::{FdbKind, FdbRow, NeighRow, PeerRow, Reloaded, Request, Stats};
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         }
         Command::Completions { shell } => ops::completions(shell),
         Command::Man => ops::man(),
+        Command::Flannel(args) => return flannel::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,8 +69,12 @@ fn main() -> ExitCode {
 /// `vxtap run`: start the dataplane, serve the control sockets, age the FDB, exit on a signal.
 fn run(args: &RunArgs) -> ExitCode {
     ops::init_logging(args.log_format);
-    let (networks, metrics) = match args.networks().and_then(|n| Ok((n, args.metrics()?))) {
-        Ok(n) => n,
+    let plan = match args.plan() {
+        Ok(p) if p.cluster.is_some() && !vxtap::control::cluster::SUPPORTED => {
+            eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
+            return ExitCode::from(2);
+        }
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -81,19 +87,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cluster = match args.cluster(&networks) {
-        Ok(Some(_)) if !vxtap::control::cluster::SUPPORTED => {
-            eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
-            return ExitCode::from(2);
-        }
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = args.config.clone();
-    match serve(&networks, user.as_ref(), metrics, cluster, config, args.metrics.is_some()) {
+    match serve(plan, user.as_ref(), args.config.clone(), args.metrics.is_some()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -105,19 +99,19 @@ fn run(args: &RunArgs) -> ExitCode {
 /// Runs the VTEP until SIGTERM or SIGINT. `config` is the file the networks came from, which a
 /// reload re-reads; `metrics_from_flag` says `--metrics` overrides the file's `metrics`.
 fn serve(
-    networks: &[vxtap::config::NetworkConfig],
+    plan: RunPlan,
     user: Option<&User>,
-    metrics: Option<SocketAddr>,
-    cluster: Option<vxtap::config::etcd::Settings>,
     config: Option<std::path::PathBuf>,
     metrics_from_flag: bool,
 ) -> Result<()> {
-    let dataplane = Arc::new(Dataplane::start(networks, Arc::new(MonotonicClock::default()))?);
+    let RunPlan { networks, metrics, cluster, etcd_at_start } = plan;
+    let dataplane = Arc::new(Dataplane::start(&networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
         let owner = user.map(|u| (u.uid, u.gid));
-        let service = Service::start(dataplane.clone(), config, owner, metrics, metrics_from_flag)?;
+        let service =
+            Service::start(dataplane.clone(), config, etcd_at_start, owner, metrics, metrics_from_flag)?;
         spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             serve_metrics(&dataplane, addr).await?;
@@ -207,7 +201,7 @@ async fn join_cluster(
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
 /// takes the clean path rather than the default action; and SIGHUP (systemd's ExecReload), which
 /// reloads the configuration file.
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,

@@ -49,12 +49,11 @@ impl Service {
     pub fn start(
         dataplane: Arc<Dataplane>,
         config: Option<PathBuf>,
+        etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
         owner: Option<(u32, u32)>,
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
     ) -> Result<Arc<Service>> {
-        let etcd_at_start =
-            config.as_deref().and_then(|p| config::load_settings(p).ok()).and_then(|s| s.etcd);
         let service = Arc::new(Service {
             dataplane,
             etcd_at_start,
@@ -121,7 +120,7 @@ impl Service {
 
     fn reload_file(self: &Arc<Self>) -> Result<Reloaded, String> {
         let path = self.config.as_ref().ok_or_else(|| NOTHING_TO_RELOAD.to_string())?;
-        let settings = config::load_settings(path)?;
+        let settings = config::load(path)?;
         if self.dataplane.in_cluster() {
             config::check_cluster(&settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;
         }

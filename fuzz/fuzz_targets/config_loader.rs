@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(nets) = vxtap::config::parse(text) {
+    if let Ok(vxtap::config::Settings { networks: nets, .. }) = vxtap::config::parse(text) {
         assert!(!nets.is_empty());
         for n in &nets {
             assert!(n.vni <= vxtap::wire::MAX_VNI, "vni {} accepted", n.vni);

@@ -23,7 +23,7 @@ const BASE: &str = r#"
 "#;
 
 fn configs(text: &str) -> Vec<NetworkConfig> {
-    parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    parse(text).unwrap_or_else(|e| panic!("{e}\n{text}")).networks
 }
 
 /// Plans `from` -> `to`, with the sockets built as `from` needs them.
@@ -253,4 +253,12 @@ fn shapes_follow_the_members() {
     assert!(other.serves(&shape).is_ok() && shape.serves(&other).is_err());
     other.groups = vec!["239.1.1.1".parse().unwrap()];
     assert_eq!(other.serves(&shape), Err(vec!["groups [239.1.1.1] -> []".into()]));
+}
+
+#[test]
+fn turning_proxy_on_or_off_restarts_that_network_and_says_so() {
+    let on = BASE.replace("198.19.43.1/24\"", "198.19.43.1/24\"\nproxy = true");
+    assert_eq!(*action(&plan_texts(BASE, &on), "vxt43"), Action::Restart(vec!["proxy false -> true".into()]));
+    assert_eq!(*action(&plan_texts(&on, BASE), "vxt43"), Action::Restart(vec!["proxy true -> false".into()]));
+    assert_eq!(*action(&plan_texts(BASE, &on), "vxt42"), Action::Unchanged);
 }

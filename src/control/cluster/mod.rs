@@ -1,4 +1,4 @@
-//! The cluster control plane: VTEPs that find each other through etcd (README "Clusters").
+//! The cluster control plane: VTEPs that find each other through etcd (docs/clusters.md).
 //!
 //! Each process registers, under a lease, one record per network ([`member`]) at a key of
 //! [`key`]'s layout, lists and watches the others, and turns them into its tables: flood list,

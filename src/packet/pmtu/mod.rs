@@ -2,13 +2,14 @@
 //! the ICMP "too big" replies that tell an inner sender to send smaller packets ([`icmp`]), the
 //! TCP MSS clamp ([`mss`]), and the table of path MTUs learned towards remote VTEPs.
 //!
-//! What vxtap does with them (README "Path MTU"): a frame that does not fit the path towards its
+//! What vxtap does with them (docs/design.md "Path MTU"): a frame that does not fit the path towards its
 //! VTEP is, by the inner packet's own DF bit (`--df inherit`), either fragmented on the underlay
 //! or dropped with an ICMP reply written back into the TAP, as the kernel does for bridged VXLAN
 //! (`skb_tunnel_check_pmtu`); TAP super-frames are cut at the size that fits.
 
 pub mod icmp;
 pub mod mss;
+mod too_big;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,7 +18,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::wire::{ethernet, ipv4};
+use crate::wire::frame::{Frame, IpVersion};
+use crate::wire::outer_overhead;
+pub use too_big::{recut, Recut, Refused, TooBig};
 
 /// The outer IPv4 header's Don't Fragment bit (the kernel vxlan device's `df` option); on an
 /// IPv6 underlay, whether vxtap may fragment a datagram at the source.
@@ -35,18 +38,16 @@ pub enum Df {
 }
 
 impl Df {
-    /// Whether the datagram carrying `frame` may be fragmented on the underlay.
+    /// Whether the datagram carrying the frame `view` describes may be fragmented on the
+    /// underlay.
     #[inline]
-    pub fn may_fragment(self, frame: &[u8]) -> bool {
+    pub fn may_fragment(self, view: &Frame) -> bool {
         match self {
             Df::Set => false,
             Df::Unset => true,
-            Df::Inherit => match ethernet::payload_type(frame) {
-                Some((ethernet::ETHERTYPE_IPV4, l3)) => frame
-                    .get(l3 + ipv4::field::FLAGS_FRAG.start)
-                    .is_none_or(|b| u16::from(*b) << 8 & ipv4::FLAG_DF == 0),
-                Some((ethernet::ETHERTYPE_IPV6, _)) => false,
-                _ => true,
+            Df::Inherit => match view.ip() {
+                Some(ip) => ip.version() == IpVersion::V4 && !ip.df(),
+                None => true,
             },
         }
     }
@@ -102,11 +103,18 @@ impl FromStr for MssClamp {
 /// Smallest underlay path MTU vxtap accepts in `--mss-clamp`: the IPv4 minimum (RFC 791).
 pub const MIN_PATH_MTU: u16 = 576;
 
-/// Bytes the underlay adds in front of an inner frame: outer IP header, UDP header and tunnel
-/// header (the inner Ethernet header is part of the frame).
+/// The largest UDP payload (tunnel header and frame) that fits a path of `path_mtu` bytes: the
+/// outer IP and UDP headers come off.
 #[inline]
-pub fn outer_overhead(underlay_v6: bool, tunnel_header: usize) -> usize {
-    (if underlay_v6 { 40 } else { 20 }) + 8 + tunnel_header
+pub fn datagram_room(path_mtu: u32, underlay_v6: bool) -> usize {
+    (path_mtu as usize).saturating_sub(outer_overhead(underlay_v6, 0))
+}
+
+/// The largest inner IP packet that fits a path of `path_mtu` bytes, in a frame with `l2_len`
+/// bytes of Ethernet header behind a tunnel header of `tunnel_header` bytes.
+#[inline]
+pub fn inner_mtu(path_mtu: u32, underlay_v6: bool, tunnel_header: usize, l2_len: usize) -> u32 {
+    path_mtu.saturating_sub((outer_overhead(underlay_v6, tunnel_header) + l2_len) as u32)
 }
 
 /// Path MTUs below the usual that are known towards remote VTEPs, by underlay address. Read on
@@ -164,6 +172,7 @@ pub type SharedPathMtus = Arc<PathMtus>;
 mod tests {
     use super::*;
     use crate::wire::build::{Arp, Ethernet, Ipv4, Ipv6};
+    use crate::wire::ethernet;
     use crate::wire::mac::MacAddr;
     use std::net::Ipv6Addr;
 
@@ -176,13 +185,14 @@ mod tests {
         let v6 = frame().ipv6(Ipv6::new(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)).build();
         let arp = frame().arp(Arp::request(MacAddr([2, 0, 0, 0, 0, 1]), a, b)).build();
         let tagged = frame().vlan(42).ipv4(Ipv4::new(a, b)).build();
+        let view = |f: &[u8]| Frame::parse(f).unwrap();
         for (f, inherit) in [(&df0, true), (&df1, false), (&v6, false), (&arp, true), (&tagged, false)] {
-            assert_eq!(Df::Inherit.may_fragment(f), inherit);
-            assert!(!Df::Set.may_fragment(f));
-            assert!(Df::Unset.may_fragment(f));
+            assert_eq!(Df::Inherit.may_fragment(&view(f)), inherit);
+            assert!(!Df::Set.may_fragment(&view(f)));
+            assert!(Df::Unset.may_fragment(&view(f)));
         }
         let truncated = frame().ethertype(ethernet::ETHERTYPE_IPV4).payload(&[0x45]).build();
-        assert!(Df::Inherit.may_fragment(&truncated), "truncated: nothing forbids it");
+        assert!(Df::Inherit.may_fragment(&view(&truncated)), "truncated: nothing forbids it");
     }
 
     #[test]
@@ -206,7 +216,11 @@ mod tests {
         assert_eq!(t.snapshot(), vec![(b, 1300)]);
         t.set(b, None);
         assert!(t.is_empty());
-        assert_eq!(outer_overhead(false, 8), 36);
-        assert_eq!(outer_overhead(true, 8), 56);
+        assert_eq!(
+            (datagram_room(1400, false), datagram_room(1400, true), datagram_room(20, false)),
+            (1372, 1352, 0)
+        );
+        assert_eq!(inner_mtu(1400, false, 8, 14), 1350, "VXLAN over IPv4");
+        assert_eq!(inner_mtu(1400, true, 8, 22), 1322, "over IPv6, two VLAN tags");
     }
 }

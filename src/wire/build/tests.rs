@@ -177,7 +177,9 @@ fn vlan_tags_sit_between_the_addresses_and_the_ethertype() {
     assert_eq!(&tagged[12..18], &[0x81, 0x00, 0x00, 42, 0x08, 0x00]);
     assert_eq!(&tagged[18..], &untagged[14..]);
     assert_eq!(ethernet::vlan_id(&tagged), Some(42));
-    assert_eq!(ethernet::payload_type(&tagged), Some((ethernet::ETHERTYPE_IPV4, 18)));
+    let p = SlicedPacket::from_ethernet(&tagged).unwrap();
+    assert_eq!(p.link_exts.len(), 1, "etherparse sees the tag");
+    assert!(matches!(p.transport, Some(TransportSlice::Udp(_))));
     let qinq = inner().qinq(100, 42).build();
     assert_eq!(&qinq[12..22], &[0x88, 0xa8, 0x00, 100, 0x81, 0x00, 0x00, 42, 0x08, 0x00]);
     assert_eq!(&qinq[22..], &untagged[14..]);
