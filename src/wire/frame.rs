@@ -253,37 +253,33 @@ impl Ip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{Ethernet, Ipv4};
     use crate::wire::ethernet::ETHERTYPE_MACSEC;
+    use crate::wire::mac::MacAddr;
     use proptest::collection::vec;
     use proptest::prelude::*;
     use proptest::sample::select;
 
     /// MACs, the tags (TPID, VLAN ID), then `ethertype` and `payload`.
     fn frame(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-        for (tpid, vid) in tags {
-            f.extend(tpid.to_be_bytes());
-            f.extend(vid.to_be_bytes());
+        let mut f = Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
+        for &(tpid, vid) in tags {
+            f = f.tag(tpid, vid);
         }
-        f.extend(ethertype.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
+        f.ethertype(ethertype).payload(payload).build()
     }
 
-    /// An IPv4 header with DS byte `ds`, flags `flags` and total length `total`, then `rest`.
-    fn v4(ds: u8, flags: u16, total: u16, rest: &[u8]) -> Vec<u8> {
-        let mut ip = vec![0x45, ds];
-        ip.extend(total.to_be_bytes());
-        ip.extend([0, 1]);
-        ip.extend(flags.to_be_bytes());
-        ip.extend([64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-        ip.extend_from_slice(rest);
-        ip
+    /// An IPv4 packet 198.19.0.1 -> 198.19.0.2 (TCP, ID 1) with DS byte `ds` and flags `flags`,
+    /// its total length and checksum right, then `rest`.
+    fn v4(ds: u8, flags: u16, rest: &[u8]) -> Vec<u8> {
+        let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).tos(ds).ident(1).flags_frag(flags).protocol(6);
+        let mut f = Ethernet::new(MacAddr::ZERO, MacAddr::ZERO).ipv4(ip).payload(rest).build();
+        f.split_off(ethernet::HEADER_LEN)
     }
 
     #[test]
     fn untagged_and_up_to_three_tags_of_any_kind() {
-        let ip = v4(0, 0, 28, &[0; 8]);
+        let ip = v4(0, 0, &[0; 8]);
         let plain = Frame::parse(&frame(&[], ETHERTYPE_IPV4, &ip)).unwrap();
         assert_eq!((plain.l2_len(), plain.ethertype()), (14, ETHERTYPE_IPV4));
         assert_eq!(plain.ip().map(|i| (i.l3(), i.l4(), i.end())), Some((14, 34, 42)));
@@ -306,7 +302,7 @@ mod tests {
     #[test]
     fn runts_cut_tags_macsec_and_other_ethertypes_are_not_ip() {
         assert_eq!(Frame::parse(&[0u8; 13]), None);
-        let ip = v4(0, 0, 20, &[]);
+        let ip = v4(0, 0, &[]);
         let tagged = frame(&[(ETHERTYPE_QINQ, 7), (ETHERTYPE_VLAN, 42)], ETHERTYPE_IPV4, &ip);
         for cut in [14, 16, 17, 19, 21, 22] {
             let v = Frame::parse(&tagged[..cut]).unwrap();
@@ -325,7 +321,7 @@ mod tests {
 
     #[test]
     fn the_version_must_agree_and_the_header_fit() {
-        let ip = v4(0, 0, 20, &[]);
+        let ip = v4(0, 0, &[]);
         assert_eq!(
             Frame::parse(&frame(&[], ETHERTYPE_IPV6, &[&ip[..], &[0; 20]].concat())).unwrap().ip(),
             None
@@ -349,7 +345,7 @@ mod tests {
 
     #[test]
     fn fields_lengths_and_fragments() {
-        let ip = v4(0xb9, ipv4::FLAG_DF, 28, &[0; 8]);
+        let ip = v4(0xb9, ipv4::FLAG_DF, &[0; 8]);
         let padded = frame(&[], ETHERTYPE_IPV4, &[&ip[..], &[0xee; 10]].concat());
         let v = *Frame::parse(&padded).unwrap().ip().unwrap();
         assert_eq!(
@@ -357,15 +353,17 @@ mod tests {
             (IpVersion::V4, 6, 0xb9, true, false)
         );
         assert_eq!((v.end(), v.exact_end()), (42, Some(42)), "padding excluded");
-        for total in [19, 200] {
-            let f = frame(&[], ETHERTYPE_IPV4, &v4(0, 0, total, &[0; 8]));
+        for total in [19u16, 200] {
+            let mut ip = v4(0, 0, &[0; 8]);
+            ip[ipv4::field::TOTAL_LEN].copy_from_slice(&total.to_be_bytes());
+            let f = frame(&[], ETHERTYPE_IPV4, &ip);
             let v = *Frame::parse(&f).unwrap().ip().unwrap();
             assert_eq!((v.end(), v.exact_end()), (f.len(), None), "total length {total}");
         }
         let first =
-            *Frame::parse(&frame(&[], ETHERTYPE_IPV4, &v4(0, ipv4::FLAG_MF, 20, &[]))).unwrap().ip().unwrap();
+            *Frame::parse(&frame(&[], ETHERTYPE_IPV4, &v4(0, ipv4::FLAG_MF, &[]))).unwrap().ip().unwrap();
         assert!(first.is_fragment() && first.is_first_fragment() && !first.df());
-        let later = *Frame::parse(&frame(&[], ETHERTYPE_IPV4, &v4(0, 185, 20, &[]))).unwrap().ip().unwrap();
+        let later = *Frame::parse(&frame(&[], ETHERTYPE_IPV4, &v4(0, 185, &[]))).unwrap().ip().unwrap();
         assert!(later.is_fragment() && !later.is_first_fragment());
         let mut six = vec![0x62, 0xe5, 0x43, 0x21, 0, 8, 17, 64];
         six.extend([0; 32]);

@@ -8,6 +8,7 @@ use crate::packet::dsfield::Tos;
 use crate::packet::offload::checksum::{pseudo_v4, Sum};
 use crate::packet::pmtu::Df;
 use crate::state::fdb::{FdbConfig, ManualClock};
+use crate::wire::build::{Ethernet, Ipv4, Tcp};
 use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use crate::wire::Proto;
 
@@ -26,29 +27,13 @@ const MSS_1460: [u8; 8] = [2, 4, 0x05, 0xb4, 1, 1, 1, 1];
 /// B -> A over `tags`: an IPv4 TCP segment 198.19.0.1:`sport` -> 198.19.0.2:5201 with DS byte
 /// `ds`, flags word `flags`, TCP flags `tcp_flags` and options `opts`, checksums right.
 fn tcp_frame(tags: &[(u16, u16)], ds: u8, flags: u16, sport: u16, tcp_flags: u8, opts: &[u8]) -> Vec<u8> {
-    let mut f = [A, B].concat();
-    for (tpid, vid) in tags {
-        f.extend(tpid.to_be_bytes());
-        f.extend(vid.to_be_bytes());
+    let mut f = Ethernet::new(MacAddr(A), MacAddr(B));
+    for &(tpid, vid) in tags {
+        f = f.tag(tpid, vid);
     }
-    f.extend([0x08, 0x00]);
-    let tcp_len = 20 + opts.len();
-    let mut ip = vec![0x45, ds];
-    ip.extend(((20 + tcp_len) as u16).to_be_bytes());
-    ip.extend([0, 1]);
-    ip.extend(flags.to_be_bytes());
-    ip.extend([64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-    let ck = Sum::ZERO.add_bytes(&ip).finish();
-    ip[10..12].copy_from_slice(&ck);
-    let mut t = sport.to_be_bytes().to_vec();
-    t.extend([0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0]);
-    t.extend([((tcp_len / 4) as u8) << 4, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(opts);
-    let ck = pseudo_v4(&ip[12..16], &ip[16..20], 6, tcp_len as u16).combine(Sum::ZERO.add_bytes(&t)).finish();
-    t[16..18].copy_from_slice(&ck);
-    f.extend(ip);
-    f.extend(t);
-    f
+    f.ipv4(Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).tos(ds).ident(1).flags_frag(flags))
+        .tcp(Tcp::new(sport, 5201).seq(1).flags(tcp_flags).options(opts))
+        .build()
 }
 
 fn network(p: Policies) -> Network {

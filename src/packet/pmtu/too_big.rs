@@ -137,7 +137,10 @@ pub fn recut(cut_for: Option<u32>, learned: Option<u32>) -> Recut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{Ethernet, Ipv4, Ipv6};
     use crate::wire::ip::protocol;
+    use crate::wire::mac::MacAddr;
+    use std::net::Ipv6Addr;
 
     /// The VXLAN header vxtap prepends (the decision only counts its length).
     const VXLAN: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 42, 0];
@@ -145,30 +148,22 @@ mod tests {
     /// A VXLAN datagram A -> B over `tags` VLAN tags carrying an IPv4 packet with `flags` and
     /// `len` bytes in all, 198.19.0.1 -> 198.19.0.2, protocol `proto`.
     fn v4(tags: usize, flags: u16, proto: u8, len: usize) -> Vec<u8> {
-        let mut d = VXLAN.to_vec();
-        d.extend([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        let mut f = Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]));
         for _ in 0..tags {
-            d.extend([0x81, 0, 0, 42]);
+            f = f.vlan(42);
         }
-        d.extend([0x08, 0x00, 0x45, 0]);
-        d.extend((len as u16).to_be_bytes());
-        d.extend([0, 1]);
-        d.extend(flags.to_be_bytes());
-        d.extend([64, proto, 0, 0, 198, 19, 0, 1, 198, 19, 0, 2]);
-        d.resize(d.len() + len - 20, 0xab);
-        d
+        let ip = Ipv4::new([198, 19, 0, 1], [198, 19, 0, 2]).ident(1).flags_frag(flags).protocol(proto);
+        [&VXLAN[..], &f.ipv4(ip).payload(&vec![0xab; len - 20]).build()].concat()
     }
 
     /// The same over IPv6, `len` bytes of IPv6 packet.
     fn v6(len: usize) -> Vec<u8> {
-        let mut d = VXLAN.to_vec();
-        d.extend([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0]);
-        d.extend(((len - 40) as u16).to_be_bytes());
-        d.extend([protocol::UDP, 64]);
-        d.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        d.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        d.resize(d.len() + len - 40, 0xcd);
-        d
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let f = Ethernet::new(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+            .ipv6(Ipv6::new(src, dst).protocol(protocol::UDP))
+            .payload(&vec![0xcd; len - 40]);
+        [&VXLAN[..], &f.build()].concat()
     }
 
     const DF: u16 = 0x4000;
