@@ -23,6 +23,8 @@
 //!
 //! Pure and independent of the rest of vxtap: its checksum is the plain RFC 1071 sum, not the
 //! vectorised one of the offloads, so that a test of that code has an independent reference.
+//! The other way round, reading a frame's headers, is [`super::frame::Frame`], the view the
+//! packet path parses once per frame.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
