@@ -349,7 +349,8 @@ impl WireGuardConfig {
     }
 
     /// Reads the key files and checks everything: what is required, the families, no peer
-    /// twice, no peer with this host's own key or tunnel address.
+    /// twice, no peer with this host's own key or tunnel address, no peer key that is a
+    /// low-order point (boringtun does not check: its handshake would mix in an all-zero secret).
     pub fn settings(&self) -> Result<Settings, String> {
         let path = self.private_key.as_deref().ok_or(
             "WireGuard options are set but no private key: give --wg-private-key FILE \
@@ -392,6 +393,16 @@ impl WireGuardConfig {
             }
             if !keys.insert(p.public_key) {
                 return Err(format!("{name} is given twice"));
+            }
+            if !private_key
+                .secret()
+                .diffie_hellman(&x25519::PublicKey::from(p.public_key.0))
+                .was_contributory()
+            {
+                return Err(format!(
+                    "{name} is not a usable public key: a low-order point, which shares no secret with \
+                     any key, so no handshake with it could be trusted"
+                ));
             }
             check_tunnel(p.tunnel).map_err(|e| format!("{name}: {e}"))?;
             if p.tunnel.is_ipv6() != address.is_ipv6() {
@@ -709,6 +720,9 @@ mod tests {
         assert!(err(open).contains("chmod 600"));
         let v6 = WireGuardConfig { address: Some("fd77::1".parse().unwrap()), ..config(&[&bob]) };
         assert!(err(v6).contains("is IPv4, but this host's (--wg-address fd77::1) is IPv6"));
+        // The all-zero point (and the other low-order points) share no secret with any key.
+        let zero = peer("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "198.18.0.2:51820", "10.77.0.2");
+        assert!(err(config(&[&zero])).contains("not a usable public key: a low-order point"));
         let own_key = peer(ALICE_PUB, "198.18.0.2:51820", "10.77.0.2");
         assert!(err(config(&[&own_key])).contains("this host's own public key"));
         let own_tunnel = peer(BOB_PUB, "198.18.0.2:51820", "10.77.0.1");
