@@ -19,11 +19,14 @@ and 198.19.0.2/24 (b). Needs root. For SECS seconds (default 600), all at once:
             while it is out of the flood list): truncated, no I flag, wrong VNI, short inner
             frame, random garbage (helper: scripts/soak_bad_datagrams.py)
   samples   every 10 s, per VTEP: VmRSS (kB) from /proc/PID/status, the number of entries in
-            /proc/PID/fd (least of 3 reads, so a control connection being served is not counted)
-            and the thread count, into DIR/samples.csv
+            /proc/PID/fd (least of 3 reads, so a control connection being served is not counted),
+            the thread count, and the send pool's sockets (`send_sockets` of `vxtap stats`: one
+            per outer source port in use, bound as new inner flows appear, up to
+            `send_sockets_max`), into DIR/samples.csv
 Verdict (exit 1 on failure): samples from t >= 30 s are split in thirds; per VTEP, if the max of
-the last third exceeds the max of the first third by more than 2048 kB of RSS, or by any fd, it
-grew. Also failing: a vxtap exiting (or not exiting 0 on SIGTERM at the end), a failed `vxtap fdb`
+the last third exceeds the max of the first third by more than 2048 kB of RSS, or by any
+descriptor other than the send pool's (fds - send_sockets), it grew; the pool itself grows with
+the flows by design and fails only past its bound (send_sockets > send_sockets_max). Also failing: a vxtap exiting (or not exiting 0 on SIGTERM at the end), a failed `vxtap fdb`
 command, or iperf3 moving no data. With fewer than 3 samples after the warm-up (runs under
 ~50 s) growth is not judged (noted in the summary). Throughput is recorded, never judged.
 The summary (stdout and DIR/summary.txt): duration, iperf3 bytes, RSS and fd first/last/max per
@@ -111,6 +114,11 @@ fdb() {
     { FDB_FAIL=$((FDB_FAIL + 1)); echo "failed: vxtap fdb $*" >>"$OUT/churn.log"; }
   FDB_OPS=$((FDB_OPS + 1))
 }
+pool_sockets() {  # "send_sockets,send_sockets_max" of VTEP $1 (its stats), or "0,0"
+  timeout 5 "$BIN" stats --control "$TMP/$1.sock" --json 2>/dev/null | "$PY" -c \
+    'import json,sys; d=json.load(sys.stdin); print(f"{d[\"send_sockets\"]},{d[\"send_sockets_max\"]}")' \
+    2>/dev/null || echo "0,0"
+}
 sample() {
   local row=$1 side p n best
   for side in a b; do
@@ -121,6 +129,7 @@ sample() {
     done
     row+=",$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0),$best"
     row+=",$(awk '/^Threads/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
+    row+=",$(pool_sockets "$side")"
   done
   echo "$row" >>"$OUT/samples.csv"
 }
@@ -132,7 +141,7 @@ print(int(r["bytes"]) if r and r["bytes"] else sum(int(i["sum"]["bytes"]) for i 
     "$OUT/iperf/run-$RUNS.json" 2>/dev/null || echo 0)
   BYTES=$((BYTES + b)); [ "$rc" = 0 ] || IPERF_FAIL=$((IPERF_FAIL + 1)); IPERF_PID=""
 }
-echo "t_s,a_rss_kb,a_fds,a_threads,b_rss_kb,b_fds,b_threads" >"$OUT/samples.csv"
+echo "t_s,a_rss_kb,a_fds,a_threads,a_pool,a_pool_max,b_rss_kb,b_fds,b_threads,b_pool,b_pool_max" >"$OUT/samples.csv"
 log "soak ${DURATION}s, $RATE bad datagrams/s; results in $OUT"
 FDB_OPS=0 FDB_FAIL=0 BYTES=0 RUNS=0 IPERF_FAIL=0 IPERF_PID="" NEXT_SAMPLE=0 FLOOD=0 DIED="" MACS=()
 T0=$SECONDS
@@ -185,21 +194,24 @@ done
   printf 'fdb churn     %s commands on VTEP a, %s failed; bad datagrams sent: %s\n' "$FDB_OPS" "$FDB_FAIL" \
     "$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])' "$OUT/bad-datagrams.json" 2>/dev/null || echo '?')"
   awk -F, -v w="$WARMUP" '
+    # Columns per VTEP s (0: a, 1: b): RSS, fds, threads, pool sockets, pool bound.
     NR == 1 { next }
-    { n++; for (c = 2; c <= 7; c++) { v[n, c] = $c; if (n == 1 || $c > mx[c]) mx[c] = $c }
+    { n++; for (c = 2; c <= 11; c++) { v[n, c] = $c; if (n == 1 || $c > mx[c]) mx[c] = $c }
       if ($1 >= w) post[++m] = n }
     END {
-      printf "%-6s %10s %10s %10s %6s %6s %6s  %s\n", "VTEP", "RSS first", "RSS last", "RSS max", "fd 1st", "fd last", "fd max", "growth (last third vs first third, t>=" w "s)"
+      printf "%-6s %10s %10s %10s %6s %6s %6s %14s  %s\n", "VTEP", "RSS first", "RSS last", "RSS max", "fd 1st", "fd last", "fd max", "pool max/bound", "growth (last third vs first third, t>=" w "s)"
       for (s = 0; s < 2; s++) {
-        r = 2 + 3 * s; f = r + 1; k = int(m / 3); verdict = "not judged: " m + 0 " samples at t>=" w "s, 3 needed"
+        r = 2 + 5 * s; f = r + 1; p = r + 3; b = r + 4; k = int(m / 3)
+        verdict = "not judged: " m + 0 " samples at t>=" w "s, 3 needed"
         if (k >= 1) {
-          for (i = 1; i <= m; i++) { j = post[i]
-            if (i <= k) { if (v[j, r] > a1) a1 = v[j, r]; if (v[j, f] > b1) b1 = v[j, f] }
-            if (i > m - k) { if (v[j, r] > a2) a2 = v[j, r]; if (v[j, f] > b2) b2 = v[j, f] } }
-          verdict = sprintf("RSS %+d kB, fds %+d", a2 - a1, b2 - b1)
-          if (a2 - a1 > 2048 || b2 > b1) { verdict = verdict " GREW"; grew = 1 } else verdict = verdict " ok"
-          a1 = b1 = a2 = b2 = 0 }
-        printf "%-6s %7d kB %7d kB %7d kB %6d %6d %6d  %s\n", (s ? "b" : "a"), v[1, r], v[n, r], mx[r], v[1, f], v[n, f], mx[f], verdict }
+          a1 = b1 = a2 = b2 = -1
+          for (i = 1; i <= m; i++) { j = post[i]; other = v[j, f] - v[j, p]
+            if (i <= k) { if (v[j, r] > a1) a1 = v[j, r]; if (other > b1) b1 = other }
+            if (i > m - k) { if (v[j, r] > a2) a2 = v[j, r]; if (other > b2) b2 = other } }
+          verdict = sprintf("RSS %+d kB, fds besides the pool %+d", a2 - a1, b2 - b1)
+          if (a2 - a1 > 2048 || b2 > b1) { verdict = verdict " GREW"; grew = 1 } else verdict = verdict " ok" }
+        if (mx[p] > mx[b]) { verdict = verdict "; pool past its bound GREW"; grew = 1 }
+        printf "%-6s %7d kB %7d kB %7d kB %6d %6d %6d %14s  %s\n", (s ? "b" : "a"), v[1, r], v[n, r], mx[r], v[1, f], v[n, f], mx[f], mx[p] "/" mx[b], verdict }
       exit grew }' "$OUT/samples.csv" || echo "GREW"
   echo "VTEP a non-zero drop counters:"
   "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); nz=[f"  {k} {v}" for k,v in d.items() if k.startswith("drop_") and v]; print("\n".join(nz) or "  (none)")' \
@@ -210,6 +222,6 @@ done
     echo "vxtap-$side.log: $n warn/error lines, $o of them not periodic drop reports"
   done
 } | tee "$OUT/summary.txt"
-grep -qx GREW "$OUT/summary.txt" && FAIL+=("RSS or fd count grew (see the table)")
+grep -qE '^GREW$| GREW' "$OUT/summary.txt" && FAIL+=("RSS or descriptors grew (see the table)")
 if [ ${#FAIL[@]} -gt 0 ]; then printf 'FAIL: %s\n' "${FAIL[@]}" | tee -a "$OUT/summary.txt"; exit 1; fi
 echo "PASS" | tee -a "$OUT/summary.txt"

@@ -109,6 +109,85 @@ set up. Any network's control socket reaches the process."
     /// Read a WireGuard private key on stdin and print its public key, as `wg pubkey` does:
     /// `vxtap pubkey < wg.key`
     Pubkey,
+    /// Be a flannel host (etcd subnet manager, vxlan backend): what flanneld and the kernel's
+    /// flannel.<VNI> device do, on a host without the vxlan module (docs/flannel.md)
+    #[command(
+        long_about = "Be one host of a flannel cluster (etcd subnet manager, vxlan backend), doing what \
+flanneld and the kernel's flannel.<VNI> device do there, on a host without the vxlan module: hold a \
+subnet lease in etcd (reused across restarts), open the TAP flannel.<VNI> (MAC = the lease's VtepMAC, \
+address = the subnet's .0/32, MTU = the underlay's - 50), write the subnet file flannel's CNI plugin \
+reads, and route to every other vxlan host's subnet (route via its .0 onlink, a permanent neighbour \
+entry, an FDB entry towards its PublicIP), following the leases as they come and go. The other hosts \
+keep running flannel. Needs a build with the etcd feature (docs/flannel.md)."
+    )]
+    Flannel(Box<FlannelArgs>),
+}
+
+/// `vxtap flannel`'s flags.
+#[derive(Args, Debug)]
+pub struct FlannelArgs {
+    /// etcd endpoints, comma-separated (http://HOST:PORT, or https:// with --etcd-ca)
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// flannel's key prefix in etcd
+    #[arg(long, value_name = "PREFIX", default_value = vxtap::control::flannel::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Key (PEM) of --etcd-cert
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user; the password comes from the VXTAP_ETCD_PASSWORD environment variable
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// This host's address, published in its lease as PublicIP [default: the first IPv4 address
+    /// of --iface, or of the interface of the default route]
+    #[arg(long, value_name = "IPV4")]
+    pub public_ip: Option<std::net::Ipv4Addr>,
+    /// The underlay interface (its MTU sets the TAP's) [default: the one holding --public-ip, or
+    /// the interface of the default route]
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ for the CNI plugin
+    #[arg(long, value_name = "FILE", default_value = vxtap::control::flannel::DEFAULT_SUBNET_FILE)]
+    pub subnet_file: PathBuf,
+    /// The TAP's name [default: flannel.<VNI>]
+    #[arg(long, value_name = "NAME")]
+    pub dev: Option<String>,
+    /// Write FLANNEL_IPMASQ=true in the subnet file (vxtap itself sets up no masquerading)
+    #[arg(long)]
+    pub ip_masq: bool,
+    /// Control socket path [default: /run/vxtap/<NETNS>/<TAP>.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// Log format on stderr: text, or json (one object per line, for log collectors)
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl FlannelArgs {
+    /// The etcd connection settings, checked (the password from VXTAP_ETCD_PASSWORD).
+    pub fn etcd_settings(&self, env_password: Option<String>) -> Result<Settings, String> {
+        EtcdConfig {
+            endpoints: self.etcd.clone(),
+            prefix: Some(self.etcd_prefix.clone()),
+            node: None,
+            ttl: None,
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password: None,
+        }
+        .settings(env_password, &settings::hostname())
+    }
 }
 
 /// How `vxtap run` writes its log to stderr.
@@ -374,6 +453,8 @@ mod tests {
             "inherit",
             "--src-ports",
             "50000-50100",
+            "--max-src-ports",
+            "64",
             "--allow-from",
             "198.18.0.0/24",
             "--cpu-pinning",
@@ -402,6 +483,7 @@ mod tests {
             ttl = "9"
             tos = "inherit"
             src_ports = "50000-50100"
+            max_src_ports = 64
             allow_from = ["198.18.0.0/24"]
             cpu_pinning = true
             proxy = true
@@ -422,6 +504,48 @@ mod tests {
                 clap::error::ErrorKind::ArgumentConflict
             );
         }
+    }
+
+    #[test]
+    fn flannel_flags() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Flannel(f)) => Ok(f),
+            Ok(c) => panic!("{c:?}"),
+            Err(e) => Err(e.exit_code()),
+        };
+        let f =
+            parse(&["vxtap", "flannel", "--etcd", "http://198.18.0.9:2379,http://198.18.0.10:2379"]).unwrap();
+        assert_eq!(f.etcd_prefix, "/coreos.com/network");
+        assert_eq!(f.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!((f.dev.as_deref(), f.public_ip, f.ip_masq), (None, None, false));
+        let s = f.etcd_settings(None).unwrap();
+        assert_eq!(s.endpoints, ["http://198.18.0.9:2379", "http://198.18.0.10:2379"]);
+        assert_eq!(s.prefix, "/coreos.com/network");
+        assert_eq!(parse(&["vxtap", "flannel"]).unwrap_err(), 2, "--etcd is required");
+        assert_eq!(parse(&["vxtap", "flannel", "--etcd", "h:1", "--public-ip", "fc00::1"]).unwrap_err(), 2);
+        let f = parse(&[
+            "vxtap",
+            "flannel",
+            "--etcd",
+            "h:1",
+            "--etcd-user",
+            "flannel",
+            "--public-ip",
+            "198.18.0.1",
+            "--iface",
+            "eth0",
+            "--dev",
+            "flannel.7",
+            "--ip-masq",
+            "--metrics",
+            "198.18.0.1:9477",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(f.public_ip, Some(std::net::Ipv4Addr::new(198, 18, 0, 1)));
+        assert!(f.etcd_settings(None).unwrap_err().contains("password"), "a user needs the password");
+        assert!(f.etcd_settings(Some("pw".into())).unwrap().auth.is_some());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod demo;
+mod flannel;
 mod ops;
 mod privileges;
 mod service;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         Command::Man => ops::man(),
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
+        Command::Flannel(args) => return flannel::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,7 +215,7 @@ async fn join_cluster(
 /// SIGTERM and SIGINT, installed before `ready` is logged so that a signal sent right after it
 /// takes the clean path rather than the default action; and SIGHUP (systemd's ExecReload), which
 /// reloads the configuration file.
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,

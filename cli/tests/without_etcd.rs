@@ -27,5 +27,9 @@ fn cluster_options_are_refused_with_the_way_to_get_them() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("built without etcd support: cargo build --features etcd"), "{err}");
     }
+    let out = Command::new(bin).args(["flannel", "--etcd", "http://198.18.0.9:2379"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "vxtap flannel: {err}");
+    assert!(err.contains("built without etcd support"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -217,6 +217,8 @@ mod tests {
         assert!(networks(&off).unwrap_err().contains("offload or queues"));
         let q = TWO_VNIS.replace("learning = false", "learning = false\nqueues = 0");
         assert!(networks(&q).unwrap_err().contains("queues must be 1 to 16"));
+        let cap = TWO_VNIS.replace("learning = false", "learning = false\nmax_src_ports = 0");
+        assert!(networks(&cap).unwrap_err().contains("max_src_ports must be 1 to 65535"));
         assert!(networks(&TWO_VNIS.replace("vni = 43", "vni = 16777216")).unwrap_err().contains("24 bits"));
         assert!(networks(&TWO_VNIS.replace("learning", "lerning")).is_err(), "unknown keys are errors");
         let e = networks(&TWO_VNIS.replace("learning = false", "learning = \"no\"")).unwrap_err();

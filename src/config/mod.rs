@@ -20,7 +20,9 @@ pub mod values;
 pub mod wireguard;
 
 pub use file::{check_cluster, load, parse, validate, Settings};
-pub use network::{default_queues, Encryption, NetworkConfig, MAX_QUEUES};
+pub use network::{
+    default_queues, Encryption, NetworkConfig, DEFAULT_MAX_SRC_PORTS, MAX_QUEUES, MAX_SRC_PORTS,
+};
 pub use paths::{default_control_dir, default_control_path, netns_id, CONTROL_DIR, DEFAULT_DEV};
 pub use values::{
     parse_metrics_addr, parse_proto, parse_vni, AllowFrom, Endpoint, FlowLabel, PortRangeArg, StaticEntry,

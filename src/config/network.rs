@@ -93,6 +93,12 @@ pub struct NetworkConfig {
     /// Outer UDP source ports, chosen per inner flow for ECMP [default: 49152-65535]
     #[cfg_attr(feature = "cli", arg(long, value_name = "MIN-MAX"))]
     pub src_ports: Option<PortRangeArg>,
+    /// Most outer source ports the network's socket binds to send from, each a socket (two while
+    /// some network on it lets the underlay fragment): one per inner flow until the cap, then
+    /// flows share them. The ports come from --src-ports, which overlaps Linux's ephemeral ports
+    /// (32768-60999) unless moved [default: 1024]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub max_src_ports: Option<usize>,
     /// Also accept datagrams from this network or IP (repeatable); "any" accepts every source, as the
     /// kernel's vxlan does [default: only the --remote and --static VTEPs]
     #[serde(default)]
@@ -186,6 +192,13 @@ pub enum Encryption {
     WireGuard { address: IpAddr, outer_v6: bool },
 }
 
+/// Outer source ports a socket binds at most by default: enough that flows get distinct ports
+/// about as often as the kernel's per-flow ports would give them (32 flows over 1024 ports
+/// share one with about 40 % chance for one pair).
+pub const DEFAULT_MAX_SRC_PORTS: usize = 1024;
+/// The largest cap: the whole 16-bit port space.
+pub const MAX_SRC_PORTS: usize = 65535;
+
 /// Most queues a network may ask for.
 pub const MAX_QUEUES: usize = 16;
 
@@ -228,6 +241,7 @@ impl NetworkConfig {
             control: None,
             strict_reserved: false,
             src_ports: None,
+            max_src_ports: None,
             allow_from: Vec::new(),
             udp_csum: true,
             offload: true,
@@ -275,16 +289,15 @@ impl NetworkConfig {
     /// (vxtap emits Geneve without options), the frame's Ethernet header; over WireGuard, its
     /// transport message and the outer IP and UDP headers towards the peer too.
     pub fn overhead(&self) -> u32 {
-        let ip = if self.underlay_v6() { 40 } else { 20 };
         let tunnel = match self.proto {
             Proto::Vxlan => wire::vxlan::HEADER_LEN,
             Proto::Geneve => wire::geneve::BASE_LEN,
-        } as u32;
+        };
         let wireguard = match self.encryption {
-            Encryption::WireGuard { outer_v6, .. } => wire::wg::overhead(outer_v6) as u32,
+            Encryption::WireGuard { outer_v6, .. } => wire::wg::overhead(outer_v6),
             Encryption::None => 0,
         };
-        ip + 8 + tunnel + wire::ETHERNET_HEADER_LEN as u32 + wireguard
+        (wire::outer_overhead(self.underlay_v6(), tunnel) + wire::ETHERNET_HEADER_LEN + wireguard) as u32
     }
 
     /// TAP MTU: as given, else a 1500-byte underlay less the overhead (1450 for VXLAN over IPv4;
@@ -309,6 +322,11 @@ impl NetworkConfig {
 
     pub fn src_ports(&self) -> PortRange {
         self.src_ports.map(|p| p.0).unwrap_or_default()
+    }
+
+    /// The cap on the send pool's source ports ([`DEFAULT_MAX_SRC_PORTS`] unless set).
+    pub fn max_src_ports(&self) -> usize {
+        self.max_src_ports.unwrap_or(DEFAULT_MAX_SRC_PORTS)
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
@@ -351,6 +369,9 @@ impl NetworkConfig {
         }
         if self.flowlabel != FlowLabel::Inherit && !v6 {
             return Err(format!("{net}: a flow label needs an IPv6 underlay"));
+        }
+        if self.max_src_ports.is_some_and(|n| !(1..=MAX_SRC_PORTS).contains(&n)) {
+            return Err(format!("{net}: max_src_ports must be 1 to {MAX_SRC_PORTS}"));
         }
         if self.queues.is_some_and(|q| !(1..=MAX_QUEUES).contains(&q)) {
             return Err(format!("{net}: queues must be 1 to {MAX_QUEUES}"));

@@ -42,6 +42,8 @@ pub struct SocketShape {
     pub cpu_pinning: bool,
     /// The source ports of the send pool (the first network's, as at start).
     pub src_ports: PortRange,
+    /// The cap on the send pool's source ports (the first network's, as at start).
+    pub max_src_ports: usize,
     /// Some network may let the underlay fragment (`df` other than `set`): the send pool has
     /// fragmenting sockets.
     pub fragmenting: bool,
@@ -64,6 +66,7 @@ impl SocketShape {
             underlay_dev: first.underlay_dev.clone(),
             cpu_pinning: first.cpu_pinning,
             src_ports: first.src_ports(),
+            max_src_ports: first.max_src_ports(),
             fragmenting: first.df != Df::Set,
             groups: first.group.into_iter().collect(),
         };
@@ -105,6 +108,7 @@ impl SocketShape {
         differs("underlay_dev", opt(&self.underlay_dev), opt(&needed.underlay_dev));
         differs("cpu_pinning", self.cpu_pinning.to_string(), needed.cpu_pinning.to_string());
         differs("src_ports", ports(self.src_ports), ports(needed.src_ports));
+        differs("max_src_ports", self.max_src_ports.to_string(), needed.max_src_ports.to_string());
         differs("groups", list(&self.groups), list(&needed.groups));
         if needed.fragmenting && !self.fragmenting {
             why.push("df: the socket needs fragmenting send sockets".into());
@@ -365,6 +369,7 @@ fn restart_reasons(o: &NetworkConfig, n: &NetworkConfig) -> Vec<String> {
     differs("offload", o.offload.to_string(), n.offload.to_string());
     differs("udp_csum", o.udp_csum.to_string(), n.udp_csum.to_string());
     differs("src_ports", ports(o.src_ports()), ports(n.src_ports()));
+    differs("max_src_ports", o.max_src_ports().to_string(), n.max_src_ports().to_string());
     differs("group", opt(&o.group), opt(&n.group));
     differs("underlay_dev", opt(&o.underlay_dev), opt(&n.underlay_dev));
     differs("ttl", ttl(o.ttl), ttl(n.ttl));
@@ -397,6 +402,7 @@ fn normalized(c: &NetworkConfig, new: &NetworkConfig) -> NetworkConfig {
     c.queues = Some(c.queues());
     c.control = Some(c.control_path());
     c.src_ports = Some(crate::config::PortRangeArg(c.src_ports()));
+    c.max_src_ports = Some(c.max_src_ports());
     c.local = Some(c.bind_addr().ip());
     c
 }

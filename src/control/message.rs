@@ -114,6 +114,8 @@ pub enum PeerSource {
     Group,
     /// A member of the cluster (etcd); `node` names it.
     Etcd,
+    /// Another host's flannel lease (`vxtap flannel`); `node` is its subnet.
+    Flannel,
 }
 
 impl PeerSource {
@@ -124,6 +126,7 @@ impl PeerSource {
             PeerSource::Learned => "learned",
             PeerSource::Group => "group",
             PeerSource::Etcd => "etcd",
+            PeerSource::Flannel => "flannel",
         }
     }
 
@@ -134,7 +137,7 @@ impl PeerSource {
         match self {
             PeerSource::Remote => 0,
             PeerSource::Static => 1,
-            PeerSource::Etcd => 2,
+            PeerSource::Etcd | PeerSource::Flannel => 2,
             PeerSource::Group => 3,
             PeerSource::Learned => 4,
         }
@@ -425,6 +428,7 @@ mod tests {
         );
         assert_eq!(serde_json::to_string(&FdbKind::Etcd).unwrap(), r#""etcd""#);
         assert_eq!(serde_json::to_string(&PeerSource::Etcd).unwrap(), r#""etcd""#);
+        assert_eq!(serde_json::to_string(&PeerSource::Flannel).unwrap(), r#""flannel""#);
         assert_eq!(serde_json::to_string(&Request::Reload).unwrap(), r#"{"op":"reload"}"#);
         let reloaded = Reloaded {
             networks: vec![

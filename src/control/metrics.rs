@@ -63,7 +63,8 @@ pub struct FdbKinds {
 }
 
 /// `vxtap stats` keys that are levels (gauges), not counts. `fdb_entries` is shown by kind.
-pub const LEVELS: &[&str] = &["fdb_entries", "etcd_connected", "etcd_revision", "etcd_members"];
+pub const LEVELS: &[&str] =
+    &["fdb_entries", "send_sockets", "send_sockets_max", "etcd_connected", "etcd_revision", "etcd_members"];
 
 /// The exposition format of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +218,8 @@ fn help(key: &str) -> String {
         "fdb_learned" => "FDB entries created by learning",
         "fdb_moved" => "Learned FDB entries that moved to another VTEP",
         "fdb_expired" => "Learned FDB entries removed by ageing",
+        "send_sockets" => "Send sockets bound for outer source ports (one per port, two with fragmenting)",
+        "send_sockets_max" => "The most send sockets the network's socket may bind (--max-src-ports)",
         _ => "",
     };
     if known.is_empty() {

@@ -3,6 +3,7 @@
 //! the messages are typed in [`message`], the dataplane answers them in `dataplane::api`.
 
 pub mod cluster;
+pub mod flannel;
 pub mod message;
 pub mod metrics;
 

@@ -120,15 +120,17 @@ impl NetworkHandle {
         for d in self.net.fdb.flood_of(FloodSource::Config).into_iter().filter(|d| Some(d.ip()) != group) {
             note(d, PeerSource::Remote, None);
         }
+        // The control plane's entries: etcd members, or flannel's leases.
+        let member = if self.flannel.get().is_some() { PeerSource::Flannel } else { PeerSource::Etcd };
         for d in self.net.fdb.flood_of(FloodSource::Etcd) {
-            note(d, PeerSource::Etcd, None);
+            note(d, member, None);
         }
         // In group mode, VTEPs that were not configured were found through the group.
         let learned = if group.is_some() { PeerSource::Group } else { PeerSource::Learned };
         for e in self.net.fdb.snapshot() {
             let source = match e.kind {
                 EntryKind::Static => PeerSource::Static,
-                EntryKind::Etcd => PeerSource::Etcd,
+                EntryKind::Etcd => member,
                 EntryKind::Learned => learned,
             };
             note(e.dst, source, e.heard_secs);
@@ -164,6 +166,11 @@ impl NetworkHandle {
             ("fdb_moved".to_string(), f.moved),
             ("fdb_expired".to_string(), f.expired),
         ]);
+        let (sockets, max) = self.underlay.send.sockets();
+        out.extend([
+            ("send_sockets".to_string(), sockets as u64),
+            ("send_sockets_max".to_string(), max as u64),
+        ]);
         if let Some(status) = self.cluster.get() {
             out.extend(
                 status.fields(crate::control::cluster::NetKey {
@@ -171,6 +178,9 @@ impl NetworkHandle {
                     vni: self.config.vni,
                 }),
             );
+        }
+        if let Some(status) = self.flannel.get() {
+            out.extend(status.fields());
         }
         Stats(out)
     }

@@ -129,7 +129,7 @@ pub async fn start(
 /// at once, and fail while etcd is down; each session logs in instead ([`authenticate`]). A
 /// token refused later (expired) is renewed and the request sent again, so a long session does
 /// not end for it.
-async fn connect(s: &Settings, endpoint: usize) -> Result<Client, StartError> {
+pub(super) async fn connect(s: &Settings, endpoint: usize) -> Result<Client, StartError> {
     let mut opts = ConnectOptions::default()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -163,7 +163,7 @@ pub fn first_endpoint(node: &str, n: usize) -> usize {
 /// Logs in as the configured user, at the start of every session: a token from before may be
 /// gone (etcd forgets its simple tokens when it restarts). Wrong credentials are
 /// [`Failure::Fatal`]: the process stops at the first registration, and retries later on.
-async fn authenticate(client: &mut Client, s: &Settings) -> Result<(), Failure> {
+pub(super) async fn authenticate(client: &mut Client, s: &Settings) -> Result<(), Failure> {
     let Some(auth) = &s.auth else { return Ok(()) };
     let Err(e) = client.update_user(Some((auth.user.clone(), auth.password.clone()))).await else {
         return Ok(());
@@ -187,7 +187,7 @@ async fn authenticate(client: &mut Client, s: &Settings) -> Result<(), Failure> 
 
 /// Why a session ended.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// etcd could not be reached or answered an error: back off and try again.
     Etcd(String),
     /// The session must start over at once (lease lost, watch cancelled or compacted).
@@ -717,7 +717,7 @@ fn log_member(info_level: bool, what: &str, vni: u32, m: &Member) {
 
 /// `d` scaled by a random factor in [0.5, 1.5), so that VTEPs that lost etcd together do not
 /// come back in step.
-fn jitter(d: Duration) -> Duration {
+pub(super) fn jitter(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());

@@ -23,11 +23,15 @@ pub mod control_client;
 pub mod control_server;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+pub mod flannel;
 mod group;
 mod ifaddrs;
 mod metrics;
 pub mod metrics_http;
 mod netdev;
+#[cfg(feature = "etcd")]
+pub mod netlink;
 mod network;
 mod reload;
 mod report;
@@ -117,7 +121,7 @@ struct Opened {
 impl Dataplane {
     /// Opens the TAPs, binds the sockets and starts the packet threads.
     pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
-        raise_fd_limit(configs.len());
+        raise_fd_limit(configs);
         let dp = Dataplane {
             networks: ArcSwap::from_pointee(Vec::new()),
             state: Mutex::new(State { clock, groups: BTreeMap::new() }),
@@ -200,9 +204,12 @@ impl Dataplane {
     }
 }
 
-/// Send pools bind up to two sockets per slot as flows appear: room for `networks` of them.
-fn raise_fd_limit(networks: usize) {
-    let fds = sys::raise_fd_limit(8 * 1024 + (4 * udp::MAX_SLOTS * networks) as u64);
+/// Send pools bind up to two sockets per source port as flows appear (`max_src_ports`): room
+/// for the pools of `configs` twice over (a reload builds a socket's new pool before the old one
+/// closes), and 8192 for the rest.
+fn raise_fd_limit(configs: &[NetworkConfig]) {
+    let pools: usize = configs.iter().map(|c| 4 * c.max_src_ports()).sum();
+    let fds = sys::raise_fd_limit(8 * 1024 + pools as u64);
     tracing::debug!(fds, "open descriptor limit");
 }
 
@@ -224,6 +231,7 @@ fn start_group(
     let first = &opened[0].config;
     let opts = UnderlayOptions {
         src_ports: shape.src_ports,
+        max_src_ports: shape.max_src_ports,
         udp_csum: shape.udp_csum,
         queues: shape.queues,
         offload: shape.offload,

@@ -34,6 +34,9 @@ pub struct NetworkHandle {
     pub(super) incarnation: u64,
     /// The cluster members' VTEPs and node names, for `peers`.
     pub(super) members: Mutex<Vec<(SocketAddr, String)>>,
+    /// The flannel task's status, when the network is `vxtap flannel`'s: `stats` shows it and
+    /// `peers` calls its members' VTEPs `flannel`.
+    pub(super) flannel: OnceLock<Arc<crate::control::flannel::Status>>,
 }
 
 impl NetworkHandle {
@@ -55,6 +58,7 @@ impl NetworkHandle {
             cluster: OnceLock::new(),
             incarnation: super::cluster::next_incarnation(),
             members: Mutex::new(Vec::new()),
+            flannel: OnceLock::new(),
         }
     }
 
@@ -65,7 +69,12 @@ impl NetworkHandle {
         if let Some(c) = self.cluster.get() {
             let _ = cluster.set(c.clone());
         }
+        let flannel = OnceLock::new();
+        if let Some(f) = self.flannel.get() {
+            let _ = flannel.set(f.clone());
+        }
         NetworkHandle {
+            flannel,
             config,
             net: self.net.clone(),
             tap: self.tap.clone(),

@@ -47,7 +47,7 @@ impl Dataplane {
         let new: HashMap<&str, &NetworkConfig> = configs.iter().map(|c| (c.dev.as_str(), c)).collect();
         let mut errors: HashMap<String, String> = HashMap::new();
         if !plan.is_noop() {
-            raise_fd_limit(configs.len());
+            raise_fd_limit(configs);
         }
 
         // 1. The networks that go leave their sockets.

@@ -10,8 +10,7 @@ use crate::packet::offload::tso::{self, Segments};
 use crate::packet::offload::vnet::{self, VnetHdr};
 use crate::packet::pipeline::HEADROOM;
 use crate::state::stats::DropReason;
-use crate::wire::ip::protocol;
-use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
+use crate::wire::frame::Frame;
 
 /// Largest frame a TAP hands over (a 64 KB super-frame).
 const MAX_FRAME: usize = 65535;
@@ -49,48 +48,32 @@ impl SuperFrame<'_> {
         self.frame
     }
 
-    /// Cuts the super-frame into segments, each preceded by `prefix` (the tunnel header), back
-    /// to back in `out`: a train of datagrams ready for one GSO send. Segments are as large as
-    /// the kernel asked, or smaller so that no datagram exceeds `max_datagram` bytes.
+    /// Cuts the super-frame, whose headers are parsed into `view`, into segments, each
+    /// preceded by `prefix` (the tunnel header), back to back in `out`: a train of datagrams
+    /// ready for one GSO send. Segments are as large as the kernel asked, or smaller so that no
+    /// datagram exceeds `max_datagram` bytes.
     pub(crate) fn segment(
         &self,
+        view: &Frame,
         prefix: &[u8],
         out: &mut [u8],
         max_datagram: usize,
     ) -> Result<Segments, tso::Error> {
         let mut hdr = self.hdr;
-        if prefix.len() + self.segment_len() > max_datagram {
-            let headers = self.headers_len().ok_or(tso::Error::Malformed)?;
+        if prefix.len() + self.segment_len(view) > max_datagram {
+            let headers = tso::headers_len(self.frame, view).ok_or(tso::Error::Malformed)?;
             let room = max_datagram.saturating_sub(prefix.len() + headers);
             hdr.gso_size = u16::try_from(room).unwrap_or(u16::MAX).min(hdr.gso_size);
             if hdr.gso_size == 0 {
                 return Err(tso::Error::NoRoom);
             }
         }
-        tso::segment(self.frame, &hdr, prefix, out)
+        tso::segment_parsed(self.frame, view, &hdr, prefix, out)
     }
 
     /// The length of a full-size segment as the kernel asked for it: headers and `gso_size`.
-    pub(crate) fn segment_len(&self) -> usize {
-        self.headers_len().unwrap_or(0) + usize::from(self.hdr.gso_size)
-    }
-
-    /// Ethernet, IP and TCP/UDP headers: what every segment repeats.
-    fn headers_len(&self) -> Option<usize> {
-        let f = self.frame;
-        let (l4, proto) = match ethernet::payload_type(f)? {
-            (ethernet::ETHERTYPE_IPV4, l3) => {
-                let ip = f.get(l3..l3 + ipv4::HEADER_LEN)?;
-                (l3 + ipv4::header_len(ip), ip[ipv4::field::PROTOCOL])
-            }
-            (ethernet::ETHERTYPE_IPV6, l3) => (l3 + ipv6::HEADER_LEN, *f.get(l3 + ipv6::field::NEXT_HEADER)?),
-            _ => return None,
-        };
-        match proto {
-            protocol::TCP => Some(l4 + tcp::header_len(f.get(l4..l4 + tcp::HEADER_LEN)?)),
-            protocol::UDP => Some(l4 + udp::HEADER_LEN),
-            _ => None,
-        }
+    pub(crate) fn segment_len(&self, view: &Frame) -> usize {
+        tso::headers_len(self.frame, view).unwrap_or(0) + usize::from(self.hdr.gso_size)
     }
 }
 

@@ -23,9 +23,10 @@ use super::tap_writer::{TapReplier, TapWriter};
 use super::udp::{Sent, UdpIo, Underlay, MAX_GSO_BYTES};
 use crate::packet::dsfield;
 use crate::packet::pipeline::{Demux, Destinations, Encapsulated, Network};
-use crate::packet::pmtu::{icmp, Df};
+use crate::packet::pmtu::{self, icmp, Recut, Refused, TooBig};
 use crate::packet::train::{Train, Transmit};
 use crate::state::stats::DropReason;
+use crate::wire::frame::Frame;
 
 /// Room for the segments of one super-frame: 64 KB of payload cut at an MSS as small as 88
 /// bytes, each segment with up to 398 bytes of headers, still fits.
@@ -170,37 +171,36 @@ impl Sender<'_> {
     /// as few GSO sends as the kernel's limits allow. Segments are cut to fit the narrowest known
     /// path among the destinations, and the inner sender is told about that path.
     fn super_frame(&mut self, frame: &SuperFrame<'_>, out: &mut [u8]) {
-        let Some((to, flow_hash)) = self.net.route(frame.frame()) else { return };
+        let Some(d) = self.net.decide(frame.frame()) else { return };
         let path_mtus = &self.net.path_mtus;
-        let narrowest = to.as_slice().iter().filter_map(|d| Some((path_mtus.get(d.ip())?, *d))).min();
-        let policies = self.net.policies();
-        let fragment = policies.df.may_fragment(frame.frame());
-        let tos = dsfield::encap(policies.tos, frame.frame());
-        let socket = self.underlay.send.index(flow_hash, fragment);
+        let mut narrowest = d.to.as_slice().iter().filter_map(|v| Some((path_mtus.get(v.ip())?, *v))).min();
+        let socket = self.underlay.send.index(d.flow_hash, d.fragment);
+        let header = self.net.header();
         for attempt in 0..2 {
-            let max_datagram = narrowest.map_or(usize::MAX, |(m, d)| datagram_room(m, d.ip()));
-            let segs = match frame.segment(self.net.header().as_bytes(), out, max_datagram) {
+            let max_datagram = narrowest.map_or(usize::MAX, |(m, v)| pmtu::datagram_room(m, is_v6(v.ip())));
+            let segs = match frame.segment(&d.view, header.as_bytes(), out, max_datagram) {
                 Ok(s) => s,
                 Err(_) => {
                     self.net.counters.drop(DropReason::Offload);
                     return;
                 }
             };
-            if let Some((m, d)) =
-                narrowest.filter(|_| self.net.header().len() + frame.segment_len() > max_datagram)
+            if let Some((m, dst)) =
+                narrowest.filter(|_| header.len() + frame.segment_len(&d.view) > max_datagram)
             {
                 // Cut smaller than the sender asked: tell it the path too (rate-limited).
-                let _ = self.reply_too_big(frame.frame(), d.ip(), m);
+                let mtu = self.net.inner_mtu(dst.ip(), m, d.view.l2_len());
+                let _ = self.reply_too_big(frame.frame(), &d.view, mtu);
             }
             let mut refused = None;
-            for &dst in to.as_slice() {
+            for &dst in d.to.as_slice() {
                 let destination = self.underlay.peer(dst);
                 let t = Transmit {
                     destination,
                     socket,
                     contents: &out[..segs.len],
                     segment_size: segs.stride,
-                    tos,
+                    tos: d.tos,
                 };
                 let sent = self.send_counted(&t);
                 if sent.too_big_at == Some(0) && attempt == 0 {
@@ -212,14 +212,18 @@ impl Sender<'_> {
                 }
             }
             let Some(dst) = refused else { return };
-            let Some(m) = self.learn_path_mtu(dst.ip()) else {
-                self.net.counters.drop(DropReason::TooBig);
-                return;
-            };
-            if narrowest.is_some_and(|(old, _)| old <= m) {
-                // The path did not narrow: something else refuses these datagrams.
-                (0..segs.count).for_each(|_| self.net.counters.drop(DropReason::TooBig));
-                return;
+            match pmtu::recut(narrowest.map(|(m, _)| m), self.learn_path_mtu(dst.ip())) {
+                // Narrower than every known path (else DropAll): the new narrowest.
+                Recut::Again { path_mtu } => narrowest = Some((path_mtu, dst)),
+                Recut::DropAll => {
+                    // The path did not narrow: something else refuses these datagrams.
+                    (0..segs.count).for_each(|_| self.net.counters.drop(DropReason::TooBig));
+                    return;
+                }
+                Recut::Drop => {
+                    self.net.counters.drop(DropReason::TooBig);
+                    return;
+                }
             }
         }
     }
@@ -258,12 +262,10 @@ impl Sender<'_> {
     }
 
     /// The kernel refused the datagrams of `t` from byte `at` on as over the path MTU (it had
-    /// learned a narrower path from an ICMP error). Learn that path, then deal with each
-    /// datagram as the kernel does for a bridged tunnel: one that fits now goes again; one whose
-    /// packet may be fragmented goes through a fragmenting socket; any other is dropped and its
-    /// sender told with an ICMP "too big" (rate-limited) — or, when the path is too narrow for
-    /// the inner protocol's minimum MTU, fragmented on the underlay (RFC 2473 §7.1) unless
-    /// `--df set` forbids it.
+    /// learned a narrower path from an ICMP error). Learn that path, then carry out for each
+    /// datagram what [`Refused`] decides (docs/design.md "Path MTU"): send it again, from the
+    /// fragmenting socket or not, or drop it with an ICMP "too big" to its sender
+    /// (rate-limited); a resend that does not go falls back on what comes next.
     #[cold]
     fn too_big(&mut self, t: &Transmit<'_>, at: usize) {
         let dst = t.destination.ip();
@@ -272,23 +274,31 @@ impl Sender<'_> {
         let df = self.net.policies().df;
         let fragmenting = self.underlay.send.fragmenting();
         for datagram in t.contents[at..].chunks(t.segment_size.max(1)) {
-            let Some(frame) = datagram.get(hlen..) else { continue };
-            let fits = path_mtu.is_some_and(|m| datagram.len() <= datagram_room(m, dst));
-            let fragment = !fits && fragmenting && df.may_fragment(frame);
-            if fits || fragment {
-                let socket = if fragment { self.underlay.send.fragmenting_twin(t.socket) } else { t.socket };
+            let refused = Refused::new(datagram, hlen, path_mtu, is_v6(dst), df, fragmenting);
+            let mut action = refused.decide();
+            loop {
+                let socket = match action {
+                    TooBig::Resend => t.socket,
+                    TooBig::ResendFragmenting | TooBig::FragmentBelowMinimum => {
+                        self.underlay.send.fragmenting_twin(t.socket)
+                    }
+                    TooBig::ReplyTooBig { mtu } => {
+                        if let Some((frame, view)) = refused.frame() {
+                            let _ = self.reply_too_big(frame, view, mtu);
+                        }
+                        self.net.counters.drop(DropReason::TooBig);
+                        break;
+                    }
+                    TooBig::Drop => {
+                        self.net.counters.drop(DropReason::TooBig);
+                        break;
+                    }
+                };
                 if self.resend(t, socket, datagram) {
-                    continue;
+                    break;
                 }
+                action = refused.after_failed(action);
             }
-            let reply = path_mtu.map(|m| self.reply_too_big(frame, dst, m));
-            if reply == Some(Err(icmp::NoReply::BelowMinimum)) && fragmenting && df != Df::Set {
-                let twin = self.underlay.send.fragmenting_twin(t.socket);
-                if self.resend(t, twin, datagram) {
-                    continue;
-                }
-            }
-            self.net.counters.drop(DropReason::TooBig);
         }
     }
 
@@ -314,16 +324,14 @@ impl Sender<'_> {
         Some(m)
     }
 
-    /// Writes into the TAP an ICMP "too big" reply to the sender of `frame`, announcing the
-    /// largest inner packet that fits a path of `path_mtu` bytes towards `dst`, if the kernel
-    /// would answer this frame; the rate limit may hold it back (counted). Err says why no
-    /// reply fits this frame (not IP, fragmentable, below the protocol's minimum MTU...).
+    /// Writes into the TAP an ICMP "too big" reply to the sender of `frame` (its headers parsed
+    /// into `view`), announcing `mtu` (the largest inner IP packet that fits the path), if the
+    /// kernel would answer this frame; the rate limit may hold it back (counted). Err says why
+    /// no reply fits this frame (not IP, fragmentable, below the protocol's minimum MTU...).
     #[cold]
-    fn reply_too_big(&mut self, frame: &[u8], dst: IpAddr, path_mtu: u32) -> Result<(), icmp::NoReply> {
-        let (_, l2) = crate::wire::ethernet::payload_type(frame).ok_or(icmp::NoReply::NotIp)?;
-        let mtu = self.net.inner_mtu(dst, path_mtu, l2);
+    fn reply_too_big(&mut self, frame: &[u8], view: &Frame, mtu: u32) -> Result<(), icmp::NoReply> {
         self.reply.resize(icmp::MAX_REPLY_LEN, 0);
-        let n = icmp::too_big_reply(frame, mtu, &mut self.reply)?;
+        let n = icmp::too_big_reply(frame, view, mtu, &mut self.reply)?;
         if !self.net.too_big_replies.allow(self.net.fdb.now_ms()) {
             self.net.counters.icmp_ratelimited();
         } else if self.tap.write(&self.reply[..n]) {
@@ -335,11 +343,9 @@ impl Sender<'_> {
     }
 }
 
-/// The largest UDP payload (tunnel header and frame) that fits a path of `path_mtu` bytes
-/// towards `dst`: the outer IP and UDP headers come off.
-fn datagram_room(path_mtu: u32, dst: IpAddr) -> usize {
-    let ip_udp = if dst.to_canonical().is_ipv4() { 20 + 8 } else { 40 + 8 };
-    (path_mtu as usize).saturating_sub(ip_udp)
+/// Whether the underlay towards `dst` is IPv6 (a v4-mapped address is IPv4).
+fn is_v6(dst: IpAddr) -> bool {
+    !dst.to_canonical().is_ipv4()
 }
 
 /// The underlay-to-TAP side of one receive socket: receive a batch of messages, check each
@@ -417,12 +423,20 @@ impl<'a> RxSide<'a> {
                 // The frame is the datagram's tail; ECN and --mss-clamp may rewrite it in place.
                 let at = datagram.len() - frame.len();
                 let net = &demux.networks()[index];
-                if outer_ce && dsfield::decap(dsfield::ECN_CE, &mut datagram[at..]) == dsfield::Decap::Drop {
-                    net.counters.drop(DropReason::EcnNotEct);
-                    continue;
-                }
-                if net.policies().mss_clamp.is_some() {
-                    net.clamp_mss(&mut datagram[at..], &[SocketAddr::new(m.addr.ip(), net.peer_port)]);
+                let clamp = net.policies().mss_clamp;
+                if outer_ce || clamp.is_some() {
+                    // One parse for both (decapsulation let no runt through).
+                    let frame = &mut datagram[at..];
+                    let Some(view) = Frame::parse(frame) else { continue };
+                    if outer_ce && dsfield::decap(dsfield::ECN_CE, frame, &view) == dsfield::Decap::Drop {
+                        net.counters.drop(DropReason::EcnNotEct);
+                        continue;
+                    }
+                    if let Some(clamp) = clamp {
+                        // The CE mark left the view true: only the DS field changed.
+                        let vtep = SocketAddr::new(m.addr.ip(), net.peer_port);
+                        net.clamp_mss(clamp, frame, &view, &[vtep]);
+                    }
                 }
                 self.writers[index].write(&datagram[at..]);
             }

@@ -10,7 +10,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::wire::{ethernet, ipv4, ipv6};
+use crate::wire::frame::{Frame, IpVersion};
+use crate::wire::ipv4;
 
 /// The ECN field's bits in the DS byte.
 pub const ECN_MASK: u8 = 0x03;
@@ -57,28 +58,11 @@ impl fmt::Display for Tos {
     }
 }
 
-/// The inner frame's DS byte and where it is: (offset of the IP header, IPv6?, DS byte). None
-/// for non-IP frames and runts.
+/// The outer DS byte for the frame `view` describes: DSCP per `tos`, ECN copied from the inner
+/// packet (RFC 6040 normal mode; a non-IP frame is Not-ECT).
 #[inline]
-fn inner_ds(frame: &[u8]) -> Option<(usize, bool, u8)> {
-    match ethernet::payload_type(frame)? {
-        (ethernet::ETHERTYPE_IPV4, l3) => {
-            let b = frame.get(l3..l3 + ipv4::HEADER_LEN)?;
-            (ipv4::version(b) == ipv4::VERSION).then(|| (l3, false, b[ipv4::field::DSCP_ECN]))
-        }
-        (ethernet::ETHERTYPE_IPV6, l3) => {
-            let b = frame.get(l3..l3 + ipv6::HEADER_LEN)?;
-            (ipv6::version(b) == ipv6::VERSION).then(|| (l3, true, ipv6::traffic_class(b)))
-        }
-        _ => None,
-    }
-}
-
-/// The outer DS byte for `frame`: DSCP per `tos`, ECN copied from the inner packet (RFC 6040
-/// normal mode; a non-IP frame is Not-ECT).
-#[inline]
-pub fn encap(tos: Tos, frame: &[u8]) -> u8 {
-    let inner = inner_ds(frame).map_or(0, |(_, _, ds)| ds);
+pub fn encap(tos: Tos, view: &Frame) -> u8 {
+    let inner = view.ip().map_or(0, |ip| ip.ds());
     let dscp = match tos {
         Tos::Fixed(v) => v,
         Tos::Inherit => inner,
@@ -97,17 +81,20 @@ pub enum Decap {
     Drop,
 }
 
-/// Carries an outer CE mark (`outer_ds` is the outer DS byte) into the inner packet of `frame`.
+/// Carries an outer CE mark (`outer_ds` is the outer DS byte) into the inner packet of `frame`,
+/// whose headers `view` describes (it stays valid: only the DS field and IPv4's header checksum
+/// change).
 #[inline]
-pub fn decap(outer_ds: u8, frame: &mut [u8]) -> Decap {
+pub fn decap(outer_ds: u8, frame: &mut [u8], view: &Frame) -> Decap {
     if outer_ds & ECN_MASK != ECN_CE {
         return Decap::Unchanged;
     }
-    let Some((l3, v6, ds)) = inner_ds(frame) else { return Decap::Unchanged };
-    match ds & ECN_MASK {
+    let Some(ip) = view.ip() else { return Decap::Unchanged };
+    let l3 = ip.l3();
+    match ip.ds() & ECN_MASK {
         ECN_CE => Decap::Unchanged,
         ECN_NOT_ECT => Decap::Drop,
-        _ if v6 => {
+        _ if ip.version() == IpVersion::V6 => {
             // The traffic class spans the low nibble of byte 0 and the high nibble of byte 1:
             // its ECN bits are bits 5 and 4 of byte 1.
             frame[l3 + 1] |= ECN_CE << 4;
@@ -133,6 +120,17 @@ pub fn decap(outer_ds: u8, frame: &mut [u8]) -> Decap {
 mod tests {
     use super::*;
     use crate::packet::offload::checksum::Sum;
+    use crate::wire::ipv6;
+
+    // The functions under test with the frame parsed for them, as the packet path does once.
+    fn encap(tos: Tos, frame: &[u8]) -> u8 {
+        super::encap(tos, &Frame::parse(frame).unwrap())
+    }
+
+    /// A runt has no view: the receive path drops it before (nothing to carry).
+    fn decap(outer_ds: u8, frame: &mut [u8]) -> Decap {
+        Frame::parse(frame).map_or(Decap::Unchanged, |view| super::decap(outer_ds, frame, &view))
+    }
 
     fn v4(ds: u8) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];

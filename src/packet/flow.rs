@@ -5,7 +5,8 @@
 //! keeps each flow on one port, so one path, and in order. The dataplane's send pool maps
 //! [`flow_hash`] onto its sockets, each bound to one port of the [`PortRange`].
 
-use crate::wire::ethernet::{self, macsec};
+use crate::wire::ethernet;
+use crate::wire::frame::{Frame, Ip, IpVersion};
 use crate::wire::ip::{auth, protocol};
 use crate::wire::{ipv4, ipv6, tcp, udp};
 
@@ -44,142 +45,68 @@ impl Default for PortRange {
     }
 }
 
-/// A 32-bit hash of the inner frame's flow: MAC addresses and EtherType always; IPv4/IPv6
-/// addresses and protocol when present; TCP/UDP ports when present (never for IP fragments, so
-/// every fragment of a datagram hashes alike). Frames too short for an Ethernet header hash to 0.
+/// A 32-bit hash of the inner frame's flow: the Ethernet header (MAC addresses and the first
+/// EtherType or TPID) always; IPv4/IPv6 addresses and protocol when present; TCP/UDP ports when
+/// present (never for IP fragments, so every fragment of a datagram hashes alike). Frames too
+/// short for an Ethernet header hash to 0.
 ///
-/// The fields are read by hand, with no allocation, exactly as etherparse's lax slicing finds
-/// them (the tests keep etherparse as the oracle): the IP header past up to three VLAN or
-/// integrity-only MACsec tags, chosen by its version nibble; IPv6 past its extension headers
-/// (the protocol hashed is the transport's) and IPv4 past an Authentication Header (the protocol
-/// hashed is the header's own); the transport inside the length the IP header gives, when that
-/// length fits the frame; ports only from a complete TCP or UDP header of a packet that is not
-/// a fragment and whose extension headers all parsed.
+/// [`flow_hash`] parses the frame for this; the packet path hands over the view it parsed once.
+/// What is IP is the frame view's rule ([`crate::wire::frame`]): past up to three VLAN tags, a
+/// MACsec frame opaque (hashed on its Ethernet header, so that a secure channel keeps to one
+/// path), the EtherType and the version nibble agreeing. From the IP header on, the fields are
+/// read by hand, with no allocation, exactly as etherparse's lax slicing finds them (the tests
+/// keep etherparse as the oracle): IPv6 past its extension headers (the protocol hashed is the
+/// transport's) and IPv4 past an Authentication Header (the protocol hashed is the header's
+/// own); the transport inside the length the IP header gives, when that length fits the frame;
+/// ports only from a complete TCP or UDP header of a packet that is not a fragment and whose
+/// extension headers all parsed.
 #[inline]
-pub fn flow_hash(frame: &[u8]) -> u32 {
-    let Some(l2) = frame.get(..ethernet::HEADER_LEN) else {
-        return 0;
-    };
+pub fn hash(frame: &[u8], view: &Frame) -> u32 {
     let mut h = Mixer::new();
-    h.bytes14(l2);
-    let ethertype = ethernet::ethertype(frame);
-    let l3 = if ethertype == ethernet::ETHERTYPE_IPV4 || ethertype == ethernet::ETHERTYPE_IPV6 {
-        Some(&frame[ethernet::HEADER_LEN..])
-    } else {
-        past_tags(frame)
-    };
-    if let Some(ip) = l3 {
-        hash_ip(&mut h, ip);
+    h.bytes14(&frame[..ethernet::HEADER_LEN]);
+    if let Some(ip) = view.ip() {
+        match ip.version() {
+            IpVersion::V4 => hash_ipv4(&mut h, frame, ip),
+            IpVersion::V6 => hash_ipv6(&mut h, frame, ip),
+        }
     }
     h.finish()
 }
 
-/// At most this many VLAN or MACsec tags are walked before the IP header (etherparse's
-/// `LaxSlicedPacket::LINK_EXTS_CAP`).
-const MAX_TAGS: usize = 3;
-
-/// The IP header (IPv4 or IPv6 EtherType) past VLAN and integrity-only MACsec tags; None for
-/// anything else, an encrypted payload, more than [`MAX_TAGS`] tags, or a tag cut short.
-#[cold]
-fn past_tags(frame: &[u8]) -> Option<&[u8]> {
-    // The EtherType field at `at`; what it announces starts at `at + 2` and ends at `end`.
-    let mut at = ethernet::field::ETHERTYPE.start;
-    let mut end = frame.len();
-    for _ in 0..=MAX_TAGS {
-        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-        let body = at + 2;
-        match ethertype {
-            ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => return frame.get(body..end),
-            ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ | ethernet::ETHERTYPE_VLAN_DOUBLE => {
-                // TPID and TCI, then the next EtherType.
-                if end < body + ethernet::VLAN_TAG_LEN {
-                    return None;
-                }
-                at += ethernet::VLAN_TAG_LEN;
-            }
-            ethernet::ETHERTYPE_MACSEC => {
-                let tag = frame.get(body..end)?;
-                let tci = *tag.get(macsec::field::TCI_AN)?;
-                let short_len = *tag.get(macsec::field::SHORT_LEN)? & macsec::SHORT_LEN_MASK;
-                if tci & macsec::TCI_VERSION != 0
-                    || tci & (macsec::TCI_E | macsec::TCI_C) != 0
-                    || short_len == 1
-                {
-                    return None;
-                }
-                let sci = if tci & macsec::TCI_SC != 0 { macsec::SCI_LEN } else { 0 };
-                at = body + macsec::HEADER_LEN + sci;
-                // The short length counts the user data from its EtherType on; it bounds the
-                // rest only when the frame holds all of it.
-                let data_end = at + usize::from(short_len);
-                if short_len >= 2 && data_end <= end {
-                    end = data_end;
-                }
-                if end < at + 2 {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// Hashes the addresses and protocol of the IP header `ip` starts with, then its ports.
+/// [`hash`] of a frame not parsed yet (0 for a runt).
 #[inline]
-fn hash_ip(h: &mut Mixer, ip: &[u8]) {
-    match ip.first().map(|b| b >> 4) {
-        Some(ipv4::VERSION) => hash_ipv4(h, ip),
-        Some(ipv6::VERSION) => hash_ipv6(h, ip),
-        _ => {}
-    }
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    Frame::parse(frame).map_or(0, |view| hash(frame, &view))
 }
 
 #[inline]
-fn hash_ipv4(h: &mut Mixer, ip: &[u8]) {
-    let header_len = ipv4::header_len(ip);
-    if header_len < ipv4::HEADER_LEN || ip.len() < header_len {
+fn hash_ipv4(h: &mut Mixer, frame: &[u8], ip: &Ip) {
+    let hdr = &frame[ip.l3()..ip.l4()];
+    h.bytes4(&hdr[ipv4::field::SRC]);
+    h.bytes4(&hdr[ipv4::field::DST]);
+    h.word(u64::from(ip.proto()));
+    if ip.is_fragment() {
         return;
     }
-    let proto = ip[ipv4::field::PROTOCOL];
-    h.bytes4(&ip[ipv4::field::SRC]);
-    h.bytes4(&ip[ipv4::field::DST]);
-    h.word(u64::from(proto));
-    if ipv4::is_fragment(ip) {
-        return;
-    }
-    // The total length bounds the payload when it is consistent with the header and the frame.
-    let total = usize::from(ipv4::total_len(ip));
-    let end = if total < header_len || ip.len() < total { ip.len() } else { total };
-    let payload = &ip[header_len..end];
-    if proto == protocol::AUTH {
+    let payload = &frame[ip.l4()..ip.end()];
+    if ip.proto() == protocol::AUTH {
         if let Some((next, rest)) = past_auth(payload) {
             hash_ports(h, next, rest);
         }
     } else {
-        hash_ports(h, proto, payload);
+        hash_ports(h, ip.proto(), payload);
     }
 }
 
 #[inline]
-fn hash_ipv6(h: &mut Mixer, ip: &[u8]) {
-    if ip.len() < ipv6::HEADER_LEN {
-        return;
-    }
-    // The payload length bounds the payload when it fits the frame; 0 (a jumbogram, or
-    // unset) means the rest of the frame.
-    let payload_len = usize::from(ipv6::payload_len(ip));
-    let end = if payload_len == 0 || ip.len() - ipv6::HEADER_LEN < payload_len {
-        ip.len()
-    } else {
-        ipv6::HEADER_LEN + payload_len
-    };
-    let next = ip[ipv6::field::NEXT_HEADER];
-    let payload = &ip[ipv6::HEADER_LEN..end];
+fn hash_ipv6(h: &mut Mixer, frame: &[u8], ip: &Ip) {
+    let hdr = &frame[ip.l3()..ip.l4()];
+    let payload = &frame[ip.l4()..ip.end()];
+    let next = ip.proto();
     let (next, transport) =
         if is_ipv6_extension(next) { past_ipv6_extensions(next, payload) } else { (next, Some(payload)) };
-    h.bytes16(&ip[ipv6::field::SRC]);
-    h.bytes16(&ip[ipv6::field::DST]);
+    h.bytes16(&hdr[ipv6::field::SRC]);
+    h.bytes16(&hdr[ipv6::field::DST]);
     h.word(u64::from(next));
     if let Some(t) = transport {
         hash_ports(h, next, t);

@@ -19,6 +19,7 @@ use crate::state::fdb::{EntryKind, Fdb, LearnOutcome};
 use crate::state::neigh::Neighbours;
 use crate::state::ratelimit::TokenBucket;
 use crate::state::stats::{Counters, DropReason};
+use crate::wire::frame::Frame;
 use crate::wire::mac::MacAddr;
 use crate::wire::{self, EncapHeader, RxPolicy};
 pub use policy::Policies;
@@ -67,6 +68,24 @@ impl Destinations {
             Destinations::Flood(list) => list.as_slice(),
         }
     }
+}
+
+/// What a frame read from the TAP gets, decided once from its headers ([`Network::decide`]):
+/// by the single-frame path ([`Network::encapsulate`]) and by the super-frame path, which cuts
+/// the frame with the same view.
+pub struct Decision {
+    /// The frame's headers, parsed once.
+    pub view: Frame,
+    pub to: Destinations,
+    /// Hash of the inner flow, which picks the outer source port.
+    pub flow_hash: u32,
+    /// The underlay may fragment the datagram (its outer DF bit is clear): `--df`.
+    pub fragment: bool,
+    /// The outer DS byte: DSCP per `--tos`, ECN the inner packet's (RFC 6040).
+    pub tos: u8,
+    /// `--mss-clamp` and the frame is a TCP SYN: the largest inner IP packet its connection may
+    /// send, the narrowest path towards `to` allows (None: leave it, or nothing known).
+    pub mss_limit: Option<u32>,
 }
 
 /// A frame ready to send.
@@ -144,28 +163,37 @@ impl Network {
     /// for a frame with `l2_len` bytes of Ethernet header.
     #[inline]
     pub fn inner_mtu(&self, dst: IpAddr, path_mtu: u32, l2_len: usize) -> u32 {
-        let overhead = pmtu::outer_overhead(!dst.to_canonical().is_ipv4(), self.header.len()) + l2_len;
-        path_mtu.saturating_sub(overhead as u32)
+        pmtu::inner_mtu(path_mtu, !dst.to_canonical().is_ipv4(), self.header.len(), l2_len)
     }
 
-    /// `--mss-clamp`: lowers the MSS of a TCP SYN in `frame` so that the connection fits the
-    /// path towards (or from) the VTEPs `vteps`. A no-op unless clamping is on.
-    #[inline]
-    pub fn clamp_mss(&self, frame: &mut [u8], vteps: &[SocketAddr]) {
-        let Some(clamp) = self.policies().mss_clamp else { return };
-        let Some((_, l2)) = crate::wire::ethernet::payload_type(frame) else { return };
-        let limit = vteps
+    /// The largest inner IP packet that fits the narrowest path towards (or from) the VTEPs
+    /// `vteps` under `clamp`, for a frame with `l2_len` bytes of Ethernet header; None when no
+    /// path is known (`--mss-clamp=auto` and nothing learned).
+    #[cold]
+    fn mss_limit(&self, clamp: MssClamp, vteps: &[SocketAddr], l2_len: usize) -> Option<u32> {
+        vteps
             .iter()
             .filter_map(|v| {
                 let path = match clamp {
                     MssClamp::Auto => self.path_mtus.get(v.ip())?,
                     MssClamp::PathMtu(m) => u32::from(m),
                 };
-                Some(self.inner_mtu(v.ip(), path, l2))
+                Some(self.inner_mtu(v.ip(), path, l2_len))
             })
-            .min();
-        if let Some(limit) = limit {
-            pmtu::mss::clamp(frame, limit);
+            .min()
+    }
+
+    /// `--mss-clamp` (`clamp`, from the policies the caller loaded): lowers the MSS of a TCP SYN
+    /// in `frame` (its headers parsed into `view`) so that the connection fits the path towards
+    /// (or from) the VTEPs `vteps`. For the receive path; the send path clamps per its
+    /// [`Decision`].
+    #[inline]
+    pub fn clamp_mss(&self, clamp: MssClamp, frame: &mut [u8], view: &Frame, vteps: &[SocketAddr]) {
+        if !pmtu::mss::is_syn(frame, view) {
+            return;
+        }
+        if let Some(limit) = self.mss_limit(clamp, vteps, view.l2_len()) {
+            pmtu::mss::clamp(frame, view, limit);
         }
     }
 
@@ -174,30 +202,33 @@ impl Network {
         &self.header
     }
 
-    /// Encapsulates the frame at `buf[HEADROOM..HEADROOM + frame_len]` in place and decides where
-    /// it goes (see [`Network::route`]).
+    /// Encapsulates the frame at `buf[HEADROOM..HEADROOM + frame_len]` in place, as
+    /// [`Network::decide`] decides (its MSS clamped if it says so).
     #[inline]
     pub fn encapsulate(&self, buf: &mut [u8], frame_len: usize) -> Option<Encapsulated> {
         let end = HEADROOM + frame_len;
-        let (to, flow_hash) = self.route(&buf[HEADROOM..end])?;
-        self.clamp_mss(&mut buf[HEADROOM..end], to.as_slice());
-        let frame = &buf[HEADROOM..end];
-        let p = self.policies();
-        let (fragment, tos) = (p.df.may_fragment(frame), dsfield::encap(p.tos, frame));
+        let d = self.decide(&buf[HEADROOM..end])?;
+        if let Some(limit) = d.mss_limit {
+            // Only the TCP header changes: the view stays true.
+            pmtu::mss::clamp(&mut buf[HEADROOM..end], &d.view, limit);
+        }
         let start = self.header.prepend(buf, HEADROOM).ok()?;
+        let Decision { to, flow_hash, fragment, tos, .. } = d;
         Some(Encapsulated { datagram: start..end, flow_hash, to, fragment, tos })
     }
 
-    /// Where a frame goes: a known unicast MAC to its VTEP only, everything else to the flood
-    /// list; and the hash of its inner flow, which picks the outer source port. Drops (counted
-    /// here) a runt frame or one with nowhere to go.
+    /// Everything about a frame read from the TAP, from one parse of its headers and one load
+    /// of the policies: where it goes (a known unicast MAC to its VTEP only, everything else to
+    /// the flood list), the hash of its inner flow, which picks the outer source port, the
+    /// outer DF bit and DS byte, and whether its MSS is to be clamped. Drops (counted here) a
+    /// runt frame or one with nowhere to go.
     #[inline]
-    pub fn route(&self, frame: &[u8]) -> Option<(Destinations, u32)> {
-        let Some(dst) = MacAddr::from_slice(frame).filter(|_| frame.len() >= wire::ETHERNET_HEADER_LEN)
-        else {
+    pub fn decide(&self, frame: &[u8]) -> Option<Decision> {
+        let Some(view) = Frame::parse(frame) else {
             self.counters.drop(DropReason::ShortFrame);
             return None;
         };
+        let dst = MacAddr::from_slice(frame)?;
         let known = if dst.is_multicast() { None } else { self.fdb.lookup(&dst) };
         let to = match known {
             Some(vtep) => Destinations::One(vtep),
@@ -210,7 +241,21 @@ impl Network {
                 Destinations::Flood(list)
             }
         };
-        Some((to, flow::flow_hash(frame)))
+        let p = self.policies();
+        let mss_limit = match p.mss_clamp {
+            Some(clamp) if pmtu::mss::is_syn(frame, &view) => {
+                self.mss_limit(clamp, to.as_slice(), view.l2_len())
+            }
+            _ => None,
+        };
+        Some(Decision {
+            flow_hash: flow::hash(frame, &view),
+            fragment: p.df.may_fragment(&view),
+            tos: dsfield::encap(p.tos, &view),
+            mss_limit,
+            view,
+            to,
+        })
     }
 
     /// Learns the inner source MAC of a decapsulated frame against the VTEP it came from.
@@ -356,6 +401,9 @@ impl Demux {
         Some((index, d.frame))
     }
 }
+
+#[cfg(test)]
+mod decision_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Ethernet II header (IEEE 802.3 §3.1.1), with at most one 802.1Q VLAN tag (IEEE 802.1Q §9).
+//! Ethernet II header (IEEE 802.3 §3.1.1) and its VLAN tags (IEEE 802.1Q §9).
 //!
 //! ```text
 //! | Destination (6) | Source (6) | EtherType (2) |                      payload
@@ -6,8 +6,8 @@
 //! ```
 //! Accessors take the frame from its first byte and panic if it is shorter than the field.
 //!
-//! The flow hash also walks stacked tags (802.1ad, [`ETHERTYPE_QINQ`]) and an integrity-only
-//! MACsec tag ([`macsec`]) to reach the IP header; the rest of vxtap sees at most one 802.1Q tag.
+//! Where the payload starts past stacked tags (802.1Q, 802.1ad [`ETHERTYPE_QINQ`]), and that a
+//! MACsec frame ([`macsec`]) is opaque, is decided in one place: [`super::frame`].
 
 use super::read_u16;
 
@@ -24,6 +24,7 @@ pub(crate) mod field {
     /// Tag control information of a VLAN tag: priority (3 bits), DEI (1), VLAN ID (12).
     pub(crate) const VLAN_TCI: Range<usize> = 14..16;
     /// The EtherType after one VLAN tag.
+    #[allow(dead_code)] // Part of the map; the tags are walked by `wire::frame`.
     pub(crate) const VLAN_ETHERTYPE: Range<usize> = 16..18;
 }
 
@@ -58,19 +59,6 @@ pub fn ethertype(b: &[u8]) -> u16 {
     read_u16(b, field::ETHERTYPE)
 }
 
-/// The payload's EtherType and the offset where the payload starts, past at most one VLAN tag;
-/// None when the frame ends before the EtherType.
-#[inline]
-pub fn payload_type(frame: &[u8]) -> Option<(u16, usize)> {
-    let mut at = field::ETHERTYPE;
-    let mut ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
-    if ethertype == ETHERTYPE_VLAN {
-        at = field::VLAN_ETHERTYPE;
-        ethertype = u16::from_be_bytes([*frame.get(at.start)?, *frame.get(at.start + 1)?]);
-    }
-    Some((ethertype, at.end))
-}
-
 /// The VLAN ID of a tagged frame (its header is [`VLAN_HEADER_LEN`] long); None when untagged.
 #[inline]
 pub fn vlan_id(b: &[u8]) -> Option<u16> {
@@ -90,8 +78,10 @@ pub mod macsec {
         use std::ops::Range;
 
         /// Tag control information (high six bits) and association number (low two).
+        #[allow(dead_code)] // Part of the map; nothing reads it: a MACsec frame is opaque.
         pub(crate) const TCI_AN: usize = 0;
         /// Short length: the user data's length (EtherType included) when below 48, else 0.
+        #[allow(dead_code)] // Part of the map; nothing reads it.
         pub(crate) const SHORT_LEN: usize = 1;
         #[allow(dead_code)] // Part of the map; nothing reads it.
         pub(crate) const PN: Range<usize> = 2..6;
@@ -130,7 +120,7 @@ mod tests {
         assert_eq!(&TAGGED[field::SRC], &[0x02, 0, 0, 0, 0, 0x0b]);
         assert_eq!(ethertype(&TAGGED), ETHERTYPE_VLAN);
         assert_eq!(vlan_id(&TAGGED), Some(42));
-        assert_eq!(payload_type(&TAGGED), Some((ETHERTYPE_IPV4, VLAN_HEADER_LEN)));
+        assert_eq!(read_u16(&TAGGED, field::VLAN_ETHERTYPE), ETHERTYPE_IPV4);
     }
 
     #[test]
@@ -138,15 +128,8 @@ mod tests {
         // The same frame without its tag, carrying IPv6 and then ARP.
         let mut b = [&TAGGED[..12], &[0x86, 0xdd]].concat();
         assert_eq!(vlan_id(&b), None);
-        assert_eq!(payload_type(&b), Some((ETHERTYPE_IPV6, HEADER_LEN)));
+        assert_eq!(ethertype(&b), ETHERTYPE_IPV6);
         b[field::ETHERTYPE].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-        assert_eq!(payload_type(&b), Some((ETHERTYPE_ARP, HEADER_LEN)));
-    }
-
-    #[test]
-    fn short_frames_have_no_payload_type() {
-        assert_eq!(payload_type(&TAGGED[..13]), None);
-        assert_eq!(payload_type(&TAGGED[..17]), None, "tag without its EtherType");
-        assert_eq!(payload_type(&[]), None);
+        assert_eq!(ethertype(&b), ETHERTYPE_ARP);
     }
 }

@@ -66,6 +66,13 @@ pub fn version(b: &[u8]) -> u8 {
     b[0] >> 4
 }
 
+/// Which IP an inner packet is (see [`super::frame::Ip`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

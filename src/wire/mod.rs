@@ -17,6 +17,7 @@
 
 pub mod cidr;
 pub mod ethernet;
+pub mod frame;
 pub mod geneve;
 pub mod ip;
 pub mod ipv4;
@@ -37,6 +38,14 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub const ETHERNET_HEADER_LEN: usize = ethernet::HEADER_LEN;
 /// Headroom that fits any tunnel header vxtap emits (Geneve with a full option area).
 pub const MAX_HEADER_LEN: usize = geneve::MAX_HEADER_LEN;
+
+/// Bytes the underlay adds in front of an inner frame: the outer IPv4 or IPv6 header (without
+/// options or extension headers), the UDP header and a tunnel header of `tunnel_header` bytes (0
+/// for the room a path leaves for the UDP payload). The inner Ethernet header is the frame's.
+#[inline]
+pub const fn outer_overhead(underlay_v6: bool, tunnel_header: usize) -> usize {
+    (if underlay_v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN }) + udp::HEADER_LEN + tunnel_header
+}
 
 /// The big-endian 16-bit field at `r` (its first two bytes) of `b`.
 #[inline]
@@ -257,6 +266,13 @@ mod tests {
         let policy = RxPolicy::for_proto(Proto::Vxlan);
         assert_eq!(decapsulate(&d, &policy).map(|x| x.vni), Ok(1));
         assert_eq!(decapsulate(&d[..d.len() - 1], &policy), Err(Error::ShortFrame));
+    }
+
+    #[test]
+    fn outer_overhead_is_ip_udp_and_the_tunnel_header() {
+        assert_eq!(outer_overhead(false, vxlan::HEADER_LEN), 36);
+        assert_eq!(outer_overhead(true, vxlan::HEADER_LEN), 56);
+        assert_eq!(outer_overhead(false, 0) + vxlan::HEADER_LEN + ETHERNET_HEADER_LEN, 50, "VXLAN over IPv4");
     }
 
     #[test]

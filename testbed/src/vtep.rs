@@ -55,10 +55,36 @@ impl Vtep {
         args: &[String],
         env: &[(String, String)],
     ) -> Result<Vtep> {
+        Vtep::spawn_command(ns, bin, "run", args, env)
+    }
+
+    /// Runs `ip netns exec NS <bin> <command> <args...>` (`vxtap flannel`, say) and waits for
+    /// `ready` as [`Vtep::spawn`] does.
+    pub fn spawn_ready(
+        ns: &Netns,
+        bin: &Path,
+        command: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Vtep> {
+        let mut vtep = Vtep::spawn_command(ns, bin, command, args, env)?;
+        vtep.wait_for_word("ready", READY_TIMEOUT)
+            .with_context(|| format!("vxtap {command} {}", args.join(" ")))?;
+        Ok(vtep)
+    }
+
+    /// Runs `ip netns exec NS <bin> <command> <args...>` without waiting for anything.
+    pub fn spawn_command(
+        ns: &Netns,
+        bin: &Path,
+        command: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Vtep> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .arg(bin)
-            .arg("run")
+            .arg(command)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

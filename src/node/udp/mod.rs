@@ -31,7 +31,7 @@ use super::sys;
 use crate::config::{FlowLabel, Ttl};
 use crate::packet::flow::PortRange;
 pub(super) use io::{Sent, UdpIo};
-pub(super) use send_pool::{SendPool, MAX_SLOTS};
+pub(super) use send_pool::SendPool;
 use sockopt::{bind_error, group_socket, multicast_all, udp_socket, Reuse};
 /// Most datagrams in one GSO send: the kernel's UDP_MAX_SEGMENTS before Linux 6.9.
 pub(super) const MAX_GSO_SEGMENTS: usize = 64;
@@ -43,6 +43,8 @@ pub(super) const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
 #[derive(Clone, Debug)]
 pub(super) struct UnderlayOptions {
     pub src_ports: PortRange,
+    /// Most source ports (slots) the send pool binds.
+    pub max_src_ports: usize,
     /// Without it, datagrams go out with a zero UDP checksum (and GSO, which needs the
     /// checksum, is off).
     pub udp_csum: bool,
@@ -195,6 +197,7 @@ mod tests {
     pub(super) fn opts(range: PortRange, udp_csum: bool, queues: usize) -> UnderlayOptions {
         UnderlayOptions {
             src_ports: range,
+            max_src_ports: crate::config::DEFAULT_MAX_SRC_PORTS,
             udp_csum,
             queues,
             offload: true,

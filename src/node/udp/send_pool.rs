@@ -13,9 +13,10 @@ use crate::packet::flow::PortRange;
 
 /// Send sockets bound to ports spread over the source-port range, one port per slot: the
 /// inner-flow hash picks a slot, so a flow keeps one outer source port. There are up to
-/// [`MAX_SLOTS`] slots, so that flows get distinct ports about as often as the kernel's per-flow
-/// ports would give them (32 flows over 1024 slots share a port with about 40 % chance for one
-/// pair, over 16 sockets they shared in 15 ports); [`EAGER_SLOTS`] of them are bound at start and
+/// `max_src_ports` slots (1024 by default, so that flows get distinct ports about as often as
+/// the kernel's per-flow ports would give them: 32 flows over 1024 slots share a port with about
+/// 40 % chance for one pair, over 16 sockets they shared in 15 ports); [`EAGER_SLOTS`] of them
+/// are bound at start and
 /// the rest when a flow first needs one (a few system calls, once per slot; descriptors grow
 /// with the flows seen, bounded by the slots). A slot that cannot be bound (port taken,
 /// descriptors exhausted) falls back to the eager slot below it.
@@ -49,8 +50,6 @@ struct SlotSetup {
     outer: OuterOptions,
 }
 
-/// Most slots (so distinct source ports) per pool.
-pub(in crate::node) const MAX_SLOTS: usize = 1024;
 /// Slots bound at start.
 pub(in crate::node) const EAGER_SLOTS: usize = 16;
 
@@ -62,7 +61,7 @@ impl SendPool {
         opts: &UnderlayOptions,
     ) -> Result<SendPool> {
         let span = u32::from(range.max() - range.min()) + 1;
-        let n = MAX_SLOTS.min(span as usize);
+        let n = opts.max_src_ports.clamp(1, span as usize);
         let setup = SlotSetup {
             ip,
             range,
@@ -183,6 +182,14 @@ impl SendPool {
     }
 
     /// Ports of the slots bound so far.
+    /// Sockets the pool holds now, and the most it will: each bound slot is one socket, two
+    /// with fragmenting sockets. What `vxtap stats` reports as `send_sockets`/`send_sockets_max`.
+    pub(in crate::node) fn sockets(&self) -> (usize, usize) {
+        let per_slot = 1 + usize::from(self.setup.fragmenting);
+        let bound = self.slots.iter().filter(|s| s.get().is_some_and(Option::is_some)).count();
+        (bound * per_slot, self.slots.len() * per_slot)
+    }
+
     pub(in crate::node) fn ports(&self) -> Vec<u16> {
         self.slots
             .iter()
@@ -287,5 +294,25 @@ mod tests {
         assert!(!plain.send.fragmenting());
         assert_eq!(plain.send.index(5, true), plain.send.index(5, false));
         assert!(plain.path_mtu("127.0.0.1".parse().unwrap()).is_some_and(|m| m >= 1500), "loopback's MTU");
+    }
+
+    /// `max_src_ports` caps the pool: however many flows come, no more ports (and sockets) than
+    /// that, which `sockets()` (`vxtap stats`: send_sockets, send_sockets_max) reports.
+    #[test]
+    fn the_cap_bounds_ports_and_sockets() {
+        let mut o = opts(PortRange::new(41100, 41163).unwrap(), true, 1);
+        o.max_src_ports = 4;
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 41099)), o).unwrap();
+        for h in 0..2000u32 {
+            u.send.get_for(h.wrapping_mul(2_654_435_761));
+        }
+        assert_eq!(u.send.ports().len(), 4);
+        assert_eq!(u.send.sockets(), (4, 4));
+        let mut o = opts(PortRange::new(41200, 41263).unwrap(), true, 1);
+        (o.max_src_ports, o.fragmenting) = (40, true);
+        let u = Underlay::bind(SocketAddr::from(([127, 0, 0, 1], 41199)), o).unwrap();
+        let (bound, max) = u.send.sockets();
+        assert_eq!((bound, max), (2 * u.send.ports().len(), 80), "two sockets per port");
+        assert!(bound < max, "slots past the eager ones wait for their flows");
     }
 }

@@ -13,11 +13,14 @@
 use std::ops::Range;
 
 use super::checksum::{pseudo_v4, pseudo_v6, Sum};
+#[cfg(test)]
+use super::l3_offset; // the tests find their headers with it
 use super::vnet::{self, VnetHdr};
-use super::{l3_offset, IpVersion};
+use super::IpVersion;
+use crate::wire::frame::{self, Frame};
 use crate::wire::ip::protocol;
 use crate::wire::tcp::{ACK, CWR, FIN, PSH, RST, SYN, URG};
-use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
+use crate::wire::{ipv4, ipv6, tcp, udp};
 
 /// Largest merged IP packet. Both length fields are 16 bits; for IPv6 the fixed header counts too
 /// (as in the kernel's GRO without BIG TCP), which keeps every frame within the buffer.
@@ -25,8 +28,8 @@ const MAX_IP: usize = 65535;
 /// Most segments per super-frame: bounds the work and the delay one write carries. Also the
 /// kernel's UDP_MAX_SEGMENTS, past which it refuses a UDP GSO frame.
 const MAX_SEGS: usize = 64;
-/// Ethernet header with one 802.1Q tag.
-const MAX_L2: usize = ethernet::VLAN_HEADER_LEN;
+/// Ethernet header with as many VLAN tags as the frame view walks.
+const MAX_L2: usize = frame::MAX_L2_LEN;
 /// Source and destination port, where TCP and UDP both keep them.
 const PORTS: Range<usize> = tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end;
 const _: () = assert!(PORTS.start == udp::field::SRC_PORT.start && PORTS.end == udp::field::DST_PORT.end);
@@ -191,7 +194,8 @@ impl Coalescer {
 /// The segment's layout if it is a coalescing candidate with valid checksums; UDP datagrams are
 /// candidates only when `udp` is set.
 fn parse(frame: &[u8], udp: bool) -> Option<Seg> {
-    let (l3, v) = l3_offset(frame)?;
+    let ip = *Frame::parse(frame)?.ip()?;
+    let (l3, v) = (ip.l3(), ip.version());
     let is_udp = |proto: u8| match proto {
         protocol::TCP => Some(false),
         protocol::UDP if udp => Some(true),

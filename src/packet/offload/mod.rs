@@ -8,23 +8,14 @@ pub mod gro;
 pub mod tso;
 pub mod vnet;
 
-use crate::wire::ethernet;
+use crate::wire::frame::Frame;
+pub use crate::wire::frame::IpVersion;
 
-/// Where the IP header starts and which version it is, past an Ethernet header with at most
-/// one 802.1Q tag. None for anything but IPv4 and IPv6.
+/// Where the IP header starts and which version it is, by the frame view's rule
+/// ([`crate::wire::frame`]). None for anything but IPv4 and IPv6. For tests: the packet path
+/// parses a frame once and reads its offsets from the [`Frame`].
 #[inline]
 pub fn l3_offset(frame: &[u8]) -> Option<(usize, IpVersion)> {
-    let (ethertype, off) = ethernet::payload_type(frame)?;
-    let v = match ethertype {
-        ethernet::ETHERTYPE_IPV4 => IpVersion::V4,
-        ethernet::ETHERTYPE_IPV6 => IpVersion::V6,
-        _ => return None,
-    };
-    Some((off, v))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpVersion {
-    V4,
-    V6,
+    let ip = *Frame::parse(frame)?.ip()?;
+    Some((ip.l3(), ip.version()))
 }

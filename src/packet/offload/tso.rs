@@ -4,8 +4,11 @@
 //! checksums), as the kernel's tcp_gso_segment/__udp_gso_segment would do.
 
 use super::checksum::{self, pseudo_v4, pseudo_v6, Sum};
+#[cfg(test)]
+use super::l3_offset; // the tests find their headers with it
 use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
-use super::{l3_offset, IpVersion};
+use super::IpVersion;
+use crate::wire::frame::Frame;
 use crate::wire::ip::protocol;
 use crate::wire::{ipv4, ipv6, tcp, udp, write_u16};
 
@@ -54,9 +57,10 @@ struct Layout {
     tcp: bool,
 }
 
-/// Checks the headers against the virtio-net header. Nothing in `hdr` but the GSO type, the
-/// segment size and csum_start is used: hdr_len is the kernel's linear head, not the headers.
-fn parse(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, Error> {
+/// Checks the headers (parsed into `view`) against the virtio-net header. Nothing in `hdr` but
+/// the GSO type, the segment size and csum_start is used: hdr_len is the kernel's linear head,
+/// not the headers.
+fn parse(frame: &[u8], view: &Frame, hdr: &VnetHdr) -> Result<Layout, Error> {
     let (want, tcp) = match hdr.gso() {
         GSO_TCPV4 => (Some(IpVersion::V4), true),
         GSO_TCPV6 => (Some(IpVersion::V6), true),
@@ -66,38 +70,22 @@ fn parse(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, Error> {
     if hdr.gso_size == 0 {
         return Err(Error::Malformed);
     }
-    let (l3, v) = l3_offset(frame).ok_or(Error::Malformed)?;
+    let ip = view.ip().ok_or(Error::Malformed)?;
+    let (l3, v, l4) = (ip.l3(), ip.version(), ip.l4());
     if want.is_some_and(|w| w != v) {
         return Err(Error::Malformed);
     }
     let proto = if tcp { protocol::TCP } else { protocol::UDP };
-    let l4 = match v {
-        IpVersion::V4 => {
-            let ip = frame.get(l3..l3 + ipv4::HEADER_LEN).ok_or(Error::Malformed)?;
-            let ihl = ipv4::header_len(ip);
-            // A fragment cannot be cut further: every segment would claim the same offset.
-            if ipv4::version(ip) != ipv4::VERSION
-                || ihl < ipv4::HEADER_LEN
-                || ip[ipv4::field::PROTOCOL] != proto
-                || ipv4::is_fragment(ip)
-            {
-                return Err(Error::Malformed);
-            }
-            l3 + ihl
-        }
-        IpVersion::V6 => {
-            let ip = frame.get(l3..l3 + ipv6::HEADER_LEN).ok_or(Error::Malformed)?;
-            if ipv6::version(ip) != ipv6::VERSION {
-                return Err(Error::Malformed);
-            }
-            match ip[ipv6::field::NEXT_HEADER] {
-                p if p == proto => {}
-                protocol::TCP | protocol::UDP => return Err(Error::Malformed),
-                _ => return Err(Error::Unsupported),
-            }
-            l3 + ipv6::HEADER_LEN
-        }
-    };
+    match v {
+        // A fragment cannot be cut further: every segment would claim the same offset.
+        IpVersion::V4 if ip.proto() != proto || ip.is_fragment() => return Err(Error::Malformed),
+        IpVersion::V4 => {}
+        IpVersion::V6 => match ip.proto() {
+            p if p == proto => {}
+            protocol::TCP | protocol::UDP => return Err(Error::Malformed),
+            _ => return Err(Error::Unsupported),
+        },
+    }
     if hdr.flags & F_NEEDS_CSUM != 0 && usize::from(hdr.csum_start) != l4 {
         return Err(Error::Malformed);
     }
@@ -118,11 +106,38 @@ fn parse(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, Error> {
     Ok(Layout { l3, l4, end, v, tcp })
 }
 
+/// The Ethernet, IP and TCP/UDP headers of a super-frame (parsed into `view`): what every
+/// segment repeats. None unless IP and then TCP or UDP.
+#[inline]
+pub fn headers_len(frame: &[u8], view: &Frame) -> Option<usize> {
+    let ip = view.ip()?;
+    let l4 = ip.l4();
+    match ip.proto() {
+        protocol::TCP => Some(l4 + tcp::header_len(frame.get(l4..l4 + tcp::HEADER_LEN)?)),
+        protocol::UDP => Some(l4 + udp::HEADER_LEN),
+        _ => None,
+    }
+}
+
 /// Splits the super-frame `frame` (an Ethernet frame that followed the virtio-net header `hdr`
 /// on a TAP read) into segments of at most `hdr.gso_size` payload bytes. Each segment is written
 /// into `out` as `prefix` (the tunnel header; may be empty) followed by a complete Ethernet frame.
+/// Parses the frame's headers: the packet path, which parsed them already, calls
+/// [`segment_parsed`].
 pub fn segment(frame: &[u8], hdr: &VnetHdr, prefix: &[u8], out: &mut [u8]) -> Result<Segments, Error> {
-    let lay = parse(frame, hdr)?;
+    let view = Frame::parse(frame).ok_or(Error::Malformed)?;
+    segment_parsed(frame, &view, hdr, prefix, out)
+}
+
+/// [`segment`] of a frame whose headers are parsed into `view`.
+pub fn segment_parsed(
+    frame: &[u8],
+    view: &Frame,
+    hdr: &VnetHdr,
+    prefix: &[u8],
+    out: &mut [u8],
+) -> Result<Segments, Error> {
+    let lay = parse(frame, view, hdr)?;
     let gso = usize::from(hdr.gso_size);
     let (headers, payload) = frame.split_at(lay.end);
     let l4_hdr_len = lay.end - lay.l4;

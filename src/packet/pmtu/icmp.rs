@@ -10,6 +10,7 @@
 //! IPv4 packet that allows fragmentation), or for an ICMP error itself.
 
 use crate::packet::offload::checksum::{self, Sum};
+use crate::wire::frame::{self, Frame, Ip, IpVersion};
 use crate::wire::ip::protocol;
 use crate::wire::{ethernet, ipv4, ipv6, read_u16};
 
@@ -21,8 +22,8 @@ pub const MIN_MTU_V6: u32 = 1280;
 const QUOTE_V4: usize = 576 - 20 - 8;
 /// Most bytes of the original IPv6 packet quoted: the reply stays within 1280 bytes.
 const QUOTE_V6: usize = 1280 - 40 - 8;
-/// Largest reply: Ethernet with a VLAN tag, IPv6, ICMPv6, quote.
-pub const MAX_REPLY_LEN: usize = ethernet::VLAN_HEADER_LEN + 1280;
+/// Largest reply: Ethernet with as many VLAN tags as a frame may have, IPv6, ICMPv6, quote.
+pub const MAX_REPLY_LEN: usize = frame::MAX_L2_LEN + 1280;
 
 /// Why no reply is made for a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,46 +44,55 @@ pub enum NoReply {
     NoRoom,
 }
 
-/// Builds into `out` the reply telling the sender of `frame` to send IP packets of at most
-/// `mtu` bytes; returns its length.
-pub fn too_big_reply(frame: &[u8], mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
-    if frame.first().is_none_or(|b| b & 1 != 0) {
-        return Err(NoReply::NotAnswerable); // group destination MAC (RFC 1122 §3.2.2)
-    }
-    match ethernet::payload_type(frame).ok_or(NoReply::NotIp)? {
-        (ethernet::ETHERTYPE_IPV4, l3) => reply_v4(frame, l3, mtu, out),
-        (ethernet::ETHERTYPE_IPV6, l3) => reply_v6(frame, l3, mtu, out),
-        _ => Err(NoReply::NotIp),
+/// Builds into `out` the reply telling the sender of `frame` (its headers parsed into `view`)
+/// to send IP packets of at most `mtu` bytes; returns its length.
+pub fn too_big_reply(frame: &[u8], view: &Frame, mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+    let ip = check(frame, view, mtu)?;
+    match ip.version() {
+        IpVersion::V4 => build_v4(frame, &ip, mtu, out),
+        IpVersion::V6 => build_v6(frame, &ip, mtu, out),
     }
 }
 
-/// The Ethernet header of a reply: addresses swapped, a VLAN tag kept.
+/// Whether the kernel would answer `frame` (its headers parsed into `view`) with a reply
+/// announcing `mtu`, and if not, why: what [`too_big_reply`] decides before it builds. Returns
+/// the IP header to answer.
+pub fn check(frame: &[u8], view: &Frame, mtu: u32) -> Result<Ip, NoReply> {
+    if frame.first().is_none_or(|b| b & 1 != 0) {
+        return Err(NoReply::NotAnswerable); // group destination MAC (RFC 1122 §3.2.2)
+    }
+    let ip = *view.ip().ok_or(NoReply::NotIp)?;
+    match ip.version() {
+        IpVersion::V4 => check_v4(frame, &ip, mtu)?,
+        IpVersion::V6 => check_v6(frame, &ip, mtu)?,
+    }
+    Ok(ip)
+}
+
+/// The Ethernet header of a reply: addresses swapped, the VLAN tags kept.
 fn reply_l2(frame: &[u8], l3: usize, out: &mut [u8]) {
     out[ethernet::field::DST].copy_from_slice(&frame[ethernet::field::SRC]);
     out[ethernet::field::SRC].copy_from_slice(&frame[ethernet::field::DST]);
     out[ethernet::field::ETHERTYPE.start..l3].copy_from_slice(&frame[ethernet::field::ETHERTYPE.start..l3]);
 }
 
-fn reply_v4(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+fn check_v4(frame: &[u8], ip: &Ip, mtu: u32) -> Result<(), NoReply> {
     use ipv4::field;
-    let ip = frame.get(l3..).filter(|ip| ip.len() >= ipv4::HEADER_LEN).ok_or(NoReply::NotIp)?;
-    let ihl = ipv4::header_len(ip);
-    if ipv4::version(ip) != ipv4::VERSION || ihl < ipv4::HEADER_LEN || ip.len() < ihl {
-        return Err(NoReply::NotIp);
-    }
+    let (l3, ihl) = (ip.l3(), ip.header_len());
     // Exactly DF: no MF, no offset (the kernel's `frag_off != htons(IP_DF)` test).
-    if ipv4::flags_frag(ip) != ipv4::FLAG_DF {
+    if ip.flags_frag() != ipv4::FLAG_DF {
         return Err(NoReply::MayFragment);
     }
-    let (src, dst) = (&ip[field::SRC], &ip[field::DST]);
+    let hdr = &frame[l3..ip.l4()];
+    let (src, dst) = (&hdr[field::SRC], &hdr[field::DST]);
     let bad_dst = dst == [255; 4] || dst[0] & 0xf0 == 0xe0;
     let bad_src = src[0] == 0 || src[0] == 127 || src == [255; 4] || src[0] & 0xf0 == 0xe0;
     if bad_dst || bad_src {
         return Err(NoReply::NotAnswerable);
     }
-    if ip[field::PROTOCOL] == protocol::ICMP {
+    if ip.proto() == protocol::ICMP {
         // An error message (or one too short to tell) is not answered.
-        match ip.get(ihl) {
+        match frame.get(l3 + ihl) {
             Some(0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) => {}
             _ => return Err(NoReply::IcmpError),
         }
@@ -90,6 +100,14 @@ fn reply_v4(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, 
     if mtu < MIN_MTU_V4 {
         return Err(NoReply::BelowMinimum);
     }
+    Ok(())
+}
+
+fn build_v4(frame: &[u8], ip: &Ip, mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+    use ipv4::field;
+    let l3 = ip.l3();
+    let ip = &frame[l3..];
+    let (src, dst) = (&ip[field::SRC], &ip[field::DST]);
     let quote = &ip[..ip.len().min(QUOTE_V4)];
     let len = l3 + ipv4::HEADER_LEN + 8 + quote.len();
     let out = out.get_mut(..len).ok_or(NoReply::NoRoom)?;
@@ -126,12 +144,9 @@ const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
 const DEST_OPTS: u8 = 60;
 
-fn reply_v6(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+fn check_v6(frame: &[u8], ip: &Ip, mtu: u32) -> Result<(), NoReply> {
     use ipv6::field;
-    let ip = frame.get(l3..).filter(|ip| ip.len() >= ipv6::HEADER_LEN).ok_or(NoReply::NotIp)?;
-    if ipv6::version(ip) != ipv6::VERSION {
-        return Err(NoReply::NotIp);
-    }
+    let ip = &frame[ip.l3()..];
     let (src, dst) = (&ip[field::SRC], &ip[field::DST]);
     let unspecified = src.iter().all(|b| *b == 0);
     let loopback = src[..15].iter().all(|b| *b == 0) && src[15] == 1;
@@ -167,6 +182,14 @@ fn reply_v6(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, 
     if mtu < MIN_MTU_V6 {
         return Err(NoReply::BelowMinimum);
     }
+    Ok(())
+}
+
+fn build_v6(frame: &[u8], ip: &Ip, mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+    use ipv6::field;
+    let l3 = ip.l3();
+    let ip = &frame[l3..];
+    let (src, dst) = (&ip[field::SRC], &ip[field::DST]);
     let quote = &ip[..ip.len().min(QUOTE_V6)];
     let len = l3 + ipv6::HEADER_LEN + 8 + quote.len();
     let out = out.get_mut(..len).ok_or(NoReply::NoRoom)?;
@@ -193,6 +216,11 @@ fn reply_v6(frame: &[u8], l3: usize, mtu: u32, out: &mut [u8]) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::too_big_reply`] with the frame parsed for it, as the packet path does once.
+    fn too_big_reply(frame: &[u8], mtu: u32, out: &mut [u8]) -> Result<usize, NoReply> {
+        super::too_big_reply(frame, &Frame::parse(frame).ok_or(NoReply::NotIp)?, mtu, out)
+    }
 
     const A_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];

@@ -9,6 +9,7 @@
 
 pub mod icmp;
 pub mod mss;
+mod too_big;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,7 +18,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::wire::{ethernet, ipv4};
+use crate::wire::frame::{Frame, IpVersion};
+use crate::wire::outer_overhead;
+pub use too_big::{recut, Recut, Refused, TooBig};
 
 /// The outer IPv4 header's Don't Fragment bit (the kernel vxlan device's `df` option); on an
 /// IPv6 underlay, whether vxtap may fragment a datagram at the source.
@@ -35,18 +38,16 @@ pub enum Df {
 }
 
 impl Df {
-    /// Whether the datagram carrying `frame` may be fragmented on the underlay.
+    /// Whether the datagram carrying the frame `view` describes may be fragmented on the
+    /// underlay.
     #[inline]
-    pub fn may_fragment(self, frame: &[u8]) -> bool {
+    pub fn may_fragment(self, view: &Frame) -> bool {
         match self {
             Df::Set => false,
             Df::Unset => true,
-            Df::Inherit => match ethernet::payload_type(frame) {
-                Some((ethernet::ETHERTYPE_IPV4, l3)) => frame
-                    .get(l3 + ipv4::field::FLAGS_FRAG.start)
-                    .is_none_or(|b| u16::from(*b) << 8 & ipv4::FLAG_DF == 0),
-                Some((ethernet::ETHERTYPE_IPV6, _)) => false,
-                _ => true,
+            Df::Inherit => match view.ip() {
+                Some(ip) => ip.version() == IpVersion::V4 && !ip.df(),
+                None => true,
             },
         }
     }
@@ -102,11 +103,18 @@ impl FromStr for MssClamp {
 /// Smallest underlay path MTU vxtap accepts in `--mss-clamp`: the IPv4 minimum (RFC 791).
 pub const MIN_PATH_MTU: u16 = 576;
 
-/// Bytes the underlay adds in front of an inner frame: outer IP header, UDP header and tunnel
-/// header (the inner Ethernet header is part of the frame).
+/// The largest UDP payload (tunnel header and frame) that fits a path of `path_mtu` bytes: the
+/// outer IP and UDP headers come off.
 #[inline]
-pub fn outer_overhead(underlay_v6: bool, tunnel_header: usize) -> usize {
-    (if underlay_v6 { 40 } else { 20 }) + 8 + tunnel_header
+pub fn datagram_room(path_mtu: u32, underlay_v6: bool) -> usize {
+    (path_mtu as usize).saturating_sub(outer_overhead(underlay_v6, 0))
+}
+
+/// The largest inner IP packet that fits a path of `path_mtu` bytes, in a frame with `l2_len`
+/// bytes of Ethernet header behind a tunnel header of `tunnel_header` bytes.
+#[inline]
+pub fn inner_mtu(path_mtu: u32, underlay_v6: bool, tunnel_header: usize, l2_len: usize) -> u32 {
+    path_mtu.saturating_sub((outer_overhead(underlay_v6, tunnel_header) + l2_len) as u32)
 }
 
 /// Path MTUs below the usual that are known towards remote VTEPs, by underlay address. Read on
@@ -183,12 +191,13 @@ mod tests {
         let mut tagged = vec![0u8; 12];
         tagged.extend([0x81, 0, 0, 42, 0x08, 0]);
         tagged.extend_from_slice(&v4);
+        let view = |f: &[u8]| Frame::parse(f).unwrap();
         for (f, inherit) in [(&df0, true), (&df1, false), (&v6, false), (&arp, true), (&tagged, false)] {
-            assert_eq!(Df::Inherit.may_fragment(f), inherit);
-            assert!(!Df::Set.may_fragment(f));
-            assert!(Df::Unset.may_fragment(f));
+            assert_eq!(Df::Inherit.may_fragment(&view(f)), inherit);
+            assert!(!Df::Set.may_fragment(&view(f)));
+            assert!(Df::Unset.may_fragment(&view(f)));
         }
-        assert!(Df::Inherit.may_fragment(&frame(0x0800, &[0x45])), "truncated: nothing forbids it");
+        assert!(Df::Inherit.may_fragment(&view(&frame(0x0800, &[0x45]))), "truncated: nothing forbids it");
     }
 
     #[test]
@@ -212,7 +221,11 @@ mod tests {
         assert_eq!(t.snapshot(), vec![(b, 1300)]);
         t.set(b, None);
         assert!(t.is_empty());
-        assert_eq!(outer_overhead(false, 8), 36);
-        assert_eq!(outer_overhead(true, 8), 56);
+        assert_eq!(
+            (datagram_room(1400, false), datagram_room(1400, true), datagram_room(20, false)),
+            (1372, 1352, 0)
+        );
+        assert_eq!(inner_mtu(1400, false, 8, 14), 1350, "VXLAN over IPv4");
+        assert_eq!(inner_mtu(1400, true, 8, 22), 1322, "over IPv6, two VLAN tags");
     }
 }

@@ -3,40 +3,45 @@
 //! iptables' TCPMSS target does on routers in front of tunnels.
 
 use crate::packet::offload::checksum::{self, Sum};
+use crate::wire::frame::{Frame, Ip, IpVersion};
 use crate::wire::ip::protocol;
-use crate::wire::{ethernet, ipv4, ipv6, read_u16, tcp};
+use crate::wire::{ipv4, ipv6, read_u16, tcp};
 
 /// TCP option kinds (RFC 9293 §3.2).
 const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;
 
-/// Lowers the MSS option of `frame`, if it is a TCP SYN (or SYN-ACK) whose MSS lets IP packets
-/// grow beyond `max_ip_len` bytes, and fixes the TCP checksum. Returns the new MSS when it
-/// changed the frame.
-pub fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
-    let (ethertype, l3) = ethernet::payload_type(frame)?;
-    let (l4, l4_end, ip_header) = match ethertype {
-        ethernet::ETHERTYPE_IPV4 => {
-            let ip = frame.get(l3..l3 + ipv4::HEADER_LEN)?;
-            let ihl = ipv4::header_len(ip);
-            if ip[ipv4::field::PROTOCOL] != protocol::TCP || ipv4::is_fragment(ip) || ihl < ipv4::HEADER_LEN {
-                return None;
-            }
-            (l3 + ihl, l3 + usize::from(ipv4::total_len(ip)), ipv4::HEADER_LEN)
-        }
-        ethernet::ETHERTYPE_IPV6 => {
-            let ip = frame.get(l3..l3 + ipv6::HEADER_LEN)?;
-            if ip[ipv6::field::NEXT_HEADER] != protocol::TCP {
-                return None;
-            }
-            (
-                l3 + ipv6::HEADER_LEN,
-                l3 + ipv6::HEADER_LEN + usize::from(ipv6::payload_len(ip)),
-                ipv6::HEADER_LEN,
-            )
-        }
-        _ => return None,
+/// Where the TCP segment of a frame the clamp may rewrite lies: TCP right after the IP header
+/// (IPv4 options allowed, IPv6 extension headers not), not a fragment, its length field
+/// consistent with the frame: the IP header, and where the segment starts and ends.
+#[inline]
+fn tcp_segment(view: &Frame) -> Option<(Ip, usize, usize)> {
+    let ip = *view.ip()?;
+    if ip.proto() != protocol::TCP || ip.is_fragment() {
+        return None;
+    }
+    Some((ip, ip.l4(), ip.exact_end()?))
+}
+
+/// Whether `frame` (its headers parsed into `view`) is a TCP SYN or SYN-ACK that [`clamp`] may
+/// rewrite: what the packet path checks before it works out the limit.
+#[inline]
+pub fn is_syn(frame: &[u8], view: &Frame) -> bool {
+    tcp_segment(view).is_some_and(|(_, l4, end)| {
+        end >= l4 + tcp::HEADER_LEN && tcp::flags(&frame[l4..end]) & tcp::SYN != 0
+    })
+}
+
+/// Lowers the MSS option of `frame` (its headers parsed into `view`), if it is a TCP SYN (or
+/// SYN-ACK) whose MSS lets IP packets grow beyond `max_ip_len` bytes, and fixes the TCP
+/// checksum. Returns the new MSS when it changed the frame.
+pub fn clamp(frame: &mut [u8], view: &Frame, max_ip_len: u32) -> Option<u16> {
+    let (ip, l4, l4_end) = tcp_segment(view)?;
+    let l3 = ip.l3();
+    let ip_header = match ip.version() {
+        IpVersion::V4 => ipv4::HEADER_LEN,
+        IpVersion::V6 => ipv6::HEADER_LEN,
     };
     let seg = frame.get(l4..l4_end)?;
     if seg.len() < tcp::HEADER_LEN || tcp::flags(seg) & tcp::SYN == 0 {
@@ -74,12 +79,12 @@ pub fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
     // Recompute the checksum over the pseudo-header and the segment (a SYN is short).
     let (ck, len) = (l4 + tcp::field::CHECKSUM.start, (l4_end - l4) as u32);
     frame[ck..ck + 2].fill(0);
-    let pseudo = match ethertype {
-        ethernet::ETHERTYPE_IPV4 => {
+    let pseudo = match ip.version() {
+        IpVersion::V4 => {
             let ip = &frame[l3..l3 + ipv4::HEADER_LEN];
             checksum::pseudo_v4(&ip[ipv4::field::SRC], &ip[ipv4::field::DST], protocol::TCP, len as u16)
         }
-        _ => {
+        IpVersion::V6 => {
             let ip = &frame[l3..l3 + ipv6::HEADER_LEN];
             checksum::pseudo_v6(&ip[ipv6::field::SRC], &ip[ipv6::field::DST], protocol::TCP, len)
         }
@@ -92,6 +97,12 @@ pub fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::clamp`] with the frame parsed for it, as the packet path does once.
+    fn clamp(frame: &mut [u8], max_ip_len: u32) -> Option<u16> {
+        let view = Frame::parse(frame)?;
+        super::clamp(frame, &view, max_ip_len)
+    }
 
     /// A TCP SYN 198.19.0.1:40000 -> 198.19.0.2:5201 with `options`, checksummed.
     fn syn_v4(flags: u8, options: &[u8]) -> Vec<u8> {
@@ -152,5 +163,16 @@ mod tests {
         short.truncate(40);
         assert_eq!(clamp(&mut short, 1000), None);
         assert_eq!(clamp(&mut syn_v4(tcp::SYN, &OPTS), 30), None, "no room for any MSS");
+    }
+
+    #[test]
+    fn syns_are_told_apart_before_the_limit_is_worked_out() {
+        let is = |f: &[u8]| is_syn(f, &Frame::parse(f).unwrap());
+        assert!(is(&syn_v4(tcp::SYN, &OPTS)) && is(&syn_v4(tcp::SYN | tcp::ACK, &OPTS)));
+        assert!(!is(&syn_v4(tcp::ACK, &OPTS)));
+        let mut fragment = syn_v4(tcp::SYN, &OPTS);
+        fragment[20] = 0x20; // More Fragments
+        assert!(!is(&fragment));
+        assert!(!is(&syn_v4(tcp::SYN, &OPTS)[..40]), "cut short");
     }
 }
