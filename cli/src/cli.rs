@@ -174,6 +174,7 @@ pub struct FlannelArgs {
 
 impl FlannelArgs {
     /// The etcd connection settings, checked (the password from VXTAP_ETCD_PASSWORD).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // without etcd, `vxtap flannel` refuses first
     pub fn etcd_settings(&self, env_password: Option<String>) -> Result<Settings, String> {
         EtcdConfig {
             endpoints: self.etcd.clone(),
