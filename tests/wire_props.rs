@@ -1,7 +1,10 @@
 //! Property tests: emit-then-parse round trips, and no panic on arbitrary bytes.
 
+use std::net::IpAddr;
+use std::num::NonZeroU8;
+
 use proptest::prelude::*;
-use vxtap::wire::{self, geneve, vxlan, EncapHeader, Proto, RxPolicy, MAX_VNI};
+use vxtap::wire::{self, geneve, vxlan, wg, EncapHeader, Proto, RxPolicy, MAX_VNI};
 
 fn option_strategy() -> impl Strategy<Value = (u16, u8, Vec<u8>)> {
     (
@@ -76,5 +79,129 @@ proptest! {
             prop_assert!(n <= 64, "at most 63 zero-length options plus one error");
         }
         let _ = vxtap::packet::flow::flow_hash(&bytes);
+    }
+}
+
+/// Two distinct tunnel addresses of one family.
+fn tunnel_pair() -> impl Strategy<Value = (IpAddr, IpAddr)> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(a, b)| (IpAddr::from(a), IpAddr::from(b))),
+        (any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(a, b)| (IpAddr::from(a), IpAddr::from(b))),
+    ]
+    .prop_filter("distinct", |(a, b)| a != b)
+}
+
+/// The packet etherparse builds from the same fields: the oracle of `wg::Headers::prepend`.
+fn etherparse_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    ttl: u8,
+    d: &wg::PerDatagram,
+    payload: &[u8],
+) -> Vec<u8> {
+    use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder};
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            let mut h = Ipv4Header::new(0, ttl, IpNumber::UDP, s.octets(), t.octets()).unwrap();
+            h.dscp = etherparse::IpDscp::try_new(d.ds >> 2).unwrap();
+            h.ecn = etherparse::IpEcn::try_new(d.ds & 3).unwrap();
+            h.identification = d.ident;
+            h.dont_fragment = d.df;
+            IpHeaders::Ipv4(h, Default::default())
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                traffic_class: d.ds,
+                flow_label: Ipv6FlowLabel::try_new(d.flow_label & 0xfffff).unwrap(),
+                payload_length: 0,
+                next_header: IpNumber::UDP,
+                hop_limit: ttl,
+                source: s.octets(),
+                destination: t.octets(),
+            },
+            Default::default(),
+        ),
+        _ => unreachable!("one family"),
+    };
+    let mut out = Vec::new();
+    PacketBuilder::ip(ip).udp(d.src_port, port).write(&mut out, payload).unwrap();
+    out
+}
+
+proptest! {
+    #[test]
+    fn wg_headers_round_trip(
+        (src, dst) in tunnel_pair(),
+        port in 1..=u16::MAX,
+        ttl in 1..=u8::MAX,
+        (src_port, ds, df, ident, flow_label) in (any::<u16>(), any::<u8>(), any::<bool>(), any::<u16>(), any::<u32>()),
+        ipv4_csum in any::<bool>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        mtu in 0usize..400,
+    ) {
+        let d = wg::PerDatagram { src_port, ds, df, ident, flow_label };
+        let mut h = wg::Headers::new(src, dst, port).unwrap().with_ttl(NonZeroU8::new(ttl).unwrap());
+        if !ipv4_csum {
+            h = h.without_ipv4_udp_checksum();
+        }
+        let at = wg::MAX_HEADER_LEN;
+        let mut buf = vec![0u8; at + payload.len() + wg::PADDING_MULTIPLE];
+        buf[at..at + payload.len()].copy_from_slice(&payload);
+        let start = h.prepend(&mut buf, at..at + payload.len(), &d).unwrap();
+        let packet = &buf[start..at + payload.len()];
+        let mut want = etherparse_packet(src, dst, port, ttl, &d, &payload);
+        if src.is_ipv4() && !ipv4_csum {
+            want[26..28].copy_from_slice(&[0, 0]);
+        }
+        prop_assert_eq!(packet, &want[..]);
+        // Received back, padded the way WireGuard pads it.
+        let end = start + wg::padded_len(packet.len(), mtu);
+        prop_assert!(end <= buf.len());
+        let allowed = [src];
+        let ports = [port];
+        let policy = wg::RxPolicy { local: dst, allowed: &allowed, ports: &ports };
+        let got = wg::check(&buf[start..end], &policy).unwrap();
+        prop_assert_eq!(got, wg::Received { src, src_port, dst_port: port, ds, payload: &payload[..] });
+        // The same packet from a peer that does not own the source, or to another address.
+        let policy = wg::RxPolicy { local: dst, allowed: &[dst], ports: &ports };
+        prop_assert_eq!(wg::check(&buf[start..end], &policy), Err(wg::Error::SourceNotAllowed(src)));
+        let policy = wg::RxPolicy { local: src, allowed: &allowed, ports: &ports };
+        prop_assert_eq!(wg::check(&buf[start..end], &policy), Err(wg::Error::WrongDestination(dst)));
+    }
+
+    #[test]
+    fn wg_check_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..120),
+        (src, dst) in tunnel_pair(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        let allowed = [src];
+        let policy = wg::RxPolicy { local: dst, allowed: &allowed, ports: &[4789, 6081] };
+        let accepted = |p: &[u8]| match wg::check(p, &policy) {
+            Ok(r) => {
+                assert_eq!(r.src, src);
+                assert!(r.payload.len() + 28 <= p.len());
+                true
+            }
+            Err(_) => false,
+        };
+        accepted(&bytes);
+        // A valid packet with bytes changed: deeper paths than random bytes reach.
+        let mut buf = vec![0u8; 48 + bytes.len()];
+        buf[48..].copy_from_slice(&bytes);
+        let h = wg::Headers::new(src, dst, 4789).unwrap();
+        let end = buf.len();
+        let start = h.prepend(&mut buf, 48..end, &wg::PerDatagram::default()).unwrap();
+        let packet = &mut buf[start..];
+        prop_assert!(accepted(packet));
+        for (i, b) in &flips {
+            let i = i.index(packet.len());
+            packet[i] ^= b;
+        }
+        accepted(packet);
+        for cut in [0, 1, 19, 20, 27, 28, 39, 40, 47, 48] {
+            accepted(&packet[..cut.min(packet.len())]);
+        }
     }
 }

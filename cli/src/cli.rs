@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use vxtap::config::etcd::{self as settings, EtcdConfig, Settings};
+use vxtap::config::wireguard::{self, PeerConfig, WireGuardConfig};
 use vxtap::config::{self, parse_proto, Endpoint, NetworkConfig, DEFAULT_DEV};
 use vxtap::wire::mac::MacAddr;
 use vxtap::wire::Proto;
@@ -103,6 +104,11 @@ set up. Any network's control socket reaches the process."
     },
     /// Print the manual page vxtap(1) in roff, e.g. `vxtap man > /usr/share/man/man1/vxtap.1`
     Man,
+    /// Print a new WireGuard private key, as `wg genkey` does: `(umask 077; vxtap genkey > wg.key)`
+    Genkey,
+    /// Read a WireGuard private key on stdin and print its public key, as `wg pubkey` does:
+    /// `vxtap pubkey < wg.key`
+    Pubkey,
     /// Be a flannel host (etcd subnet manager, vxlan backend): what flanneld and the kernel's
     /// flannel.<VNI> device do, on a host without the vxlan module (docs/flannel.md)
     #[command(
@@ -168,6 +174,7 @@ pub struct FlannelArgs {
 
 impl FlannelArgs {
     /// The etcd connection settings, checked (the password from VXTAP_ETCD_PASSWORD).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))] // without etcd, `vxtap flannel` refuses first
     pub fn etcd_settings(&self, env_password: Option<String>) -> Result<Settings, String> {
         EtcdConfig {
             endpoints: self.etcd.clone(),
@@ -242,6 +249,23 @@ pub struct RunArgs {
     /// VXTAP_ETCD_PASSWORD environment variable, never from a flag
     #[arg(long, value_name = "USER")]
     pub etcd_user: Option<String>,
+    /// WireGuard: this host's private key file, as `wg genkey` (or `vxtap genkey`) writes it;
+    /// refused unless only its owner may read it (chmod 600). With --wg-address and --wg-peer,
+    /// every network travels encrypted to the peers (docs/usage.md "Encrypted underlay"). With
+    /// --config, these --wg-* flags override its [wireguard] table
+    #[arg(long, value_name = "FILE")]
+    pub wg_private_key: Option<PathBuf>,
+    /// WireGuard UDP port [default: 51820]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub wg_listen_port: Option<u16>,
+    /// This host's tunnel address inside WireGuard: datagrams are sent from it, and --remote and
+    /// --static name the peers' tunnel addresses
+    #[arg(long, value_name = "IP")]
+    pub wg_address: Option<IpAddr>,
+    /// A WireGuard peer (repeatable): its public key, where its WireGuard listens, its tunnel
+    /// address, and optionally a persistent keepalive and a preshared key file (chmod 600)
+    #[arg(long, value_name = wireguard::PEER_SYNTAX)]
+    pub wg_peer: Vec<PeerConfig>,
 }
 
 /// What `vxtap run` is to do, from its flags and its config file (read once).
@@ -254,17 +278,37 @@ pub struct RunPlan {
     pub cluster: Option<Settings>,
     /// The config file's [etcd] table as read at start, which a reload compares against.
     pub etcd_at_start: Option<EtcdConfig>,
+    /// The encrypted underlay, checked: the config file's [wireguard] table with the --wg-* flags
+    /// over it, its keys read; None when neither sets anything. The networks already count it
+    /// (`NetworkConfig::encryption`).
+    pub wireguard: Option<wireguard::Settings>,
+    /// The config file's [wireguard] table as read at start, which a reload compares against.
+    pub wireguard_at_start: Option<WireGuardConfig>,
 }
 
 impl RunArgs {
     /// Reads the config file, if any, once, and checks what the flags and it say together.
     pub fn plan(&self) -> Result<RunPlan, String> {
         let file = self.config.as_deref().map(config::load).transpose()?;
-        let (networks, file_metrics, file_etcd) = match file {
-            Some(f) => (f.networks, f.metrics, f.etcd),
-            None => (vec![self.network.clone()], None, None),
+        let (mut networks, file_metrics, file_etcd, file_wireguard) = match file {
+            Some(f) => (f.networks, f.metrics, f.etcd, f.wireguard),
+            None => (vec![self.network.clone()], None, None, None),
         };
         config::validate(&networks)?;
+        let flags = WireGuardConfig {
+            private_key: self.wg_private_key.clone(),
+            listen_port: self.wg_listen_port,
+            address: self.wg_address,
+            peers: self.wg_peer.clone(),
+        };
+        let wg = file_wireguard.clone().unwrap_or_default().merged(flags);
+        let wireguard = if wg.is_empty() {
+            None
+        } else {
+            let s = wg.settings()?;
+            s.apply(&mut networks)?;
+            Some(s)
+        };
         let flags = EtcdConfig {
             endpoints: self.etcd.clone(),
             prefix: self.etcd_prefix.clone(),
@@ -285,7 +329,14 @@ impl RunArgs {
             config::check_cluster(&networks)?;
             Some(s)
         };
-        Ok(RunPlan { networks, metrics: self.metrics.or(file_metrics), cluster, etcd_at_start: file_etcd })
+        Ok(RunPlan {
+            networks,
+            metrics: self.metrics.or(file_metrics),
+            cluster,
+            etcd_at_start: file_etcd,
+            wireguard,
+            wireguard_at_start: file_wireguard,
+        })
     }
 }
 
@@ -653,5 +704,75 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["vxtap", "neigh", "add", "198.19.0.2", "02:00:00:00:00:02"]).is_ok());
         assert!(Cli::try_parse_from(["vxtap", "neigh", "del", "nowhere"]).is_err());
+    }
+
+    /// The --wg-* flags and a [wireguard] table are the same settings; flags win over the file;
+    /// the networks' MTU counts WireGuard; genkey and pubkey are commands.
+    #[test]
+    fn wireguard_flags_and_table() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vxtap-cli-wg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("wg.key");
+        // RFC 7748's Alice; Bob's public key.
+        std::fs::write(&key, "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let bob = "3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=";
+        let run = |args: &[&str]| {
+            let Command::Run(r) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            r.plan()
+        };
+        let k = key.to_str().unwrap();
+        let peer = format!("{bob},endpoint=198.18.0.2:51820,tunnel=10.77.0.2,keepalive=25");
+        let flags = ["vxtap", "run", "--vni", "42", "--remote", "10.77.0.2", "--wg-private-key", k];
+        let flags =
+            [&flags[..], &["--wg-address", "10.77.0.1", "--wg-peer", &peer, "--wg-listen-port", "51000"]]
+                .concat();
+        let plan = run(&flags).unwrap();
+        let wg = plan.wireguard.as_ref().expect("WireGuard on");
+        assert_eq!(wg.public_key.to_string(), "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=");
+        assert_eq!((wg.listen_port, wg.peers[0].keepalive), (51000, Some(25)));
+        assert_eq!(plan.networks[0].mtu(), 1390, "the MTU default counts WireGuard");
+        assert!(plan.wireguard_at_start.is_none(), "no file");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[wireguard]\nprivate_key = \"{k}\"\naddress = \"10.77.0.1\"\nlisten_port = 51000\n\
+                 [[wireguard.peer]]\npublic_key = \"{bob}\"\nendpoint = \"198.18.0.2:51820\"\n\
+                 tunnel = \"10.77.0.2\"\nkeepalive = 25\n\n[[network]]\nvni = 42\nremotes = [\"10.77.0.2\"]\n"
+            ),
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let from_file = run(&["vxtap", "run", "--config", f]).unwrap();
+        assert_eq!(from_file.wireguard, plan.wireguard, "the same settings");
+        assert_eq!(from_file.networks, plan.networks);
+        assert_eq!(from_file.wireguard_at_start.map(|t| t.peers.len()), Some(1));
+        let over = run(&["vxtap", "run", "--config", f, "--wg-listen-port", "51001"]).unwrap();
+        assert_eq!(over.wireguard.unwrap().listen_port, 51001, "flags win");
+        let e = run(&["vxtap", "run", "--config", f, "--wg-address", "fd77::1"]).err().unwrap();
+        assert!(e.contains("the tunnel is one family"), "{e}");
+        assert!(run(&["vxtap", "run", "--vni", "1", "--wg-address", "10.77.0.1"])
+            .err()
+            .unwrap()
+            .contains("private key"));
+        let e = run(&[&flags[..], &["--group", "239.1.1.1", "--allow-from", "any"]].concat()).err().unwrap();
+        assert!(e.contains("(--group 239.1.1.1) and WireGuard cannot go together"), "{e}");
+        for bad in [
+            &["--wg-listen-port", "0"][..],
+            &["--wg-address", "nowhere"],
+            &["--wg-peer", "AAAA,endpoint=198.18.0.2:1,tunnel=10.77.0.2"],
+            &["--wg-peer", "3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=,tunnel=10.77.0.2"],
+        ] {
+            let e = Cli::try_parse_from([&["vxtap", "run", "--vni", "1"][..], bad].concat()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(run(&flags).err().unwrap().contains("chmod 600"));
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(Cli::try_parse_from(["vxtap", "genkey"]).unwrap().command, Command::Genkey));
+        assert!(matches!(Cli::try_parse_from(["vxtap", "pubkey"]).unwrap().command, Command::Pubkey));
+        assert!(Cli::try_parse_from(["vxtap", "genkey", "x"]).is_err());
     }
 }

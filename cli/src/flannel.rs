@@ -65,7 +65,8 @@ fn serve(opts: vxtap::node::flannel::Options, metrics: Option<std::net::SocketAd
             std::slice::from_ref(&joined.network),
             Arc::new(MonotonicClock::default()),
         )?);
-        let service = crate::service::Service::start(dataplane.clone(), None, None, None, metrics, true)?;
+        let service =
+            crate::service::Service::start(dataplane.clone(), None, None, None, None, metrics, true)?;
         crate::spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             crate::serve_metrics(&dataplane, addr).await?;

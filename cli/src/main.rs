@@ -55,6 +55,8 @@ fn main() -> ExitCode {
         }
         Command::Completions { shell } => ops::completions(shell),
         Command::Man => ops::man(),
+        Command::Genkey => genkey(),
+        Command::Pubkey => pubkey(),
         Command::Flannel(args) => return flannel::run(&args),
     };
     match result {
@@ -72,6 +74,11 @@ fn run(args: &RunArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(p) if p.cluster.is_some() && !vxtap::control::cluster::SUPPORTED => {
             eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
+            return ExitCode::from(2);
+        }
+        // Never in clear what the configuration says to encrypt.
+        Ok(p) if p.wireguard.is_some() => {
+            eprintln!("error: {}", vxtap::config::wireguard::UNSUPPORTED);
             return ExitCode::from(2);
         }
         Ok(p) => p,
@@ -104,14 +111,21 @@ fn serve(
     config: Option<std::path::PathBuf>,
     metrics_from_flag: bool,
 ) -> Result<()> {
-    let RunPlan { networks, metrics, cluster, etcd_at_start } = plan;
+    let RunPlan { networks, metrics, cluster, etcd_at_start, wireguard: _, wireguard_at_start } = plan;
     let dataplane = Arc::new(Dataplane::start(&networks, Arc::new(MonotonicClock::default()))?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
         let owner = user.map(|u| (u.uid, u.gid));
-        let service =
-            Service::start(dataplane.clone(), config, etcd_at_start, owner, metrics, metrics_from_flag)?;
+        let service = Service::start(
+            dataplane.clone(),
+            config,
+            etcd_at_start,
+            wireguard_at_start,
+            owner,
+            metrics,
+            metrics_from_flag,
+        )?;
         spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             serve_metrics(&dataplane, addr).await?;
@@ -227,6 +241,35 @@ impl Signals {
             }
         }
     }
+}
+
+/// `vxtap genkey`: a new WireGuard private key on stdout, as `wg genkey` prints it. Like `wg`,
+/// warns when stdout is a file others may read.
+fn genkey() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata("/proc/self/fd/1") {
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: writing a private key to a file its group or others may read; \
+                 consider `umask 077` first, or `chmod 600` it"
+            );
+        }
+    }
+    let key = vxtap::config::wireguard::PrivateKey::generate().map_err(anyhow::Error::msg)?;
+    println!("{}", key.to_base64());
+    Ok(())
+}
+
+/// `vxtap pubkey`: the public key of the private key on stdin, as `wg pubkey` prints it.
+fn pubkey() -> Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    // A key is 44 characters: a bounded read, so a stream on stdin cannot take memory.
+    std::io::stdin().take(4096).read_to_string(&mut text).context("reading stdin")?;
+    let key = vxtap::config::wireguard::PrivateKey::from_base64(&text)
+        .map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
+    println!("{}", key.public_key());
+    Ok(())
 }
 
 fn bench(seconds: f64, sizes: &[usize], json: bool) -> Result<()> {

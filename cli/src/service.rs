@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::ops;
 use vxtap::config;
+use vxtap::config::wireguard::WireGuardConfig;
 use vxtap::control::{ReloadAction, Reloaded, Reply, Request};
 use vxtap::node::Dataplane;
 
@@ -33,6 +34,8 @@ pub struct Service {
     metrics_from_flag: bool,
     /// The file's `[etcd]` table at start: a reload that changes it says it waits for a restart.
     etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
+    /// The file's `[wireguard]` table at start: a reload that changes it is refused.
+    wireguard_at_start: Option<WireGuardConfig>,
     /// The control socket of each network, by TAP name.
     sockets: Mutex<BTreeMap<String, Served>>,
 }
@@ -50,6 +53,7 @@ impl Service {
         dataplane: Arc<Dataplane>,
         config: Option<PathBuf>,
         etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
+        wireguard_at_start: Option<WireGuardConfig>,
         owner: Option<(u32, u32)>,
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
@@ -57,6 +61,7 @@ impl Service {
         let service = Arc::new(Service {
             dataplane,
             etcd_at_start,
+            wireguard_at_start,
             config,
             owner,
             metrics,
@@ -121,6 +126,15 @@ impl Service {
     fn reload_file(self: &Arc<Self>) -> Result<Reloaded, String> {
         let path = self.config.as_ref().ok_or_else(|| NOTHING_TO_RELOAD.to_string())?;
         let settings = config::load(path)?;
+        if settings.wireguard != self.wireguard_at_start {
+            // Refused rather than noted: networks the file now says to encrypt must not go on
+            // in clear, nor the other way round, until a restart applies it.
+            return Err(format!(
+                "{}: the [wireguard] table changed: WireGuard is set up at start only, so the reload is \
+                 refused and nothing changes; restart vxtap to apply it",
+                path.display()
+            ));
+        }
         if self.dataplane.in_cluster() {
             config::check_cluster(&settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;
         }

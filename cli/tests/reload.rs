@@ -445,6 +445,30 @@ netns_test!(a_network_that_cannot_start_fails_alone, {
     bed.assert_running(0);
 });
 
+// A reload whose file gains a [wireguard] table is refused: WireGuard is set up at start only, and
+// the networks must not go on in clear against what the file now says. They run on unchanged.
+netns_test!(a_reload_cannot_turn_wireguard_on, {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bed = Bed::new(Underlay::pair(Family::V4).expect("underlay"));
+    let c0 = network(&bed, 0, 42, "");
+    start(&mut bed, &c0);
+    let _servers = bed.echo_servers();
+    bed.echo_to(0, SocketAddr::from(([198, 19, 42, 2], ECHO_PORT)));
+    let key = bed.tmp.join("wg.key");
+    std::fs::write(&key, "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n").expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let wireguard = format!(
+        "[wireguard]\nprivate_key = \"{}\"\naddress = \"10.77.0.1\"\n\n[[wireguard.peer]]\n\
+         public_key = \"3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\"\nendpoint = \"{}:51820\"\n\
+         tunnel = \"10.77.0.2\"\n\n",
+        key.display(),
+        bed.ul.addr(1)
+    );
+    reload_refused(&bed, &(wireguard + &c0), "the [wireguard] table changed");
+    bed.echo_to(0, SocketAddr::from(([198, 19, 42, 2], ECHO_PORT)));
+    bed.assert_running(0);
+});
+
 // A VTEP started from flags has no file to reload: `vxtap reload` says so and fails, and the VTEP
 // runs on unchanged.
 netns_test!(without_a_config_file_there_is_nothing_to_reload, {

@@ -10,10 +10,12 @@ use serde::Deserialize;
 use super::etcd::EtcdConfig;
 use super::network::NetworkConfig;
 use super::values::{check_metrics_addr, FlowLabel, Ttl};
+use super::wireguard::WireGuardConfig;
 use crate::wire::Proto;
 
 /// The TOML file: `[[network]]` tables, and the process-wide settings before the first of
-/// them: `metrics = "..."` and an `[etcd]` table for a cluster.
+/// them: `metrics = "..."`, an `[etcd]` table for a cluster, a `[wireguard]` table (with its
+/// `[[wireguard.peer]]` tables) for an encrypted underlay.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -22,6 +24,8 @@ struct File {
     metrics: Option<SocketAddr>,
     #[serde(default)]
     etcd: Option<EtcdConfig>,
+    #[serde(default)]
+    wireguard: Option<WireGuardConfig>,
 }
 
 /// Everything a config file sets: its networks and the process-wide settings.
@@ -32,6 +36,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// `[etcd]`: join a cluster (docs/clusters.md).
     pub etcd: Option<EtcdConfig>,
+    /// `[wireguard]`: the encrypted underlay, as written (its key files are read when it is
+    /// checked, `WireGuardConfig::settings`).
+    pub wireguard: Option<WireGuardConfig>,
 }
 
 /// Reads and checks a config file: its networks and the process-wide settings.
@@ -51,7 +58,7 @@ pub fn parse(text: &str) -> Result<Settings, String> {
     if let Some(m) = file.metrics {
         check_metrics_addr(m)?;
     }
-    Ok(Settings { networks: file.network, metrics: file.metrics, etcd: file.etcd })
+    Ok(Settings { networks: file.network, metrics: file.metrics, etcd: file.etcd, wireguard: file.wireguard })
 }
 
 /// What a cluster (`--etcd`) needs of the networks: a local address to publish (the other

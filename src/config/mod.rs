@@ -7,6 +7,7 @@
 //! - [`values`]: the value types and parsers that flags and file share;
 //! - [`paths`]: the default TAP name and control socket paths;
 //! - [`etcd`]: the cluster settings (`[etcd]`, `--etcd*`); [`ifname`]: interface names;
+//! - [`wireguard`]: the encrypted underlay's keys and settings (`[wireguard]`, `--wg-*`);
 //! - [`reload`]: what a new configuration changes (the plan `node::reload` carries out).
 
 pub mod etcd;
@@ -16,9 +17,12 @@ pub mod network;
 pub mod paths;
 pub mod reload;
 pub mod values;
+pub mod wireguard;
 
 pub use file::{check_cluster, load, parse, validate, Settings};
-pub use network::{default_queues, NetworkConfig, DEFAULT_MAX_SRC_PORTS, MAX_QUEUES, MAX_SRC_PORTS};
+pub use network::{
+    default_queues, Encryption, NetworkConfig, DEFAULT_MAX_SRC_PORTS, MAX_QUEUES, MAX_SRC_PORTS,
+};
 pub use paths::{default_control_dir, default_control_path, netns_id, CONTROL_DIR, DEFAULT_DEV};
 pub use values::{
     parse_metrics_addr, parse_proto, parse_vni, AllowFrom, Endpoint, FlowLabel, PortRangeArg, StaticEntry,

@@ -63,7 +63,8 @@ pub struct NetworkConfig {
     /// Assign this address to the TAP, e.g. 198.19.0.1/24
     #[cfg_attr(feature = "cli", arg(long, value_name = "CIDR"))]
     pub address: Option<Cidr>,
-    /// TAP MTU [default: 1500 minus the encapsulation overhead: 1450 over IPv4, 1430 over IPv6]
+    /// TAP MTU [default: 1500 minus the encapsulation overhead: 1450 over IPv4, 1430 over IPv6;
+    /// over WireGuard 1390, 1370 with IPv6 inside or outside it, 1350 with both]
     #[cfg_attr(feature = "cli", arg(long))]
     pub mtu: Option<u32>,
     /// Set the TAP's MAC address [default: the kernel's random one]
@@ -172,6 +173,23 @@ pub struct NetworkConfig {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(long))]
     pub proxy: bool,
+    /// How the network's datagrams travel. Neither a flag nor a key of the network: WireGuard
+    /// is process-wide (`[wireguard]`, `--wg-*`), and its checked settings set this on every
+    /// network (`config::wireguard::Settings::apply`).
+    #[serde(skip)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub encryption: Encryption,
+}
+
+/// How a network's datagrams travel on the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// In clear, from the underlay socket (the default).
+    #[default]
+    None,
+    /// Inside WireGuard: from this tunnel address (every remote and static entry names a peer's
+    /// tunnel address), to peers whose endpoints include an IPv6 one when `outer_v6`.
+    WireGuard { address: IpAddr, outer_v6: bool },
 }
 
 /// Outer source ports a socket binds at most by default: enough that flows get distinct ports
@@ -237,6 +255,7 @@ impl NetworkConfig {
             flowlabel: FlowLabel::default(),
             cpu_pinning: false,
             proxy: false,
+            encryption: Encryption::None,
         }
     }
 
@@ -250,10 +269,15 @@ impl NetworkConfig {
         self.port.unwrap_or(self.proto.default_port())
     }
 
-    /// Whether the underlay is IPv6: the local address decides, else the group, else the first
-    /// remote or static.
+    /// Whether the underlay is IPv6: over WireGuard, the tunnel address decides; else the local
+    /// address, else the group, else the first remote or static.
     pub fn underlay_v6(&self) -> bool {
-        self.local
+        let tunnel = match self.encryption {
+            Encryption::WireGuard { address, .. } => Some(address),
+            Encryption::None => None,
+        };
+        tunnel
+            .or(self.local)
             .map(|ip| ip.is_ipv6())
             .or_else(|| self.group.map(|g| g.is_ipv6()))
             .or_else(|| self.remotes.first().map(|r| r.ip.is_ipv6()))
@@ -261,17 +285,23 @@ impl NetworkConfig {
             .unwrap_or(false)
     }
 
-    /// Bytes the tunnel adds in front of a frame on the underlay: outer IP, UDP, tunnel header
-    /// (vxtap emits Geneve without options).
+    /// Bytes the tunnel adds to a frame's IP packet on the underlay: outer IP, UDP, tunnel header
+    /// (vxtap emits Geneve without options), the frame's Ethernet header; over WireGuard, its
+    /// transport message and the outer IP and UDP headers towards the peer too.
     pub fn overhead(&self) -> u32 {
         let tunnel = match self.proto {
             Proto::Vxlan => wire::vxlan::HEADER_LEN,
             Proto::Geneve => wire::geneve::BASE_LEN,
         };
-        (wire::outer_overhead(self.underlay_v6(), tunnel) + wire::ETHERNET_HEADER_LEN) as u32
+        let wireguard = match self.encryption {
+            Encryption::WireGuard { outer_v6, .. } => wire::wg::overhead(outer_v6),
+            Encryption::None => 0,
+        };
+        (wire::outer_overhead(self.underlay_v6(), tunnel) + wire::ETHERNET_HEADER_LEN + wireguard) as u32
     }
 
-    /// TAP MTU: as given, else a 1500-byte underlay less the overhead (1450 for VXLAN over IPv4).
+    /// TAP MTU: as given, else a 1500-byte underlay less the overhead (1450 for VXLAN over IPv4;
+    /// 1390 over WireGuard, IPv4 inside and out).
     pub fn mtu(&self) -> u32 {
         self.mtu.unwrap_or(1500 - self.overhead())
     }

@@ -10,6 +10,10 @@
 //! The inner frame's headers ([`ethernet`], [`ipv4`], [`ipv6`], [`tcp`], [`udp`], and what IPv4
 //! and IPv6 share in [`ip`]) are lighter: a `field` module of byte offsets, named constants, and
 //! a few inline accessors over a slice the caller has already checked is long enough.
+//!
+//! [`wg`] is the encrypted underlay's part: the IP and UDP headers a tunnel datagram carries
+//! inside a WireGuard transport message, written in front of it and checked on receipt, and
+//! what WireGuard adds on the path.
 
 pub mod build;
 pub mod cidr;
@@ -23,6 +27,7 @@ pub mod mac;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
+pub mod wg;
 
 use std::fmt;
 use std::ops::Range;
