@@ -43,6 +43,11 @@ const REVOKE_TIMEOUT: Duration = Duration::from_millis(800);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the TAP's addresses are read again (and the records updated when they changed).
+/// Largest listing or watch response accepted from etcd. gRPC's default, 4 MiB, is less than a
+/// watch catching up after a compaction in a busy cluster (a 4.6 MB response was seen in a test),
+/// which lost the session; each record is bounded by etcd's request limit (1.5 MiB by default),
+/// so this bounds the memory one response may take, not the cluster's size.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 const REFRESH: Duration = Duration::from_secs(1);
 /// Bad-record warnings: a burst, then one per 10 s (the rest are counted in the next line).
 const WARN_BURST: u64 = 5;
@@ -514,7 +519,12 @@ impl Task {
         let (mut keeper, mut keepalives) = self.client.lease_keep_alive(lease).await?;
         self.publish().await?;
         let prefix = key::watch_prefix(&self.settings.prefix);
-        let listing = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let listing = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
         let revision = listing.header().map_or(0, |h| h.revision());
         let batch =
             self.reconciler.list(listing.kvs().iter().map(|kv| (kv.key(), kv.value(), kv.create_revision())));
@@ -525,7 +535,12 @@ impl Task {
         self.handle(batch, true);
         self.status.set_revision(revision);
         let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream = self.client.watch(prefix, Some(opts)).await?;
+        let mut stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .watch(prefix, Some(opts))
+            .await?;
         self.status.set_connected(true);
         info!(revision, members = self.member_count(), "etcd: listed and watching");
         let period = Duration::from_millis(self.settings.ttl * 1000 / 3);

@@ -219,7 +219,7 @@ impl Session {
     async fn acquire(&mut self, previous: Option<Subnet>) -> Result<Choice> {
         for _ in 0..ACQUIRE_TRIES {
             let prefix = subnets_prefix(self.prefix());
-            let listing = self.client.get(prefix, Some(GetOptions::new().with_prefix())).await?;
+            let listing = self.list(prefix).await?;
             let leases: Vec<(SubnetKey, Option<Lease>)> = listing
                 .kvs()
                 .iter()
@@ -292,10 +292,16 @@ impl Session {
         Ok(ok)
     }
 
+    /// Every key under `prefix`, in a response of up to [`super::etcd::MAX_MESSAGE`] bytes.
+    async fn list(&mut self, prefix: String) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        let opts = Some(GetOptions::new().with_prefix());
+        self.client.kv_client().max_decoding_message_size(super::etcd::MAX_MESSAGE).get(prefix, opts).await
+    }
+
     /// Lists the leases and applies them: the reconciler and the revision listed.
     async fn listing(&mut self) -> Result<(Reconciler, i64), Failure> {
         let prefix = subnets_prefix(self.prefix());
-        let listing = self.client.get(prefix, Some(GetOptions::new().with_prefix())).await?;
+        let listing = self.list(prefix).await?;
         let revision = listing.header().map_or(0, |h| h.revision());
         let mut r = Reconciler::new(self.prefix(), self.own, self.public_ip);
         let batch = r.list(listing.kvs().iter().map(|kv| (kv.key(), kv.value())));
@@ -371,7 +377,12 @@ impl Session {
     ) -> Result<std::convert::Infallible, Failure> {
         let prefix = subnets_prefix(self.prefix());
         let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream = self.client.watch(prefix, Some(opts)).await?;
+        let mut stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(super::etcd::MAX_MESSAGE)
+            .watch(prefix, Some(opts))
+            .await?;
         self.status.set_connected(true);
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
