@@ -1,22 +1,19 @@
 //! vxtap: a userspace VXLAN (RFC 7348) and Geneve (RFC 8926) dataplane over a Linux TAP device.
 //!
-//! The crate is layered so that everything about the protocols can be tested without devices:
-//! - [`wire`]: zero-copy parse/emit of the VXLAN and Geneve headers and their receive policies;
-//! - [`flow`]: the outer UDP source port derived from the inner flow;
-//! - [`fdb`]: the MAC-to-VTEP forwarding table with learning, ageing and flood lists;
-//! - [`offload`]: TCP segmentation and receive coalescing for the TAP's offloads, also pure;
-//! - [`reload`]: what a reload of the configuration changes, network by network, also pure;
-//! - [`pipeline`]: the per-packet work (encapsulate, decapsulate, learn) with no I/O, and [`stats`];
-//! - [`pmtu`] and [`dsfield`]: path MTU handling and the outer DS field, also pure;
-//! - [`neigh`] and [`proxy`]: the neighbour table and ARP/ND suppression, also pure;
-//! - [`cluster`]: the cluster control plane on etcd: its pure part (keys, member records,
-//!   reconciliation) and, with the `etcd` feature, the task that talks to etcd;
-//! - [`metrics`]: the Prometheus exporter, reading the dataplane's counters at scrape time;
-//! - [`dataplane`]: the part that owns devices, sockets and threads.
+//! The crate is in tiers, one folder each, lowest first (docs/design.md "The library";
+//! `tests/layering.rs` checks that a file imports only its tier and those below):
+//! - [`wire`]: zero-copy parse/emit of the tunnel headers, the inner headers and the frame view
+//!   every decision reads, MAC addresses and prefixes;
+//! - [`state`]: the forwarding and neighbour tables, the allowlist, counters, rate limits;
+//! - [`packet`]: the per-packet work without I/O: encapsulate, decapsulate, learn, the flow
+//!   hash, the TAP's offloads, path MTU, the outer DS field, ARP/ND suppression;
+//! - [`config`]: what a VTEP runs (flags and config file) and the pure plan of a reload;
+//! - [`control`]: control messages, metrics encoding, the cluster's and flannel's pure plans;
+//! - [`node`]: the I/O tier: devices, sockets, threads, the control socket, `/metrics`, etcd.
 //!
-//! The `vxtap` binary adds the command line, `vxtap bench` and `vxtap demo` on top. The test bed
-//! (network namespaces with VTEPs in them, for the demo and the end-to-end tests) is a separate
-//! crate of this workspace, `vxtap-testbed` in `testbed/`, and not part of this library's API.
+//! The `vxtap` binary is its own package (`cli/`) on top. The test bed (network namespaces with
+//! VTEPs in them, for the demo and the end-to-end tests) is another crate of this workspace,
+//! `vxtap-testbed` in `testbed/`, and not part of this library's API.
 
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]
