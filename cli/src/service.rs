@@ -36,6 +36,8 @@ pub struct Service {
     etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
     /// The file's `[wireguard]` table at start: a reload that changes it is refused.
     wireguard_at_start: Option<WireGuardConfig>,
+    /// The WireGuard settings in force (file and flags): applied to every reloaded network.
+    wireguard: Option<vxtap::config::wireguard::Settings>,
     /// The control socket of each network, by TAP name.
     sockets: Mutex<BTreeMap<String, Served>>,
 }
@@ -54,6 +56,7 @@ impl Service {
         config: Option<PathBuf>,
         etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
         wireguard_at_start: Option<WireGuardConfig>,
+        wireguard: Option<vxtap::config::wireguard::Settings>,
         owner: Option<(u32, u32)>,
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
@@ -62,6 +65,7 @@ impl Service {
             dataplane,
             etcd_at_start,
             wireguard_at_start,
+            wireguard,
             config,
             owner,
             metrics,
@@ -125,7 +129,7 @@ impl Service {
 
     fn reload_file(self: &Arc<Self>) -> Result<Reloaded, String> {
         let path = self.config.as_ref().ok_or_else(|| NOTHING_TO_RELOAD.to_string())?;
-        let settings = config::load(path)?;
+        let mut settings = config::load(path)?;
         if settings.wireguard != self.wireguard_at_start {
             // Refused rather than noted: networks the file now says to encrypt must not go on
             // in clear, nor the other way round, until a restart applies it.
@@ -134,6 +138,10 @@ impl Service {
                  refused and nothing changes; restart vxtap to apply it",
                 path.display()
             ));
+        }
+        if let Some(wg) = &self.wireguard {
+            // The same checks and MTU defaults as at start: every network over WireGuard.
+            wg.apply(&mut settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         if self.dataplane.in_cluster() {
             config::check_cluster(&settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;

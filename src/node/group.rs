@@ -99,6 +99,9 @@ pub(crate) struct SocketGroup {
     pub(super) counters: SocketCounters,
     /// Path MTUs learned towards the VTEPs reached from this socket, shared by its networks.
     pub(super) path_mtus: Arc<PathMtus>,
+    /// The WireGuard device its datagrams go through, in WireGuard mode: then nothing is sent
+    /// from its own sockets, and what arrives on them in clear is dropped.
+    pub(super) wg: Option<Arc<super::wg::WgDevice>>,
     members: ArcSwap<Members>,
     /// Bumped by every [`SocketGroup::publish`] (and by [`SocketGroup::stop`]).
     generation: AtomicU64,
@@ -114,6 +117,7 @@ impl SocketGroup {
         path_mtus: Arc<PathMtus>,
         counters: SocketCounters,
         members: Members,
+        wg: Option<Arc<super::wg::WgDevice>>,
     ) -> Result<SocketGroup> {
         let links = (0..underlay.recv.len())
             .map(|_| {
@@ -125,6 +129,7 @@ impl SocketGroup {
             underlay,
             counters,
             path_mtus,
+            wg,
             members: ArcSwap::from_pointee(members),
             generation: AtomicU64::new(1),
             closed: AtomicBool::new(false),
