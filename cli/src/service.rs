@@ -48,6 +48,15 @@ struct Served {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The WireGuard side of a [`Service`]: what a reload compares and applies.
+#[derive(Default)]
+pub struct WireGuardPlan {
+    /// The file's `[wireguard]` table at start: a reload that changes it is refused.
+    pub table_at_start: Option<WireGuardConfig>,
+    /// The settings in force (file and flags), applied to every reloaded network.
+    pub settings: Option<vxtap::config::wireguard::Settings>,
+}
+
 impl Service {
     /// Binds a control socket for every network and serves them (on the caller's tokio
     /// runtime). With `owner` (`--user`), the sockets are given to that user.
@@ -55,8 +64,7 @@ impl Service {
         dataplane: Arc<Dataplane>,
         config: Option<PathBuf>,
         etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
-        wireguard_at_start: Option<WireGuardConfig>,
-        wireguard: Option<vxtap::config::wireguard::Settings>,
+        wireguard: WireGuardPlan,
         owner: Option<(u32, u32)>,
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
@@ -64,8 +72,8 @@ impl Service {
         let service = Arc::new(Service {
             dataplane,
             etcd_at_start,
-            wireguard_at_start,
-            wireguard,
+            wireguard_at_start: wireguard.table_at_start,
+            wireguard: wireguard.settings,
             config,
             owner,
             metrics,
