@@ -248,50 +248,28 @@ impl Sender<'_> {
 
     #[inline]
     fn send(&mut self, t: Transmit<'_>) {
-        if self.wg.is_some() {
-            return self.send_wg(&t);
-        }
         let sent = self.send_counted(&t);
         if let Some(at) = sent.too_big_at {
             self.too_big(&t, at);
         }
     }
 
-    /// WireGuard mode: each datagram of `t` through the WireGuard device, encrypted, one send
-    /// per message (never from the network's own sockets: nothing leaves in clear).
-    fn send_wg(&mut self, t: &Transmit<'_>) {
-        let Some((wg, bufs)) = &mut self.wg else { return };
-        let fragmenting = self.underlay.send.fragmenting() && t.socket % 2 == 1;
-        // The send socket's slot stands for the flow hash: one source port per slot, as the
-        // plain underlay's pool gives.
-        let src_port = 49152 | ((t.socket / 2) as u16 & 0x3fff);
-        let o = Outgoing {
-            vtep: t.destination.ip().to_canonical(),
-            dst_port: t.destination.port(),
-            src_port,
-            tos: t.tos,
-            df: !fragmenting,
-        };
-        let c = &self.net.counters;
-        let (mut datagrams, mut bytes) = (0, 0);
-        for datagram in t.contents.chunks(t.segment_size.max(1)) {
-            if wg.send(bufs, datagram, &o) {
-                datagrams += 1;
-                bytes += datagram.len();
-            }
-        }
-        c.tx_syscalls(t.datagrams() as u64);
-        if datagrams > 0 {
-            c.tx_many(datagrams, bytes);
-        }
-    }
-
     /// Sends `t` and counts what went out or failed (not what was refused as too big).
     #[inline]
-    fn send_counted(&self, t: &Transmit<'_>) -> Sent {
-        let socket = self.underlay.send.get(t.socket);
-        let sent =
-            socket.send_train(t.destination, t.contents, t.segment_size, self.underlay.gso_segments(), t.tos);
+    fn send_counted(&mut self, t: &Transmit<'_>) -> Sent {
+        let sent = match &mut self.wg {
+            Some((wg, bufs)) => send_wg(wg, bufs, self.underlay, t),
+            None => {
+                let socket = self.underlay.send.get(t.socket);
+                socket.send_train(
+                    t.destination,
+                    t.contents,
+                    t.segment_size,
+                    self.underlay.gso_segments(),
+                    t.tos,
+                )
+            }
+        };
         let c = &self.net.counters;
         c.tx_syscalls(sent.syscalls as u64);
         if sent.datagrams > 0 {
@@ -346,7 +324,7 @@ impl Sender<'_> {
 
     /// Sends one datagram of `t` again, alone, from send socket `socket`; true if it went.
     #[cold]
-    fn resend(&self, t: &Transmit<'_>, socket: usize, datagram: &[u8]) -> bool {
+    fn resend(&mut self, t: &Transmit<'_>, socket: usize, datagram: &[u8]) -> bool {
         let again = Transmit { socket, contents: datagram, segment_size: datagram.len(), ..*t };
         let sent = self.send_counted(&again);
         sent.too_big_at.is_none() && sent.failed == 0
@@ -383,6 +361,33 @@ impl Sender<'_> {
         }
         Ok(())
     }
+}
+
+/// WireGuard mode: each datagram of `t` through the WireGuard device, wrapped and encrypted, one
+/// send per message, never from the network's own sockets: nothing leaves in clear. A datagram
+/// waiting for a handshake (queued by boringtun) or dropped by the device counts as not sent;
+/// the device counts why.
+fn send_wg(wg: &WgDevice, bufs: &mut TxBuffers, underlay: &Underlay, t: &Transmit<'_>) -> Sent {
+    let fragmenting = underlay.send.fragmenting() && t.socket % 2 == 1;
+    // The send socket's slot stands for the flow hash: one source port per slot, as the plain
+    // underlay's pool gives.
+    let src_port = 49152 | ((t.socket / 2) as u16 & 0x3fff);
+    let o = Outgoing {
+        vtep: t.destination.ip().to_canonical(),
+        dst_port: t.destination.port(),
+        src_port,
+        tos: t.tos,
+        df: !fragmenting,
+    };
+    let mut sent = Sent::default();
+    for datagram in t.contents.chunks(t.segment_size.max(1)) {
+        sent.syscalls += 1;
+        if wg.send(bufs, datagram, &o) {
+            sent.datagrams += 1;
+            sent.bytes += datagram.len();
+        }
+    }
+    sent
 }
 
 /// Whether the underlay towards `dst` is IPv6 (a v4-mapped address is IPv4).
