@@ -312,13 +312,16 @@ fn ping(ns: &Netns, to: &str, timeout: Duration) -> bool {
     }
 }
 
-/// The UDP ports and payload of an IPv4 frame captured on the underlay.
+/// The UDP ports and payload of an IPv4 or IPv6 frame captured on the underlay.
 fn udp_of(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
-    if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
-        return None;
-    }
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    let udp = &frame[14 + ihl..];
+    let header = match frame.get(12..14)? {
+        [0x08, 0x00] if frame.len() >= 14 + 20 + 8 && frame[14 + 9] == 17 => {
+            usize::from(frame[14] & 0x0f) * 4
+        }
+        [0x86, 0xdd] if frame.len() >= 14 + 40 + 8 && frame[14 + 6] == 17 => 40,
+        _ => return None,
+    };
+    let udp = frame.get(14 + header..).filter(|u| u.len() >= 8)?;
     let port = |i: usize| u16::from_be_bytes([udp[i], udp[i + 1]]);
     Some((port(0), port(2), &udp[8..]))
 }
@@ -337,7 +340,8 @@ fn vxtap_args(
     proto: &str,
     ctl: &Path,
 ) -> Vec<String> {
-    let peer = format!("{peer_pub},endpoint={}:51820,tunnel={}", ul.addr(j), tunnel(j));
+    let endpoint = SocketAddr::new(ul.addr(j), 51820);
+    let peer = format!("{peer_pub},endpoint={endpoint},tunnel={}", tunnel(j));
     strings(&[
         "--dev",
         "vxt0",
@@ -462,7 +466,17 @@ netns_test!(vxtap_and_kernel_vxlan_over_wireguard_go, requires = wireguard_tools
 });
 
 netns_test!(vxtap_to_vxtap_geneve_over_wireguard, requires = wireguard_tools, {
-    let ul = Underlay::pair(Family::V4).expect("underlay");
+    vxtap_to_vxtap(Family::V4, "geneve");
+});
+
+netns_test!(vxtap_to_vxtap_vxlan_over_wireguard_on_ipv6, requires = wireguard_tools, {
+    vxtap_to_vxtap(Family::V6, "vxlan");
+});
+
+/// Two vxtap over WireGuard, `proto` inside, on an underlay of `family`: ping and TCP both ways,
+/// only WireGuard on the wire.
+fn vxtap_to_vxtap(family: Family, proto: &str) {
+    let ul = Underlay::pair(family).expect("underlay");
     let tmp = TempDir::new("wg").expect("temp dir");
     let keys = [keypair(&tmp, "a.key"), keypair(&tmp, "b.key")];
     let ctl = [tmp.join("a.sock"), tmp.join("b.sock")];
@@ -493,4 +507,4 @@ netns_test!(vxtap_to_vxtap_geneve_over_wireguard, requires = wireguard_tools, {
         assert!(counter(&stats, "rx_packets").unwrap() > 1000, "{stats}");
         v.terminate(Duration::from_secs(5)).expect("vxtap stops");
     }
-});
+}

@@ -249,8 +249,13 @@ impl WgDevice {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, s.listen_port).into()
         };
-        let socket = UdpSocket::bind(bind)
+        // Large buffers, as the tunnel sockets have; fragmentation allowed, as the kernel's
+        // WireGuard sends (DF clear): the WireGuard MTU keeps messages within the path.
+        let socket = super::udp::udp_socket(bind, super::udp::Reuse::default())
             .with_context(|| format!("binding the WireGuard listen socket at {bind}"))?;
+        let socket = socket2::Socket::from(socket);
+        super::udp::pmtu_mode(&socket, bind, false)?;
+        let socket: UdpSocket = socket.into();
         let static_private = s.private_key.secret();
         let static_public = x25519::PublicKey::from(&static_private);
         let rate_limiter = Arc::new(RateLimiter::new(&static_public, HANDSHAKE_RATE_LIMIT));
