@@ -483,7 +483,7 @@ fn vxtap_to_vxtap(family: Family, proto: &str) {
     let mut vteps: Vec<Vtep> = (0..2)
         .map(|i| {
             let j = 1 - i;
-            let args = vxtap_args(&ul, i, j, &keys[i].0, &keys[j].1, "geneve", &ctl[i]);
+            let args = vxtap_args(&ul, i, j, &keys[i].0, &keys[j].1, proto, &ctl[i]);
             Vtep::spawn(ul.node(i), bin(), &args).expect("vxtap over WireGuard")
         })
         .collect();
