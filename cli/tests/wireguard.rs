@@ -480,14 +480,19 @@ fn vxtap_to_vxtap(family: Family, proto: &str) {
     let tmp = TempDir::new("wg").expect("temp dir");
     let keys = [keypair(&tmp, "a.key"), keypair(&tmp, "b.key")];
     let ctl = [tmp.join("a.sock"), tmp.join("b.sock")];
-    let mut vteps: Vec<Vtep> = (0..2)
-        .map(|i| {
-            let j = 1 - i;
-            let args = vxtap_args(&ul, i, j, &keys[i].0, &keys[j].1, proto, &ctl[i]);
-            Vtep::spawn(ul.node(i), bin(), &args).expect("vxtap over WireGuard")
-        })
-        .collect();
     let capture = Capture::start(ul.node(1), UNDERLAY_DEV).expect("capture");
+    let spawn = |i: usize| {
+        let j = 1 - i;
+        let args = vxtap_args(&ul, i, j, &keys[i].0, &keys[j].1, proto, &ctl[i]);
+        Vtep::spawn(ul.node(i), bin(), &args).expect("vxtap over WireGuard")
+    };
+    // The peer is not up yet: no session, so nothing goes, and nothing in clear (the capture
+    // below covers this phase too).
+    let first = spawn(0);
+    assert!(!ping(ul.node(0), &overlay(1), Duration::from_secs(1)), "no peer yet");
+    let stats = stats_json(bin(), &ctl[0]).unwrap();
+    assert!(counter(&stats, "wg_tx_no_session").unwrap() >= 1, "{stats}");
+    let mut vteps = vec![first, spawn(1)];
     assert!(ping(ul.node(0), &overlay(1), Duration::from_secs(10)), "{}", vteps[0].log());
     assert!(ping(ul.node(1), &overlay(0), Duration::from_secs(10)), "{}", vteps[1].log());
     for (s, c) in [(0, 1), (1, 0)] {

@@ -67,10 +67,11 @@ pub(crate) enum Count {
     DropInnerPort,
     DropInnerMalformed,
     DropNoNetwork,
+    TxNoSession,
 }
 
 impl Count {
-    const ALL: [Count; 20] = [
+    const ALL: [Count; 21] = [
         Count::HandshakesSent,
         Count::HandshakesCompleted,
         Count::HandshakesTimedOut,
@@ -91,6 +92,7 @@ impl Count {
         Count::DropInnerPort,
         Count::DropInnerMalformed,
         Count::DropNoNetwork,
+        Count::TxNoSession,
     ];
 
     /// The key in `vxtap stats` and `/metrics`.
@@ -116,6 +118,7 @@ impl Count {
             Count::DropInnerPort => "wg_drop_inner_port",
             Count::DropInnerMalformed => "wg_drop_inner_malformed",
             Count::DropNoNetwork => "wg_drop_no_network",
+            Count::TxNoSession => "wg_tx_no_session",
         }
     }
 
@@ -384,12 +387,19 @@ impl WgDevice {
                     self.counters.add(Count::of_error(&e));
                     return false;
                 }
-                _ => return false,
+                // No session and a handshake already under way: queued.
+                _ => {
+                    self.counters.add(Count::TxNoSession);
+                    return false;
+                }
             }
         };
         let m = &bufs.out[..message];
         // A handshake initiation: the datagram waits in boringtun's queue for the session.
         let data = m.first() == Some(&4);
+        if !data {
+            self.counters.add(Count::TxNoSession);
+        }
         self.send_to(m, endpoint) && data
     }
 
