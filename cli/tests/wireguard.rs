@@ -492,7 +492,7 @@ fn vxtap_to_vxtap(family: Family, proto: &str) {
     assert!(!ping(ul.node(0), &overlay(1), Duration::from_secs(1)), "no peer yet");
     let stats = stats_json(bin(), &ctl[0]).unwrap();
     assert!(counter(&stats, "wg_tx_no_session").unwrap() >= 1, "{stats}");
-    let mut vteps = vec![first, spawn(1)];
+    let mut vteps = [first, spawn(1)];
     assert!(ping(ul.node(0), &overlay(1), Duration::from_secs(10)), "{}", vteps[0].log());
     assert!(ping(ul.node(1), &overlay(0), Duration::from_secs(10)), "{}", vteps[1].log());
     for (s, c) in [(0, 1), (1, 0)] {
