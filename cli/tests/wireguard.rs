@@ -513,3 +513,50 @@ fn vxtap_to_vxtap(family: Family, proto: &str) {
         v.terminate(Duration::from_secs(5)).expect("vxtap stops");
     }
 }
+
+netns_test!(reload_over_wireguard_applies_its_settings_to_new_networks, requires = wireguard_tools, {
+    let ul = Underlay::pair(Family::V4).expect("underlay");
+    let tmp = TempDir::new("wg").expect("temp dir");
+    let keys = [keypair(&tmp, "a.key"), keypair(&tmp, "b.key")];
+    let ctl = [tmp.join("a.sock"), tmp.join("b.sock"), tmp.join("a43.sock")];
+    let wireguard = format!(
+        "[wireguard]\nprivate_key = \"{}\"\naddress = \"{}\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\n\
+         endpoint = \"{}\"\ntunnel = \"{}\"\n\n",
+        keys[0].0.display(),
+        tunnel(0),
+        keys[1].1,
+        SocketAddr::new(ul.addr(1), 51820),
+        tunnel(1)
+    );
+    let net = |dev: &str, vni: u32, address: &str, control: &Path| {
+        format!(
+            "[[network]]\ndev = \"{dev}\"\nvni = {vni}\nremotes = [\"{}\"]\n{address}control = \"{}\"\n\n",
+            tunnel(1),
+            control.display()
+        )
+    };
+    let first = wireguard.clone() + &net("vxt0", 42, &format!("address = \"{}/24\"\n", overlay(0)), &ctl[0]);
+    let file = tmp.join("a.toml");
+    std::fs::write(&file, &first).unwrap();
+    let _a =
+        Vtep::spawn(ul.node(0), bin(), &strings(&["--config", file.to_str().unwrap()])).expect("vxtap a");
+    let args = vxtap_args(&ul, 1, 0, &keys[1].0, &keys[0].1, "vxlan", &ctl[1]);
+    let _b = Vtep::spawn(ul.node(1), bin(), &args).expect("vxtap b");
+    assert!(ping(ul.node(0), &overlay(1), Duration::from_secs(10)), "before the reload");
+
+    // A network added by a reload is over WireGuard too: its MTU default counts it.
+    std::fs::write(&file, first.clone() + &net("vxt1", 43, "", &ctl[2])).unwrap();
+    let o = Command::new(bin()).args(["reload", "--control"]).arg(&ctl[0]).output().expect("reload");
+    assert!(o.status.success(), "reload: {}", String::from_utf8_lossy(&o.stderr));
+    let mtu = ul.node(0).exec(&["cat", "/sys/class/net/vxt1/mtu"]).expect("mtu");
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1390", "the WireGuard MTU default");
+    assert!(ping(ul.node(0), &overlay(1), Duration::from_secs(10)), "after the reload");
+
+    // A changed [wireguard] table is refused, and nothing changes.
+    let changed = first.replace("[[wireguard.peer]]", "listen_port = 51821\n\n[[wireguard.peer]]");
+    std::fs::write(&file, changed).unwrap();
+    let o = Command::new(bin()).args(["reload", "--control"]).arg(&ctl[0]).output().expect("reload");
+    assert!(!o.status.success(), "a changed [wireguard] table is refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[wireguard] table changed"));
+    assert!(ping(ul.node(0), &overlay(1), Duration::from_secs(10)), "after the refused reload");
+});
