@@ -110,6 +110,24 @@ pub(crate) struct SocketGroup {
     links: Vec<Link>,
 }
 
+impl super::wg::Receiver for SocketGroup {
+    fn port(&self) -> u16 {
+        self.bind.port()
+    }
+
+    /// Checks and demultiplexes the datagram as one received in clear would be (the tunnel
+    /// address its source VTEP), and writes its frame to queue 0 of its TAP.
+    fn deliver(&self, src: std::net::IpAddr, datagram: &[u8]) {
+        let members = self.current();
+        let demux = &members.demux;
+        let Some((index, frame)) = demux.decapsulate_at(datagram, src, demux.now_ms()) else { return };
+        let net = &demux.networks()[index];
+        let mut writer = super::tap_writer::TapWriter::new(&members.taps[index], 0, &net.counters);
+        writer.write(frame);
+        writer.flush();
+    }
+}
+
 impl SocketGroup {
     pub(super) fn new(
         bind: SocketAddr,

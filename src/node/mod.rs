@@ -306,7 +306,8 @@ fn start_group(
     }
     let group = Arc::new(SocketGroup::new(bind, underlay, path_mtus, counters, members, wg.cloned())?);
     if let Some(wg) = wg {
-        wg.attach(&group);
+        let receiver: Arc<dyn wg::Receiver> = group.clone();
+        wg.attach(Arc::downgrade(&receiver));
     }
     let threads = worker::spawn_threads(&group)?;
     let handles = opened

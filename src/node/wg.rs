@@ -30,8 +30,6 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 
-use super::group::SocketGroup;
-use super::tap_writer::TapWriter;
 use crate::config::wireguard::{PublicKey, Settings};
 use crate::wire::{self, wg::PerDatagram};
 
@@ -170,6 +168,15 @@ impl WgCounters {
     }
 }
 
+/// Where decrypted datagrams go: the receive path of the networks on one port (a socket group).
+pub(crate) trait Receiver: Send + Sync {
+    /// The networks' UDP port.
+    fn port(&self) -> u16;
+    /// A VXLAN or Geneve datagram from the VTEP at tunnel address `src`, authenticated: through
+    /// the usual receive path into a TAP.
+    fn deliver(&self, src: IpAddr, datagram: &[u8]);
+}
+
 /// What `vxtap peers` shows of a WireGuard peer.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerInfo {
@@ -238,7 +245,7 @@ pub(crate) struct WgDevice {
     plain_mtu: usize,
     pub(crate) counters: WgCounters,
     /// The socket groups whose datagrams arrive here, told apart by port.
-    groups: ArcSwap<Vec<Weak<SocketGroup>>>,
+    groups: ArcSwap<Vec<Weak<dyn Receiver>>>,
     ticks: AtomicU64,
 }
 
@@ -316,12 +323,13 @@ impl WgDevice {
         Ok(())
     }
 
-    /// Datagrams to port `group.bind.port()` now go to `group`.
-    pub(crate) fn attach(&self, group: &Arc<SocketGroup>) {
+    /// Datagrams to port `receiver.port()` now go to `receiver` (a socket group), for as long
+    /// as it lives.
+    pub(crate) fn attach(&self, receiver: Weak<dyn Receiver>) {
         self.groups.rcu(|old| {
-            let mut v: Vec<Weak<SocketGroup>> =
+            let mut v: Vec<Weak<dyn Receiver>> =
                 old.iter().filter(|g| g.strong_count() > 0).cloned().collect();
-            v.push(Arc::downgrade(group));
+            v.push(receiver.clone());
             v
         });
     }
@@ -547,7 +555,7 @@ impl WgDevice {
         let mut n = 0;
         for g in groups.iter().filter_map(Weak::upgrade) {
             if n < ports.len() {
-                ports[n] = g.bind.port();
+                ports[n] = g.port();
                 n += 1;
             }
         }
@@ -560,20 +568,9 @@ impl WgDevice {
             Ok(r) => r,
             Err(e) => return self.counters.add(Count::of_check(&e)),
         };
-        let Some(group) =
-            groups.iter().filter_map(Weak::upgrade).find(|g| g.bind.port() == received.dst_port)
-        else {
-            return self.counters.add(Count::DropNoNetwork);
-        };
-        let members = group.current();
-        let demux = &members.demux;
-        let Some((index, frame)) = demux.decapsulate_at(received.payload, received.src, demux.now_ms())
-        else {
-            return;
-        };
-        let net = &demux.networks()[index];
-        let mut writer = TapWriter::new(&members.taps[index], 0, &net.counters);
-        writer.write(frame);
-        writer.flush();
+        match groups.iter().filter_map(Weak::upgrade).find(|g| g.port() == received.dst_port) {
+            Some(group) => group.deliver(received.src, received.payload),
+            None => self.counters.add(Count::DropNoNetwork),
+        }
     }
 }
