@@ -415,6 +415,15 @@ netns_test!(vxtap_and_kernel_vxlan_over_wireguard_go, requires = wireguard_tools
         }),
         "forged datagram counted"
     );
+    // A VXLAN datagram in clear to the tunnel port: dropped and counted, never delivered.
+    let clear = common::vxlan_packet(0x08, 42);
+    udp_send(a, SocketAddr::new(ul.addr(1), 4789), &[&clear[..]]).expect("cleartext");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            counter(&stats_json(bin(), &ctl).unwrap(), "wg_drop_cleartext").unwrap() >= 1
+        }),
+        "cleartext counted"
+    );
     // A captured transport message from wireguard-go, sent again: a replay, dropped and counted.
     let frames = capture.frames();
     let IpAddr::V4(from_a) = ul.addr(0) else { unreachable!("an IPv4 underlay") };
