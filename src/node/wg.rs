@@ -1,4 +1,4 @@
-//! The WireGuard device: the encrypted underlay (docs/design.md "WireGuard").
+//! The WireGuard device: the encrypted underlay (docs/design.md "How it works", WireGuard).
 //!
 //! One UDP socket at the WireGuard listen port carries everything: every transport message and
 //! handshake is sent from it and received on it, so a peer (and a NAT on the way) sees one
@@ -17,6 +17,7 @@
 //!   tunnel address as its source VTEP.
 //! - Timers: [`WgDevice::tick`], every [`TICK`] from the control side.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -240,6 +241,8 @@ pub(crate) struct WgDevice {
     static_private: x25519::StaticSecret,
     static_public: x25519::PublicKey,
     peers: Vec<Peer>,
+    /// Tunnel address -> index in `peers`, built at start: the transmit path's lookup.
+    by_tunnel: HashMap<IpAddr, usize>,
     rate_limiter: Arc<RateLimiter>,
     /// The largest plaintext the path takes, which caps the padding.
     plain_mtu: usize,
@@ -288,7 +291,8 @@ impl WgDevice {
                     state: Mutex::new(PeerState { tunn, endpoint: p.endpoint, handshake_at: None }),
                 }
             })
-            .collect();
+            .collect::<Vec<Peer>>();
+        let by_tunnel = peers.iter().enumerate().map(|(i, p)| (p.tunnel, i)).collect();
         Ok(WgDevice {
             socket,
             v6_socket,
@@ -296,6 +300,7 @@ impl WgDevice {
             static_private,
             static_public,
             peers,
+            by_tunnel,
             rate_limiter,
             plain_mtu,
             counters: WgCounters::default(),
@@ -334,11 +339,10 @@ impl WgDevice {
         });
     }
 
-    /// The peer whose tunnel address is `ip` (few peers: a scan).
+    /// The peer whose tunnel address is `ip`.
     #[inline]
     fn peer_by_tunnel(&self, ip: IpAddr) -> Option<&Peer> {
-        let ip = ip.to_canonical();
-        self.peers.iter().find(|p| p.tunnel == ip)
+        self.by_tunnel.get(&ip.to_canonical()).map(|&i| &self.peers[i])
     }
 
     /// Sends a message from the listen socket, counting a handshake initiation.
