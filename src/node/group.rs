@@ -116,14 +116,32 @@ impl super::wg::Receiver for SocketGroup {
     }
 
     /// Checks and demultiplexes the datagram as one received in clear would be (the tunnel
-    /// address its source VTEP), and writes its frame to queue 0 of its TAP.
-    fn deliver(&self, src: std::net::IpAddr, datagram: &[u8]) {
+    /// address its source VTEP), carries a CE mark into the frame and clamps its MSS as the
+    /// receive loop does, and writes it to queue 0 of its TAP.
+    fn deliver(&self, src: std::net::IpAddr, datagram: &mut [u8], ce: bool) {
+        use crate::packet::dsfield;
+        use crate::state::stats::DropReason;
+        use crate::wire::frame::Frame;
         let members = self.current();
         let demux = &members.demux;
         let Some((index, frame)) = demux.decapsulate_at(datagram, src, demux.now_ms()) else { return };
+        // The frame is the datagram's tail.
+        let at = datagram.len() - frame.len();
         let net = &demux.networks()[index];
+        let clamp = net.policies().mss_clamp;
+        if ce || clamp.is_some() {
+            let frame = &mut datagram[at..];
+            let Some(view) = Frame::parse(frame) else { return };
+            if ce && dsfield::decap(dsfield::ECN_CE, frame, &view) == dsfield::Decap::Drop {
+                net.counters.drop(DropReason::EcnNotEct);
+                return;
+            }
+            if let Some(clamp) = clamp {
+                net.clamp_mss(clamp, frame, &view, &[SocketAddr::new(src, net.peer_port)]);
+            }
+        }
         let mut writer = super::tap_writer::TapWriter::new(&members.taps[index], 0, &net.counters);
-        writer.write(frame);
+        writer.write(&datagram[at..]);
         writer.flush();
     }
 }

@@ -34,6 +34,10 @@ use boringtun::x25519;
 use crate::config::wireguard::{PublicKey, Settings};
 use crate::wire::{self, wg::PerDatagram};
 
+/// The ECN bits of the DS byte, and their Congestion Experienced value (RFC 3168).
+const ECN_MASK: u8 = 0b11;
+const ECN_CE: u8 = 0b11;
+
 /// How often the control side drives the peers' timers.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Handshake messages per second before boringtun asks initiators for a cookie (its device's
@@ -174,8 +178,9 @@ pub(crate) trait Receiver: Send + Sync {
     /// The networks' UDP port.
     fn port(&self) -> u16;
     /// A VXLAN or Geneve datagram from the VTEP at tunnel address `src`, authenticated: through
-    /// the usual receive path into a TAP.
-    fn deliver(&self, src: IpAddr, datagram: &[u8]);
+    /// the usual receive path into a TAP. `ce`: its IP header (inside WireGuard) was marked
+    /// Congestion Experienced, which goes on to the inner packet (RFC 6040).
+    fn deliver(&self, src: IpAddr, datagram: &mut [u8], ce: bool);
 }
 
 /// What `vxtap peers` shows of a WireGuard peer.
@@ -547,13 +552,13 @@ impl WgDevice {
             len
         };
         if let Some(len) = plain_len {
-            self.deliver(peer, &out[..len]);
+            self.deliver(peer, &mut out[..len]);
         }
     }
 
     /// A decrypted plaintext from `peer`: checked, then through the receive path of the socket
     /// group of its port into a TAP.
-    fn deliver(&self, peer: &Peer, plain: &[u8]) {
+    fn deliver(&self, peer: &Peer, plain: &mut [u8]) {
         let groups = self.groups.load();
         let mut ports = [0u16; 16];
         let mut n = 0;
@@ -572,8 +577,14 @@ impl WgDevice {
             Ok(r) => r,
             Err(e) => return self.counters.add(Count::of_check(&e)),
         };
-        match groups.iter().filter_map(Weak::upgrade).find(|g| g.port() == received.dst_port) {
-            Some(group) => group.deliver(received.src, received.payload),
+        // Where the payload lies in the plaintext, so the receive path may rewrite its frame in
+        // place (ECN, --mss-clamp) once the checked view is let go.
+        let at = received.payload.as_ptr() as usize - plain.as_ptr() as usize;
+        let payload = at..at + received.payload.len();
+        let (src, port) = (received.src, received.dst_port);
+        let ce = received.ds & ECN_MASK == ECN_CE;
+        match groups.iter().filter_map(Weak::upgrade).find(|g| g.port() == port) {
+            Some(group) => group.deliver(src, &mut plain[payload], ce),
             None => self.counters.add(Count::DropNoNetwork),
         }
     }
