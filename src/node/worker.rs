@@ -363,10 +363,10 @@ impl Sender<'_> {
     }
 }
 
-/// WireGuard mode: each datagram of `t` through the WireGuard device, wrapped and encrypted, one
-/// send per message, never from the network's own sockets: nothing leaves in clear. A datagram
-/// waiting for a handshake (queued by boringtun) or dropped by the device counts as not sent;
-/// the device counts why.
+/// WireGuard mode: the datagrams of `t` through the WireGuard device, wrapped and encrypted, in
+/// GSO sends of same-size messages, never from the network's own sockets: nothing leaves in
+/// clear. A datagram waiting for a handshake (queued by boringtun) or dropped by the device
+/// counts as not sent; the device counts why.
 fn send_wg(wg: &WgDevice, bufs: &mut TxBuffers, underlay: &Underlay, t: &Transmit<'_>) -> Sent {
     let fragmenting = underlay.send.fragmenting() && t.socket % 2 == 1;
     // The send socket's slot stands for the flow hash: one source port per slot, as the plain
@@ -379,15 +379,8 @@ fn send_wg(wg: &WgDevice, bufs: &mut TxBuffers, underlay: &Underlay, t: &Transmi
         tos: t.tos,
         df: !fragmenting,
     };
-    let mut sent = Sent::default();
-    for datagram in t.contents.chunks(t.segment_size.max(1)) {
-        sent.syscalls += 1;
-        if wg.send(bufs, datagram, &o) {
-            sent.datagrams += 1;
-            sent.bytes += datagram.len();
-        }
-    }
-    sent
+    let (datagrams, bytes) = wg.send_train(bufs, t.contents, t.segment_size, &o);
+    Sent { datagrams, bytes, syscalls: 1, ..Sent::default() }
 }
 
 /// Whether the underlay towards `dst` is IPv6 (a v4-mapped address is IPv4).
