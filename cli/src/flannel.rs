@@ -64,9 +64,17 @@ fn serve(opts: vxtap::node::flannel::Options, metrics: Option<std::net::SocketAd
         let dataplane = Arc::new(Dataplane::start(
             std::slice::from_ref(&joined.network),
             Arc::new(MonotonicClock::default()),
+            None,
         )?);
-        let service =
-            crate::service::Service::start(dataplane.clone(), None, None, None, None, metrics, true)?;
+        let service = crate::service::Service::start(
+            dataplane.clone(),
+            None,
+            None,
+            Default::default(),
+            None,
+            metrics,
+            true,
+        )?;
         crate::spawn_housekeeping(&dataplane);
         if let Some(addr) = metrics {
             crate::serve_metrics(&dataplane, addr).await?;

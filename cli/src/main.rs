@@ -76,11 +76,6 @@ fn run(args: &RunArgs) -> ExitCode {
             eprintln!("error: {}", vxtap::control::cluster::UNSUPPORTED);
             return ExitCode::from(2);
         }
-        // Never in clear what the configuration says to encrypt.
-        Ok(p) if p.wireguard.is_some() => {
-            eprintln!("error: {}", vxtap::config::wireguard::UNSUPPORTED);
-            return ExitCode::from(2);
-        }
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -111,8 +106,9 @@ fn serve(
     config: Option<std::path::PathBuf>,
     metrics_from_flag: bool,
 ) -> Result<()> {
-    let RunPlan { networks, metrics, cluster, etcd_at_start, wireguard: _, wireguard_at_start } = plan;
-    let dataplane = Arc::new(Dataplane::start(&networks, Arc::new(MonotonicClock::default()))?);
+    let RunPlan { networks, metrics, cluster, etcd_at_start, wireguard, wireguard_at_start } = plan;
+    let dataplane =
+        Arc::new(Dataplane::start(&networks, Arc::new(MonotonicClock::default()), wireguard.as_ref())?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = Signals::install()?;
@@ -121,7 +117,7 @@ fn serve(
             dataplane.clone(),
             config,
             etcd_at_start,
-            wireguard_at_start,
+            service::WireGuardPlan { table_at_start: wireguard_at_start, settings: wireguard },
             owner,
             metrics,
             metrics_from_flag,
@@ -172,8 +168,20 @@ async fn serve_metrics(dataplane: &Arc<Dataplane>, addr: SocketAddr) -> Result<(
     Ok(())
 }
 
-/// The timers of the control side: FDB ageing every second, the drop summary every 5 s.
+/// The timers of the control side: FDB ageing every second, the drop summary every 5 s, the
+/// WireGuard timers (handshakes, keepalives, the rate limiter) every 250 ms.
 fn spawn_housekeeping(dataplane: &Arc<Dataplane>) {
+    if dataplane.wireguard() {
+        let dp = dataplane.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(vxtap::node::WG_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                dp.wg_tick();
+            }
+        });
+    }
     let dp = dataplane.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -36,6 +36,8 @@ pub struct Service {
     etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
     /// The file's `[wireguard]` table at start: a reload that changes it is refused.
     wireguard_at_start: Option<WireGuardConfig>,
+    /// The WireGuard settings in force (file and flags): applied to every reloaded network.
+    wireguard: Option<vxtap::config::wireguard::Settings>,
     /// The control socket of each network, by TAP name.
     sockets: Mutex<BTreeMap<String, Served>>,
 }
@@ -46,6 +48,15 @@ struct Served {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The WireGuard side of a [`Service`]: what a reload compares and applies.
+#[derive(Default)]
+pub struct WireGuardPlan {
+    /// The file's `[wireguard]` table at start: a reload that changes it is refused.
+    pub table_at_start: Option<WireGuardConfig>,
+    /// The settings in force (file and flags), applied to every reloaded network.
+    pub settings: Option<vxtap::config::wireguard::Settings>,
+}
+
 impl Service {
     /// Binds a control socket for every network and serves them (on the caller's tokio
     /// runtime). With `owner` (`--user`), the sockets are given to that user.
@@ -53,7 +64,7 @@ impl Service {
         dataplane: Arc<Dataplane>,
         config: Option<PathBuf>,
         etcd_at_start: Option<vxtap::config::etcd::EtcdConfig>,
-        wireguard_at_start: Option<WireGuardConfig>,
+        wireguard: WireGuardPlan,
         owner: Option<(u32, u32)>,
         metrics: Option<SocketAddr>,
         metrics_from_flag: bool,
@@ -61,7 +72,8 @@ impl Service {
         let service = Arc::new(Service {
             dataplane,
             etcd_at_start,
-            wireguard_at_start,
+            wireguard_at_start: wireguard.table_at_start,
+            wireguard: wireguard.settings,
             config,
             owner,
             metrics,
@@ -125,7 +137,7 @@ impl Service {
 
     fn reload_file(self: &Arc<Self>) -> Result<Reloaded, String> {
         let path = self.config.as_ref().ok_or_else(|| NOTHING_TO_RELOAD.to_string())?;
-        let settings = config::load(path)?;
+        let mut settings = config::load(path)?;
         if settings.wireguard != self.wireguard_at_start {
             // Refused rather than noted: networks the file now says to encrypt must not go on
             // in clear, nor the other way round, until a restart applies it.
@@ -134,6 +146,10 @@ impl Service {
                  refused and nothing changes; restart vxtap to apply it",
                 path.display()
             ));
+        }
+        if let Some(wg) = &self.wireguard {
+            // The same checks and MTU defaults as at start: every network over WireGuard.
+            wg.apply(&mut settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         if self.dataplane.in_cluster() {
             config::check_cluster(&settings.networks).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -312,7 +312,13 @@ impl NetworkConfig {
 
     /// The address the network's socket binds: `local` or the wildcard of its family.
     pub fn bind_addr(&self) -> SocketAddr {
-        let ip = self.local.unwrap_or(if self.underlay_v6() {
+        // Over WireGuard, `local` is the tunnel address, which no interface of this host has:
+        // the (unused) tunnel socket takes the wildcard.
+        let local = match self.encryption {
+            Encryption::WireGuard { .. } => None,
+            Encryption::None => self.local,
+        };
+        let ip = local.unwrap_or(if self.underlay_v6() {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)

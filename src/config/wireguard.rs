@@ -27,9 +27,6 @@ pub const DEFAULT_LISTEN_PORT: u16 = 51820;
 pub const KEY_LEN: usize = 32;
 /// Length of a key in base64: 43 characters and one '='.
 pub const KEY_BASE64_LEN: usize = 44;
-/// Why `vxtap run` refuses a WireGuard configuration in this build.
-pub const UNSUPPORTED: &str = "the WireGuard underlay ([wireguard], --wg-*) is configured and checked, \
-but this build of vxtap does not have its encrypted data path yet: refusing to start rather than send in clear";
 
 /// 32 bytes from base64, or why not; `what` names the key in the message. The text itself is
 /// never quoted: it may be a secret.

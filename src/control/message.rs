@@ -98,6 +98,23 @@ pub struct PeerRow {
     /// Seconds since a frame from it was last seen (through a MAC learned behind it); null if
     /// none was.
     pub last_seen_secs: Option<u64>,
+    /// Over WireGuard, the peer whose tunnel address it is; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wg: Option<WgPeerRow>,
+}
+
+/// The WireGuard side of a row of `vxtap peers --json`, as `wg show` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgPeerRow {
+    /// Its public key, base64.
+    pub public_key: String,
+    /// Where its WireGuard is: configured, or where its latest authenticated message came from.
+    pub endpoint: std::net::SocketAddr,
+    /// Seconds since its latest handshake completed; null before the first.
+    pub latest_handshake_secs: Option<u64>,
+    /// Plaintext bytes received from it and sent to it.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 /// How a remote VTEP became known.
@@ -411,6 +428,7 @@ mod tests {
             node: None,
             pmtu: Some(1400),
             last_seen_secs: None,
+            wg: None,
         };
         assert_eq!(
             serde_json::to_string(&Reply::Peers(vec![peer])).unwrap(),

@@ -9,5 +9,5 @@ pub mod metrics;
 
 pub use message::{
     parse_request, FdbKind, FdbRow, NeighRow, PeerRow, PeerSource, ReloadAction, ReloadRow, Reloaded, Reply,
-    Request, Stats,
+    Request, Stats, WgPeerRow,
 };

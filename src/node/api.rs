@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::NetworkHandle;
 use crate::control::NeighRow;
-use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats};
+use crate::control::{FdbKind, FdbRow, PeerRow, PeerSource, Reply, Request, Stats, WgPeerRow};
 use crate::state::fdb::{EntryKind, FloodSource};
 use crate::wire::mac::MacAddr;
 
@@ -147,6 +147,13 @@ impl NetworkHandle {
                 node: node(&dst),
                 pmtu: self.underlay.path_mtu(dst.ip()),
                 last_seen_secs,
+                wg: self.group.wg.as_ref().and_then(|wg| wg.peer_info(dst.ip())).map(|p| WgPeerRow {
+                    public_key: p.public_key.to_string(),
+                    endpoint: p.endpoint,
+                    latest_handshake_secs: p.latest_handshake_secs,
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                }),
             })
             .collect()
     }
@@ -181,6 +188,9 @@ impl NetworkHandle {
         }
         if let Some(status) = self.flannel.get() {
             out.extend(status.fields());
+        }
+        if let Some(wg) = &self.group.wg {
+            out.extend(wg.counters.fields());
         }
         Stats(out)
     }

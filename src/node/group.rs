@@ -99,12 +99,51 @@ pub(crate) struct SocketGroup {
     pub(super) counters: SocketCounters,
     /// Path MTUs learned towards the VTEPs reached from this socket, shared by its networks.
     pub(super) path_mtus: Arc<PathMtus>,
+    /// The WireGuard device its datagrams go through, in WireGuard mode: then nothing is sent
+    /// from its own sockets, and what arrives on them in clear is dropped.
+    pub(super) wg: Option<Arc<super::wg::WgDevice>>,
     members: ArcSwap<Members>,
     /// Bumped by every [`SocketGroup::publish`] (and by [`SocketGroup::stop`]).
     generation: AtomicU64,
     closed: AtomicBool,
     /// One per receive socket, so one per thread.
     links: Vec<Link>,
+}
+
+impl super::wg::Receiver for SocketGroup {
+    fn port(&self) -> u16 {
+        self.bind.port()
+    }
+
+    /// Checks and demultiplexes the datagram as one received in clear would be (the tunnel
+    /// address its source VTEP), carries a CE mark into the frame and clamps its MSS as the
+    /// receive loop does, and writes it to queue 0 of its TAP.
+    fn deliver(&self, src: std::net::IpAddr, datagram: &mut [u8], ce: bool) {
+        use crate::packet::dsfield;
+        use crate::state::stats::DropReason;
+        use crate::wire::frame::Frame;
+        let members = self.current();
+        let demux = &members.demux;
+        let Some((index, frame)) = demux.decapsulate_at(datagram, src, demux.now_ms()) else { return };
+        // The frame is the datagram's tail.
+        let at = datagram.len() - frame.len();
+        let net = &demux.networks()[index];
+        let clamp = net.policies().mss_clamp;
+        if ce || clamp.is_some() {
+            let frame = &mut datagram[at..];
+            let Some(view) = Frame::parse(frame) else { return };
+            if ce && dsfield::decap(dsfield::ECN_CE, frame, &view) == dsfield::Decap::Drop {
+                net.counters.drop(DropReason::EcnNotEct);
+                return;
+            }
+            if let Some(clamp) = clamp {
+                net.clamp_mss(clamp, frame, &view, &[SocketAddr::new(src, net.peer_port)]);
+            }
+        }
+        let mut writer = super::tap_writer::TapWriter::new(&members.taps[index], 0, &net.counters);
+        writer.write(&datagram[at..]);
+        writer.flush();
+    }
 }
 
 impl SocketGroup {
@@ -114,6 +153,7 @@ impl SocketGroup {
         path_mtus: Arc<PathMtus>,
         counters: SocketCounters,
         members: Members,
+        wg: Option<Arc<super::wg::WgDevice>>,
     ) -> Result<SocketGroup> {
         let links = (0..underlay.recv.len())
             .map(|_| {
@@ -125,6 +165,7 @@ impl SocketGroup {
             underlay,
             counters,
             path_mtus,
+            wg,
             members: ArcSwap::from_pointee(members),
             generation: AtomicU64::new(1),
             closed: AtomicBool::new(false),

@@ -41,6 +41,7 @@ mod tap;
 mod tap_reader;
 mod tap_writer;
 mod udp;
+mod wg;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ pub use network::NetworkHandle;
 pub use report::DropReporter;
 use tap::Tap;
 use udp::{OuterOptions, Underlay, UnderlayOptions};
+pub use wg::TICK as WG_TICK;
 
 #[cfg(not(feature = "etcd"))]
 pub use disabled::{start_cluster, ClusterHandle};
@@ -103,6 +105,8 @@ pub struct Dataplane {
     state: Mutex<State>,
     /// The cluster task's view of the networks, once `--etcd` joined.
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
+    /// The encrypted underlay, when configured: every socket group sends and receives through it.
+    wg: Option<Arc<wg::WgDevice>>,
 }
 
 struct State {
@@ -119,13 +123,35 @@ struct Opened {
 }
 
 impl Dataplane {
-    /// Opens the TAPs, binds the sockets and starts the packet threads.
-    pub fn start(configs: &[NetworkConfig], clock: Arc<dyn Clock>) -> Result<Dataplane> {
+    /// Opens the TAPs, binds the sockets and starts the packet threads; with `wireguard`, the
+    /// WireGuard device too, through which every datagram then goes (`configs` have had
+    /// [`crate::config::wireguard::Settings::apply`]).
+    pub fn start(
+        configs: &[NetworkConfig],
+        clock: Arc<dyn Clock>,
+        wireguard: Option<&crate::config::wireguard::Settings>,
+    ) -> Result<Dataplane> {
         raise_fd_limit(configs);
+        let wg = match wireguard {
+            None => None,
+            Some(s) => {
+                let plain_mtu = configs
+                    .iter()
+                    .map(|c| (c.mtu() + c.overhead()) as usize + 4)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_sub(crate::wire::wg::overhead(s.outer_v6()));
+                let device = Arc::new(wg::WgDevice::new(s, plain_mtu)?);
+                info!(listen_port = s.listen_port, address = %s.address, peers = s.peers.len(),
+                      public_key = %s.public_key, "WireGuard device up");
+                Some(device)
+            }
+        };
         let dp = Dataplane {
             networks: ArcSwap::from_pointee(Vec::new()),
             state: Mutex::new(State { clock, groups: BTreeMap::new() }),
             cluster: std::sync::OnceLock::new(),
+            wg,
         };
         let mut handles = BTreeMap::new();
         {
@@ -141,13 +167,29 @@ impl Dataplane {
                             .with_context(|| format!("network {}", c.dev))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let (entry, started) = start_group(bind, path_mtus, opened)?;
+                let (entry, started) = start_group(bind, path_mtus, opened, dp.wg.as_ref())?;
                 state.groups.insert(bind, entry);
                 handles.extend(started.into_iter().map(|h| (h.config.dev.clone(), h)));
             }
         }
         dp.networks.store(Arc::new(configs.iter().filter_map(|c| handles.remove(&c.dev)).collect()));
+        if let Some(wg) = &dp.wg {
+            wg.start()?;
+        }
         Ok(dp)
+    }
+
+    /// Drives the WireGuard timers (handshakes, keepalives, session expiry), if WireGuard is on:
+    /// from the control side every [`WG_TICK`].
+    pub fn wg_tick(&self) {
+        if let Some(wg) = &self.wg {
+            wg.tick();
+        }
+    }
+
+    /// Whether the underlay is WireGuard.
+    pub fn wireguard(&self) -> bool {
+        self.wg.is_some()
     }
 
     /// The networks running now, in configuration order.
@@ -226,6 +268,7 @@ fn start_group(
     bind: SocketAddr,
     path_mtus: Arc<PathMtus>,
     opened: Vec<Opened>,
+    wg: Option<&Arc<wg::WgDevice>>,
 ) -> Result<(GroupEntry, Vec<Arc<NetworkHandle>>)> {
     let shape = SocketShape::of(opened.iter().map(|o| &o.config)).context("a socket without networks")?;
     let first = &opened[0].config;
@@ -261,7 +304,11 @@ fn start_group(
     if shape.offload && !shape.udp_csum {
         info!(%bind, "UDP GSO is off: the kernel refuses it with zero checksums (--no-udp-csum)");
     }
-    let group = Arc::new(SocketGroup::new(bind, underlay, path_mtus, counters, members)?);
+    let group = Arc::new(SocketGroup::new(bind, underlay, path_mtus, counters, members, wg.cloned())?);
+    if let Some(wg) = wg {
+        let receiver: Arc<dyn wg::Receiver> = group.clone();
+        wg.attach(Arc::downgrade(&receiver));
+    }
     let threads = worker::spawn_threads(&group)?;
     let handles = opened
         .into_iter()

@@ -186,7 +186,7 @@ impl Dataplane {
                         continue;
                     }
                     let devs: Vec<String> = opened.iter().map(|o| o.config.dev.clone()).collect();
-                    match start_group(bind, path_mtus, opened) {
+                    match start_group(bind, path_mtus, opened, self.wg.as_ref()) {
                         Ok((entry, started)) => {
                             state.groups.insert(bind, entry);
                             handles.extend(started.into_iter().map(|h| (h.config.dev.clone(), h)));

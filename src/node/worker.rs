@@ -21,6 +21,7 @@ use super::tap::Tap;
 use super::tap_reader::{Read, SuperFrame, TapReader};
 use super::tap_writer::{TapReplier, TapWriter};
 use super::udp::{Sent, UdpIo, Underlay, MAX_GSO_BYTES};
+use super::wg::{Count, Outgoing, TxBuffers, WgDevice};
 use crate::packet::dsfield;
 use crate::packet::pipeline::{Demux, Destinations, Encapsulated, Network};
 use crate::packet::pmtu::{self, icmp, Recut, Refused, TooBig};
@@ -63,13 +64,20 @@ enum Drained {
 }
 
 impl<'a> TxSide<'a> {
-    fn new(net: &'a Network, tap: &'a Tap, q: usize, underlay: &'a Underlay) -> TxSide<'a> {
+    fn new(
+        net: &'a Network,
+        tap: &'a Tap,
+        q: usize,
+        underlay: &'a Underlay,
+        wg: Option<&'a WgDevice>,
+    ) -> TxSide<'a> {
         let reader = TapReader::new(tap, q);
         // A blocking queue still works, one frame per readiness, but loses the batching.
         let _ = reader.set_nonblocking();
         let segments = if tap.offloads().tso { vec![0u8; SEGMENT_BUF] } else { Vec::new() };
         let train = Train::new(underlay.gso_segments(), MAX_GSO_BYTES);
-        let out = Sender { net, underlay, tap: TapReplier::new(tap, q), reply: Vec::new() };
+        let wg = wg.map(|d| (d, TxBuffers::new()));
+        let out = Sender { net, underlay, tap: TapReplier::new(tap, q), reply: Vec::new(), wg };
         TxSide { net, reader, segments, train, out }
     }
 
@@ -124,6 +132,8 @@ struct Sender<'a> {
     tap: TapReplier<'a>,
     /// Room for one such reply, allocated when first needed.
     reply: Vec<u8>,
+    /// In WireGuard mode, the device every datagram goes through and this thread's buffers.
+    wg: Option<(&'a WgDevice, TxBuffers)>,
 }
 
 impl Sender<'_> {
@@ -246,10 +256,20 @@ impl Sender<'_> {
 
     /// Sends `t` and counts what went out or failed (not what was refused as too big).
     #[inline]
-    fn send_counted(&self, t: &Transmit<'_>) -> Sent {
-        let socket = self.underlay.send.get(t.socket);
-        let sent =
-            socket.send_train(t.destination, t.contents, t.segment_size, self.underlay.gso_segments(), t.tos);
+    fn send_counted(&mut self, t: &Transmit<'_>) -> Sent {
+        let sent = match &mut self.wg {
+            Some((wg, bufs)) => send_wg(wg, bufs, self.underlay, t),
+            None => {
+                let socket = self.underlay.send.get(t.socket);
+                socket.send_train(
+                    t.destination,
+                    t.contents,
+                    t.segment_size,
+                    self.underlay.gso_segments(),
+                    t.tos,
+                )
+            }
+        };
         let c = &self.net.counters;
         c.tx_syscalls(sent.syscalls as u64);
         if sent.datagrams > 0 {
@@ -304,7 +324,7 @@ impl Sender<'_> {
 
     /// Sends one datagram of `t` again, alone, from send socket `socket`; true if it went.
     #[cold]
-    fn resend(&self, t: &Transmit<'_>, socket: usize, datagram: &[u8]) -> bool {
+    fn resend(&mut self, t: &Transmit<'_>, socket: usize, datagram: &[u8]) -> bool {
         let again = Transmit { socket, contents: datagram, segment_size: datagram.len(), ..*t };
         let sent = self.send_counted(&again);
         sent.too_big_at.is_none() && sent.failed == 0
@@ -343,6 +363,26 @@ impl Sender<'_> {
     }
 }
 
+/// WireGuard mode: the datagrams of `t` through the WireGuard device, wrapped and encrypted, in
+/// GSO sends of same-size messages, never from the network's own sockets: nothing leaves in
+/// clear. A datagram waiting for a handshake (queued by boringtun) or dropped by the device
+/// counts as not sent; the device counts why.
+fn send_wg(wg: &WgDevice, bufs: &mut TxBuffers, underlay: &Underlay, t: &Transmit<'_>) -> Sent {
+    let fragmenting = underlay.send.fragmenting() && t.socket % 2 == 1;
+    // The send socket's slot stands for the flow hash: one source port per slot, as the plain
+    // underlay's pool gives.
+    let src_port = 49152 | ((t.socket / 2) as u16 & 0x3fff);
+    let o = Outgoing {
+        vtep: t.destination.ip().to_canonical(),
+        dst_port: t.destination.port(),
+        src_port,
+        tos: t.tos,
+        df: !fragmenting,
+    };
+    let (datagrams, bytes) = wg.send_train(bufs, t.contents, t.segment_size, &o);
+    Sent { datagrams, bytes, syscalls: 1, ..Sent::default() }
+}
+
 /// Whether the underlay towards `dst` is IPv6 (a v4-mapped address is IPv4).
 fn is_v6(dst: IpAddr) -> bool {
     !dst.to_canonical().is_ipv4()
@@ -359,6 +399,8 @@ struct RxSide<'a> {
     storage: &'a mut [u8],
     meta: [RecvMeta; RECV_BATCH],
     writers: Vec<TapWriter<'a>>,
+    /// WireGuard mode: datagrams arriving in clear are dropped and counted here.
+    cleartext: Option<&'a WgDevice>,
 }
 
 impl<'a> RxSide<'a> {
@@ -377,7 +419,14 @@ impl<'a> RxSide<'a> {
             .zip(demux.networks())
             .map(|(tap, net)| TapWriter::new(tap, q, &net.counters))
             .collect();
-        RxSide { demux, socket: &underlay.recv[s], storage, meta: [RecvMeta::default(); RECV_BATCH], writers }
+        RxSide {
+            demux,
+            socket: &underlay.recv[s],
+            storage,
+            meta: [RecvMeta::default(); RECV_BATCH],
+            writers,
+            cleartext: None,
+        }
     }
 
     /// Receives and delivers up to `budget` batches.
@@ -411,6 +460,14 @@ impl<'a> RxSide<'a> {
     }
 
     fn deliver(&mut self, n: usize) {
+        if let Some(wg) = self.cleartext {
+            // Over WireGuard, nothing is accepted in clear.
+            for m in &self.meta[..n] {
+                let stride = if m.stride == 0 { m.len.max(1) } else { m.stride };
+                (0..m.len.div_ceil(stride)).for_each(|_| wg.counters.add(Count::DropCleartext));
+            }
+            return;
+        }
         let demux = self.demux;
         // One clock read for the batch's learning, not one per datagram.
         let now = demux.now_ms();
@@ -514,9 +571,10 @@ fn serve_queue_members(
         .iter()
         .zip(members.demux.networks())
         .filter(|(tap, _)| q < tap.queues().len())
-        .map(|(tap, net)| TxSide::new(net, tap, q, underlay))
+        .map(|(tap, net)| TxSide::new(net, tap, q, underlay, group.wg.as_deref()))
         .collect();
     let mut rx = RxSide::new(&members.demux, taps, q, underlay, q, storage);
+    rx.cleartext = group.wg.as_deref();
     let mut fds: Vec<RawFd> =
         taps.iter().filter(|t| q < t.queues().len()).map(|t| t.queue(q).as_raw_fd()).collect();
     let (socket, wake) = (fds.len(), fds.len() + 1);
@@ -551,6 +609,7 @@ fn serve_receive(group: Arc<SocketGroup>, s: usize) {
     let mut storage = vec![0u8; RECV_BATCH * RECV_MSG];
     while let Some((generation, members)) = group.enter(s) {
         let mut rx = RxSide::new(&members.demux, &members.taps, s, &group.underlay, s, &mut storage);
+        rx.cleartext = group.wg.as_deref();
         let fds = [group.underlay.recv[s].socket.as_raw_fd(), group.wake_fd(s)];
         let mut ready = [false; 2];
         while !group.changed(generation) {

@@ -32,7 +32,8 @@ use crate::config::{FlowLabel, Ttl};
 use crate::packet::flow::PortRange;
 pub(super) use io::{Sent, UdpIo};
 pub(super) use send_pool::SendPool;
-use sockopt::{bind_error, group_socket, multicast_all, udp_socket, Reuse};
+use sockopt::{bind_error, group_socket, multicast_all};
+pub(super) use sockopt::{pmtu_mode, udp_socket, Reuse};
 /// Most datagrams in one GSO send: the kernel's UDP_MAX_SEGMENTS before Linux 6.9.
 pub(super) const MAX_GSO_SEGMENTS: usize = 64;
 /// Most UDP payload bytes in one GSO send: the 64 KiB IP datagram less the IPv4 and UDP

@@ -19,7 +19,7 @@ const BUFFER_BYTES: usize = 4 << 20;
 /// Forbids fragmentation (`dont`: IP_PMTUDISC_DO, DF set, EMSGSIZE over the known path MTU) or
 /// allows it (IP_PMTUDISC_DONT: DF clear, fragmented by the kernel when over it): IPv6 and, on
 /// IPv4 or dual-stack sockets, IPv4.
-pub(super) fn pmtu_mode(socket: &Socket, addr: SocketAddr, dont: bool) -> io::Result<()> {
+pub(in crate::node) fn pmtu_mode(socket: &Socket, addr: SocketAddr, dont: bool) -> io::Result<()> {
     if addr.is_ipv6() {
         let mode = if dont { libc::IPV6_PMTUDISC_DO } else { libc::IPV6_PMTUDISC_DONT };
         setsockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, mode)?;
@@ -115,15 +115,15 @@ pub(super) fn group_socket(group: SocketAddr, ifindex: u32) -> io::Result<UdpSoc
 /// Address reuse for a socket's bind: SO_REUSEPORT (a group of queue sockets, or a send socket
 /// and its fragmenting twin) and SO_REUSEADDR (group sockets beside the unicast ones).
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Reuse {
-    pub(super) port: bool,
-    pub(super) addr: bool,
+pub(in crate::node) struct Reuse {
+    pub(in crate::node) port: bool,
+    pub(in crate::node) addr: bool,
 }
 
 /// A UDP socket bound at `addr`, with large buffers and fragmentation forbidden, in a
 /// SO_REUSEPORT group if `reuse_port`. An IPv6 wildcard socket is dual-stack, so one socket
 /// serves IPv4 and IPv6 peers.
-pub(super) fn udp_socket(addr: SocketAddr, reuse: Reuse) -> io::Result<UdpSocket> {
+pub(in crate::node) fn udp_socket(addr: SocketAddr, reuse: Reuse) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(!addr.ip().is_unspecified())?;
