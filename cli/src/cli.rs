@@ -123,15 +123,9 @@ keep running flannel. Needs a build with the etcd feature (docs/flannel.md)."
     Flannel(Box<FlannelArgs>),
 }
 
-/// `vxtap flannel`'s flags.
-#[derive(Args, Debug)]
-pub struct FlannelArgs {
-    /// etcd endpoints, comma-separated (http://HOST:PORT, or https:// with --etcd-ca)
-    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
-    pub etcd: Vec<String>,
-    /// flannel's key prefix in etcd
-    #[arg(long, value_name = "PREFIX", default_value = vxtap::control::flannel::DEFAULT_PREFIX)]
-    pub etcd_prefix: String,
+/// How to reach a secured etcd: TLS and a user, the same flags for `vxtap run` and `vxtap flannel`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EtcdAccess {
     /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
     #[arg(long, value_name = "FILE")]
     pub etcd_ca: Option<PathBuf>,
@@ -141,9 +135,23 @@ pub struct FlannelArgs {
     /// Key (PEM) of --etcd-cert
     #[arg(long, value_name = "FILE")]
     pub etcd_key: Option<PathBuf>,
-    /// etcd user; the password comes from the VXTAP_ETCD_PASSWORD environment variable
+    /// etcd user; the password comes from the VXTAP_ETCD_PASSWORD environment variable (for
+    /// `vxtap run`, also the config file's [etcd] table), never from a flag
     #[arg(long, value_name = "USER")]
     pub etcd_user: Option<String>,
+}
+
+/// `vxtap flannel`'s flags.
+#[derive(Args, Debug)]
+pub struct FlannelArgs {
+    /// etcd endpoints, comma-separated (http://HOST:PORT, or https:// with --etcd-ca)
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// flannel's key prefix in etcd
+    #[arg(long, value_name = "PREFIX", default_value = vxtap::control::flannel::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd_access: EtcdAccess,
     /// This host's address, published in its lease as PublicIP [default: the first IPv4 address
     /// of --iface, or of the interface of the default route]
     #[arg(long, value_name = "IPV4")]
@@ -181,10 +189,10 @@ impl FlannelArgs {
             prefix: Some(self.etcd_prefix.clone()),
             node: None,
             ttl: None,
-            ca: self.etcd_ca.clone(),
-            cert: self.etcd_cert.clone(),
-            key: self.etcd_key.clone(),
-            user: self.etcd_user.clone(),
+            ca: self.etcd_access.etcd_ca.clone(),
+            cert: self.etcd_access.etcd_cert.clone(),
+            key: self.etcd_access.etcd_key.clone(),
+            user: self.etcd_access.etcd_user.clone(),
             password: None,
         }
         .settings(env_password, &settings::hostname())
@@ -236,19 +244,8 @@ pub struct RunArgs {
     /// (a clean exit leaves at once) [default: 15]
     #[arg(long, value_name = "SECS")]
     pub etcd_ttl: Option<u64>,
-    /// CA certificate (PEM) that signed etcd's certificate: TLS to etcd (https:// endpoints)
-    #[arg(long, value_name = "FILE")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd, with --etcd-key
-    #[arg(long, value_name = "FILE")]
-    pub etcd_cert: Option<PathBuf>,
-    /// Key (PEM) of --etcd-cert
-    #[arg(long, value_name = "FILE")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd user; the password comes from the config file's [etcd] table or the
-    /// VXTAP_ETCD_PASSWORD environment variable, never from a flag
-    #[arg(long, value_name = "USER")]
-    pub etcd_user: Option<String>,
+    #[command(flatten)]
+    pub etcd_access: EtcdAccess,
     /// WireGuard: this host's private key file, as `wg genkey` (or `vxtap genkey`) writes it;
     /// refused unless only its owner may read it (chmod 600). With --wg-address and --wg-peer,
     /// every network travels encrypted to the peers (docs/usage.md "Encrypted underlay"). With
@@ -314,10 +311,10 @@ impl RunArgs {
             prefix: self.etcd_prefix.clone(),
             node: self.node.clone(),
             ttl: self.etcd_ttl,
-            ca: self.etcd_ca.clone(),
-            cert: self.etcd_cert.clone(),
-            key: self.etcd_key.clone(),
-            user: self.etcd_user.clone(),
+            ca: self.etcd_access.etcd_ca.clone(),
+            cert: self.etcd_access.etcd_cert.clone(),
+            key: self.etcd_access.etcd_key.clone(),
+            user: self.etcd_access.etcd_user.clone(),
             password: None,
         };
         let etcd = file_etcd.clone().unwrap_or_default().merged(flags);
