@@ -116,7 +116,7 @@ fdb() {
 }
 pool_sockets() {  # "send_sockets,send_sockets_max" of VTEP $1 (its stats), or "0,0"
   timeout 5 "$BIN" stats --control "$TMP/$1.sock" --json 2>/dev/null | "$PY" -c \
-    'import json,sys; d=json.load(sys.stdin); print(f"{d[\"send_sockets\"]},{d[\"send_sockets_max\"]}")' \
+    'import json,sys; d=json.load(sys.stdin); print("%d,%d" % (d["send_sockets"], d["send_sockets_max"]))' \
     2>/dev/null || echo "0,0"
 }
 sample() {
