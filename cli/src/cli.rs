@@ -1,4 +1,4 @@
-//! Command-line interface (the contract in shared/cli-contract.md).
+//! Command-line interface: every flag and command, documented in docs/usage.md.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

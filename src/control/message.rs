@@ -390,7 +390,7 @@ mod tests {
         }
     }
 
-    /// The documented wire format (shared/cli-contract.md), byte for byte.
+    /// The documented wire format (docs/usage.md "Peers and the forwarding table at runtime"), byte for byte.
     #[test]
     fn replies_keep_the_documented_json() {
         let row = FdbRow {
